@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# End-to-end demo on the bundled sample clip; no download. A few minutes on 2 CPU cores.
+#   1. feedforward mode with the shipped model: the whole clip -> out/demo_feedforward.mp4
+#   2. optimization mode (Gatys + Ruder temporal loss) with the weights-free loss network
+#      on the first 12 frames at 192 px -> out/demo_optimization.mp4
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=${VENV:-.venv}
+scripts/setup_env.sh "$venv"
+. "$venv/bin/activate"
+mkdir -p out
+stylecore stylize samples/bunny_clip.mp4 -o out/demo_feedforward.mp4 --overwrite
+stylecore stylize samples/bunny_clip.mp4 --style samples/starry_night_512.jpg \
+  --loss-net random-vgg19 --size 192 --frames 0:12 --first-iterations 120 --iterations 40 \
+  -o out/demo_optimization.mp4 --overwrite
+echo "demo done: out/demo_feedforward.mp4 out/demo_optimization.mp4"

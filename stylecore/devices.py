@@ -1,0 +1,63 @@
+"""Device selection and out-of-memory handling."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from .errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda|cuda:N|mps`` into a usable ``torch.device``.
+
+    ``auto`` prefers CUDA, then Apple's MPS, then the CPU.
+    """
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"--device {name}: no CUDA GPU is visible to this PyTorch build "
+                f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of torch"
+            )
+        return torch.device(name)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise DeviceError("--device mps: Apple MPS is not available here; use --device cpu")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True when ``exc`` is an accelerator (or CPU allocator) out-of-memory error."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@contextlib.contextmanager
+def oom_guard(what: str) -> Iterator[None]:
+    """Re-raise out-of-memory inside the block as a ``DeviceError`` that says what to do."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - filtered by is_oom
+        if not is_oom(exc):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise DeviceError(
+            f"out of memory while {what}; lower --size, or use --device cpu"
+        ) from None

@@ -1,0 +1,475 @@
+"""Frame sources (video, image folder, printf pattern, single image) and video output.
+
+Sources hand out ``H x W x 3`` float32 RGB frames in ``[0, 1]`` by 0-based index and never
+hold more than a couple of decoded frames, so any length of video streams through.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from .errors import InputError, StylecoreError
+from .imageops import load_image, temp_path_for
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp"})
+# Image sequences carry no frame rate; this is Blender's default scene rate.
+DEFAULT_SEQUENCE_FPS = 24.0
+# Decoding forward is exact and, for short jumps, faster than a container seek (which
+# lands on a keyframe and decodes forward anyway), so skip ahead by grabbing up to this many.
+_MAX_GRAB = 48
+_VIDEO_CACHE = 2  # decoded frames kept: flow needs frame i again right after i+1
+_PATTERN_RE = re.compile(r"%(0?\d*)d|#+")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a frame source holds. ``count`` frames at ``fps``, each ``width x height``."""
+
+    path: str
+    kind: str  # "video" | "folder" | "pattern" | "image"
+    width: int
+    height: int
+    fps: float
+    count: int
+
+
+class FrameSource:
+    """Random-access frames of a video or image sequence; use as a context manager."""
+
+    info: SourceInfo
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based) as ``H x W x 3`` float32 RGB."""
+        raise NotImplementedError
+
+    def iter_frames(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, frame)`` one at a time; ascending indices decode sequentially."""
+        for index in indices:
+            yield index, self.read(index)
+
+    def close(self) -> None:
+        """Release the decoder; the source cannot be read afterwards."""
+
+    def __len__(self) -> int:
+        return self.info.count
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.info.count:
+            raise InputError(
+                f"frame {index} is outside {self.info.path}, which has frames 0..{self.info.count - 1}; "
+                "check --frames"
+            )
+
+
+class VideoSource(FrameSource):
+    """A video file decoded by OpenCV's FFmpeg backend."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._cap = self._open()
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            raise _undecodable(path)
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        if not math.isfinite(fps) or fps <= 0:
+            fps = DEFAULT_SEQUENCE_FPS
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count <= 0:  # some containers (raw streams, some MKV/WebM) store no count
+            count = self._count_by_decoding()
+            self._cap.release()
+            self._cap = self._open()
+            self._cap.read()
+        height, width = first.shape[:2]
+        self.info = SourceInfo(str(path), "video", width, height, float(fps), count)
+        self._next = 1  # index that the next cap.read() returns
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict({0: first})
+
+    def _open(self) -> cv2.VideoCapture:
+        # Name the FFmpeg backend: the default may pick CAP_IMAGES for names containing digits.
+        cap = cv2.VideoCapture(str(self._path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise _undecodable(self._path)
+        return cap
+
+    def _count_by_decoding(self) -> int:
+        count = 1  # the first frame was read already
+        while self._cap.grab():
+            count += 1
+        return count
+
+    def read(self, index: int) -> np.ndarray:
+        self._check_index(index)
+        raw = self._cache.get(index)
+        if raw is None:
+            raw = self._decode(index)
+            self._cache[index] = raw
+            while len(self._cache) > _VIDEO_CACHE:
+                self._cache.popitem(last=False)
+        return _bgr8_to_float(raw)
+
+    def _decode(self, index: int) -> np.ndarray:
+        if index < self._next or index - self._next > _MAX_GRAB:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            self._next = index
+        while self._next < index:
+            if not self._cap.grab():
+                raise self._truncated(self._next)
+            self._next += 1
+        ok, raw = self._cap.read()
+        if not ok or raw is None:
+            raise self._truncated(index)
+        self._next += 1
+        if raw.shape[:2] != (self.info.height, self.info.width):
+            raise InputError(
+                f"frame {index} of {self._path} is {raw.shape[1]}x{raw.shape[0]} but the video starts at "
+                f"{self.info.width}x{self.info.height}; re-encode it to one size with ffmpeg"
+            )
+        return raw
+
+    def _truncated(self, index: int) -> InputError:
+        return InputError(
+            f"could not decode frame {index} of {self._path} although it reports {self.info.count} frames; "
+            f"the file may be truncated: re-encode it with ffmpeg, or use --frames 0:{index}"
+        )
+
+    def close(self) -> None:
+        self._cap.release()
+        self._cache.clear()
+
+
+class ImageSequenceSource(FrameSource):
+    """Image files in a fixed order (folder, printf pattern, or a single image)."""
+
+    def __init__(self, files: Sequence[Path], kind: str, label: str, fps: float) -> None:
+        self._files = list(files)
+        first = load_image(self._files[0])
+        height, width = first.shape[:2]
+        self.info = SourceInfo(label, kind, width, height, float(fps), len(self._files))
+        self._last: tuple[int, np.ndarray] = (0, first)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self._files)
+
+    def read(self, index: int) -> np.ndarray:
+        self._check_index(index)
+        if self._last[0] == index:
+            return self._last[1].copy()
+        img = load_image(self._files[index])
+        if img.shape[:2] != (self.info.height, self.info.width):
+            raise InputError(
+                f"{self._files[index]} is {img.shape[1]}x{img.shape[0]} but {self._files[0].name} is "
+                f"{self.info.width}x{self.info.height}; all images of a sequence must have one size"
+            )
+        self._last = (index, img)
+        return img.copy()
+
+
+def open_source(path: str | Path, *, fps: float | None = None) -> FrameSource:
+    """Open a video file, a folder of images, a printf/``#`` pattern, or one image.
+
+    ``fps`` sets the rate of image sequences (default 24); videos keep their own rate.
+    """
+    text = str(path)
+    p = Path(text)
+    seq_fps = DEFAULT_SEQUENCE_FPS if fps is None else float(fps)
+    if seq_fps <= 0:
+        raise InputError(f"frame rate {fps} must be positive")
+    if p.is_dir():
+        return ImageSequenceSource(_folder_images(p), "folder", text, seq_fps)
+    if p.is_file():
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            return ImageSequenceSource([p], "image", text, seq_fps)
+        return VideoSource(p)
+    if _PATTERN_RE.search(p.name):
+        return ImageSequenceSource(pattern_files(text), "pattern", text, seq_fps)
+    raise InputError(
+        f"{text} does not exist; give a video file, a folder of images, or a pattern like frame_%04d.png"
+    )
+
+
+def natural_key(name: str) -> tuple[object, ...]:
+    """Sort key that orders ``frame2`` before ``frame10`` (digit runs compare as numbers)."""
+    # re.split with one group alternates text, number, text, ...: equal positions hold
+    # equal types, so the tuples always compare.
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts))
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    # Hidden files are skipped: they include half-written temp files of a running job.
+    entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+    if not entries:
+        raise InputError(f"folder {folder} is empty; put the frames in it, or give a video file")
+    images = [e for e in entries if e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise InputError(
+            f"folder {folder} holds no images ({kinds}); to stylize a video, give the video file itself"
+        )
+    return sorted(images, key=lambda e: natural_key(e.name))
+
+
+def pattern_files(pattern: str | Path) -> list[Path]:
+    """Existing files of a printf (``frame_%04d.png``) or Blender (``frame_####.png``) pattern.
+
+    All matching numbers in ascending order, from the first that exists; a gap in the
+    numbering is kept as is rather than silently ending the sequence.
+    """
+    p = Path(pattern)
+    fields = list(_PATTERN_RE.finditer(p.name))
+    if len(fields) != 1:
+        raise InputError(f"pattern {pattern} must hold exactly one number field such as %04d or ####")
+    field = fields[0]
+    token = field.group(0)
+    width = len(token) if token.startswith("#") else int(field.group(1) or 0)
+    prefix, suffix = p.name[: field.start()], p.name[field.end():]
+    matcher = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + r"\Z")
+    numbered: list[tuple[int, Path]] = []
+    if p.parent.is_dir():
+        for entry in p.parent.iterdir():
+            m = matcher.match(entry.name)
+            # The number must print back as it is written: %04d matches 0007, not 07 or 00007.
+            if m and f"{int(m.group(1)):0{width}d}" == m.group(1) and entry.is_file():
+                numbered.append((int(m.group(1)), entry))
+    if not numbered:
+        raise InputError(f"no file matches the pattern {pattern}; check the folder and the number format")
+    return [entry for _, entry in sorted(numbered)]
+
+
+def _undecodable(path: Path) -> InputError:
+    return InputError(
+        f"OpenCV could not decode {path}; is it a video? try converting it with ffmpeg "
+        f"(ffmpeg -i {path.name} -c:v libx264 -pix_fmt yuv420p out.mp4)"
+    )
+
+
+def _bgr8_to_float(raw: np.ndarray) -> np.ndarray:
+    if raw.ndim == 2:
+        raw = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+    scale = 255.0 if raw.dtype == np.uint8 else 65535.0
+    return rgb.astype(np.float32) / np.float32(scale)
+
+
+# ---------------------------------------------------------------- frame ranges
+
+
+def parse_frame_range(text: str) -> tuple[int, int]:
+    """``"START:END"`` (0-based, END exclusive) -> ``(start, end)``; ``"START:"`` gives end ``-1``."""
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d*)\s*", text or "")
+    if not m:
+        raise InputError(f"--frames {text!r} is not START:END (0-based, END exclusive), e.g. 0:48 or 24:")
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else -1
+    if end != -1 and end <= start:
+        raise InputError(
+            f"--frames {start}:{end} selects no frame; END is exclusive and must be larger than START "
+            f"(e.g. --frames {start}:{start + 1})"
+        )
+    return start, end
+
+
+def resolve_range(rng: tuple[int, int] | None, count: int) -> range:
+    """The source indices a range selects; ``None`` = all, ``end == -1`` or past the end = to the end."""
+    if rng is None:
+        return range(count)
+    start, end = rng
+    if start >= count:
+        raise InputError(
+            f"--frames {start}:{'' if end == -1 else end} starts after the last frame; "
+            f"the source has {count} frames (0..{count - 1})"
+        )
+    stop = count if end == -1 else min(end, count)
+    return range(start, stop)
+
+
+# ---------------------------------------------------------------- video output
+
+
+def ffmpeg_exe() -> str | None:
+    """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else one on PATH, else None."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return shutil.which("ffmpeg")
+
+
+def _no_window() -> int:
+    # Launched from Blender on Windows, ffmpeg would otherwise flash a console window.
+    return getattr(subprocess, "CREATE_NO_WINDOW", 0)
+
+
+def has_audio(path: str | Path) -> bool:
+    """True when ``path`` is a media file with an audio stream (False without ffmpeg)."""
+    exe = ffmpeg_exe()
+    if exe is None or not Path(path).is_file():
+        return False
+    try:
+        proc = subprocess.run(
+            [exe, "-hide_banner", "-i", str(path)],
+            capture_output=True, text=True, errors="replace", timeout=60, creationflags=_no_window(),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    # Without an output ffmpeg exits 1 after printing the input's streams.
+    return re.search(r"Stream #\S+.*: Audio:", proc.stderr) is not None
+
+
+def _codec_args(suffix: str) -> tuple[list[str], list[str]]:
+    """(video args, audio args) for a container."""
+    if suffix == ".webm":
+        return ["-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "32", "-pix_fmt", "yuv420p"], ["-c:a", "libopus"]
+    video = ["-c:v", "libx264", "-preset", "medium", "-crf", "18", "-pix_fmt", "yuv420p"]
+    if suffix in (".mp4", ".mov", ".m4v"):
+        video += ["-movflags", "+faststart"]  # playable while downloading / quick to open
+    return video, ["-c:a", "aac", "-b:a", "192k"]
+
+
+def encode_video(
+    frames: Sequence[Path] | str | Path,
+    out_path: Path | str,
+    fps: float,
+    *,
+    audio_from: str | Path | None = None,
+    audio_start: float = 0.0,
+    progress: Progress | None = None,
+) -> None:
+    """Encode image frames (a list, or a pattern like ``frame_%06d.png``) into a video.
+
+    With ffmpeg: H.264 yuv420p (BT.709), odd sizes padded by one pixel; the audio of
+    ``audio_from`` from ``audio_start`` seconds for the frames' duration is added when it
+    has any. Without ffmpeg: OpenCV 'mp4v', no audio, and a warning. The file appears
+    only when complete. ``progress(done, total)`` is called after each frame.
+    """
+    files = pattern_files(frames) if isinstance(frames, (str, Path)) else [Path(f) for f in frames]
+    if not files:
+        raise InputError(f"no frames to encode into {out_path}; stylize some frames first")
+    if not fps or fps <= 0 or not math.isfinite(fps):
+        raise InputError(f"frame rate {fps} must be a positive number")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    first = _read_bgr(files[0])
+    tmp = temp_path_for(out_path)
+    try:
+        exe = ffmpeg_exe()
+        if exe is None:
+            warnings.warn("ffmpeg not found: writing an 'mp4v' video without audio", stacklevel=2)
+            _encode_opencv(files, first, tmp, fps, progress)
+        else:
+            audio = audio_from is not None and has_audio(audio_from)
+            _encode_ffmpeg(exe, files, first, tmp, fps, audio_from if audio else None, audio_start, progress)
+        # Rename only a complete file: a killed encode never leaves a broken video behind.
+        tmp.replace(out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_bgr(path: Path) -> np.ndarray:
+    raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+    if raw is None:
+        raise InputError(f"cannot read frame {path}; it is missing or not an image")
+    return raw
+
+
+def _frames_bgr(files: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray]:
+    yield first
+    for f in files[1:]:
+        raw = _read_bgr(f)
+        if raw.shape != first.shape:
+            raise InputError(
+                f"{f} is {raw.shape[1]}x{raw.shape[0]} but {files[0].name} is {first.shape[1]}x{first.shape[0]}; "
+                "all frames of a video must have one size"
+            )
+        yield raw
+
+
+def _encode_ffmpeg(
+    exe: str,
+    files: Sequence[Path],
+    first: np.ndarray,
+    tmp: Path,
+    fps: float,
+    audio_from: str | Path | None,
+    audio_start: float,
+    progress: Progress | None,
+) -> None:
+    height, width = first.shape[:2]
+    rate = Fraction(fps).limit_denominator(1001)  # 23.976 -> 24000/1001 exactly
+    duration = len(files) / fps
+    cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", str(rate), "-i", "-"]
+    if audio_from is not None:
+        # -ss before -i seeks the input; -t keeps only the stylized frames' stretch of sound.
+        cmd += ["-ss", f"{max(audio_start, 0.0):.6f}", "-t", f"{duration:.6f}", "-i", str(audio_from)]
+    cmd += ["-map", "0:v:0"] + (["-map", "1:a:0"] if audio_from is not None else [])
+    # yuv420p needs even sides: pad odd ones by a pixel. Convert with the BT.709 matrix
+    # and say so in the stream, as players assume for HD.
+    cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix=bt709:out_range=tv",
+            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    video_args, audio_args = _codec_args(tmp.suffix.lower())
+    cmd += video_args + (audio_args if audio_from is not None else [])
+    cmd += [str(tmp)]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, creationflags=_no_window()
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        for done, frame in enumerate(_frames_bgr(files, first), start=1):
+            proc.stdin.write(frame.tobytes())
+            if progress is not None:
+                progress(done, len(files))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ffmpeg died; its message is read below
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        last = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
+        raise StylecoreError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space")
+
+
+def _encode_opencv(
+    files: Sequence[Path], first: np.ndarray, tmp: Path, fps: float, progress: Progress | None
+) -> None:
+    height, width = first.shape[:2]
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise StylecoreError(f"OpenCV cannot write {tmp.suffix} video; install ffmpeg or use an .mp4 output")
+    try:
+        for done, frame in enumerate(_frames_bgr(files, first), start=1):
+            writer.write(frame)
+            if progress is not None:
+                progress(done, len(files))
+    finally:
+        writer.release()

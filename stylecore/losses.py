@@ -1,0 +1,152 @@
+"""Style-transfer losses: a plain functional core and thin ``nn.Module`` wrappers.
+
+Feature dicts map VGG layer names (``relu4_2``...) to ``N x C x H x W`` activations.
+Layer-weight dicts map the same names to scalar weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# Gatys et al. 2016: content at conv4_2 (we take its ReLU), style on the first ReLU of
+# each block, equally weighted.
+GATYS_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
+GATYS_STYLE_LAYERS: dict[str, float] = {
+    "relu1_1": 0.2,
+    "relu2_1": 0.2,
+    "relu3_1": 0.2,
+    "relu4_1": 0.2,
+    "relu5_1": 0.2,
+}
+# Huang et al. 2017 (real-time video style transfer): shallower style layers.
+HUANG_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
+HUANG_STYLE_LAYERS: dict[str, float] = {
+    "relu1_2": 0.25,
+    "relu2_2": 0.25,
+    "relu3_2": 0.25,
+    "relu4_2": 0.25,
+}
+
+# Keeps the normalised style loss finite for a layer whose target Gram is all zeros.
+_NORM_EPS = 1e-8
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """Gram matrix ``G[n, i, j] = sum_hw F[n, i, hw] F[n, j, hw] / (C * H * W)``.
+
+    ``(N, C, H, W) -> (N, C, C)``. Dividing by ``C*H*W`` makes the value independent of
+    the image size, so a style measured at one resolution applies at another.
+    """
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(features: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error between feature maps of the same shape."""
+    return F.mse_loss(features, target)
+
+
+def style_loss(features: Tensor, target_gram: Tensor, *, normalized: bool = False) -> Tensor:
+    """``mean((gram(features) - target_gram)^2)``.
+
+    ``target_gram`` is ``(C, C)`` or ``(N or 1, C, C)`` and broadcasts over the batch.
+    With ``normalized=True`` the error is divided by ``mean(target_gram^2) + eps``, so every
+    layer contributes on the same scale whatever its activation magnitude (needed for the
+    random loss network, whose layers differ by orders of magnitude).
+    """
+    gram = gram_matrix(features)
+    target = target_gram.to(gram.dtype)
+    if target.dim() == 2:
+        target = target.unsqueeze(0)
+    loss = ((gram - target) ** 2).mean()
+    if normalized:
+        loss = loss / ((target.detach() ** 2).mean() + _NORM_EPS)
+    return loss
+
+
+def tv_loss(image: Tensor) -> Tensor:
+    """Total variation ``mean((I[..., y, x+1] - I[..., y, x])^2) + mean((I[..., y+1, x] - I[..., y, x])^2)``.
+
+    Each term is the mean over all horizontal (resp. vertical) neighbour pairs of an
+    ``N x C x H x W`` image.
+    """
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return (dx**2).mean() + (dy**2).mean()
+
+
+def temporal_loss(image: Tensor, warped_previous: Tensor, mask: Tensor) -> Tensor:
+    """Ruder et al. short-term temporal loss ``sum(c * (x - w)^2) / D``.
+
+    ``c`` is the ``N x 1 x H x W`` reliability mask (1 = reliable), broadcast over channels;
+    ``D = C * H * W`` is the number of pixel values per image (averaged over the batch).
+    """
+    n, c, h, w = image.shape
+    weighted = mask.to(image.dtype) * (image - warped_previous) ** 2
+    return weighted.sum() / (n * c * h * w)
+
+
+def blend_grams(grams: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) -> dict[str, Tensor]:
+    """Weighted average of several styles' Gram dicts; ``weights`` are normalised to sum 1."""
+    if len(grams) != len(weights) or not grams:
+        raise ValueError(f"blend_grams: need one weight per style, got {len(grams)} styles and {len(weights)} weights")
+    total = float(sum(weights))
+    if total <= 0 or any(wt < 0 for wt in weights):
+        raise ValueError(f"blend_grams: style weights must be >= 0 with a positive sum, got {list(weights)}")
+    blended: dict[str, Tensor] = {}
+    for layer in grams[0]:
+        blended[layer] = sum((g[layer] * (wt / total) for g, wt in zip(grams, weights)), start=torch.zeros_like(grams[0][layer]))
+    return blended
+
+
+class ContentLoss(nn.Module):
+    """Weighted sum of ``content_loss`` over layers, against fixed target features."""
+
+    def __init__(self, target: Mapping[str, Tensor], layers: Mapping[str, float]) -> None:
+        super().__init__()
+        self.layers = dict(layers)
+        self.target = {name: target[name].detach() for name in self.layers}
+
+    def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        return sum(
+            (weight * content_loss(features[name], self.target[name]) for name, weight in self.layers.items()),
+            start=torch.zeros((), device=next(iter(features.values())).device),
+        )
+
+
+class StyleLoss(nn.Module):
+    """Weighted sum of ``style_loss`` over layers, against fixed target Gram matrices."""
+
+    def __init__(self, target_grams: Mapping[str, Tensor], layers: Mapping[str, float], normalized: bool = False) -> None:
+        super().__init__()
+        self.layers = dict(layers)
+        self.normalized = normalized
+        self.target_grams = {name: target_grams[name].detach() for name in self.layers}
+
+    def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        return sum(
+            (
+                weight * style_loss(features[name], self.target_grams[name], normalized=self.normalized)
+                for name, weight in self.layers.items()
+            ),
+            start=torch.zeros((), device=next(iter(features.values())).device),
+        )
+
+
+class TVLoss(nn.Module):
+    """Module form of ``tv_loss``."""
+
+    def forward(self, image: Tensor) -> Tensor:
+        return tv_loss(image)
+
+
+class TemporalLoss(nn.Module):
+    """Module form of ``temporal_loss``."""
+
+    def forward(self, image: Tensor, warped_previous: Tensor, mask: Tensor) -> Tensor:
+        return temporal_loss(image, warped_previous, mask)

@@ -1,0 +1,220 @@
+"""Gatys-style image optimisation, made temporally stable after Ruder et al. (2016).
+
+One frame is an optimisation problem over its pixels:
+
+    L(x) = a * L_content(x, p) + b * L_style(x, a_s) + c * L_tv(x) + g * L_temporal(x, w, m)
+
+with ``p`` the content frame, ``a_s`` the style targets (Gram matrices), ``w`` the previous
+stylized frame warped into this frame by optical flow and ``m`` its reliability mask
+(forward-backward consistency). A later frame starts from ``w`` (warm start), so it
+needs far fewer iterations than the first. Large first frames are solved coarse to fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import losses
+from .errors import Cancelled, InputError
+from .vgg import VGGEncoder
+
+# Base scales that make weight 1.0 a sensible default for each loss network. With the
+# Gram matrix normalised by C*H*W, ImageNet VGG19's style term is ~1e-6 of its content
+# term; the random network's per-layer normalised Gram loss is O(1) by construction.
+_STYLE_SCALE = {False: 1e6, True: 1e1}
+# Total variation and temporal terms act on [0, 1] pixels, independent of the network.
+_TV_SCALE = 1e1
+_TEMPORAL_SCALE = 2e3
+
+# Below this long side a coarser level is not worth solving (VGG's receptive field).
+_MIN_LEVEL_SIDE = 192
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Weights and solver settings for one frame's optimisation."""
+
+    iterations: int = 500
+    optimizer: str = "lbfgs"
+    learning_rate: float | None = None  # None = optimizer default (L-BFGS 1.0, Adam 0.02)
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 1.0
+    temporal_weight: float = 1.0
+    scales: int = 1  # coarse-to-fine levels (1 = single scale)
+    content_layers: Mapping[str, float] = field(default_factory=lambda: dict(losses.GATYS_CONTENT_LAYERS))
+    style_layers: Mapping[str, float] = field(default_factory=lambda: dict(losses.GATYS_STYLE_LAYERS))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+
+@dataclass(frozen=True)
+class TemporalTarget:
+    """The previous stylized frame warped into this frame, and where to trust it."""
+
+    warped: torch.Tensor  # 1x3xHxW
+    mask: torch.Tensor  # 1x1xHxW, 1 = reliable
+
+
+def style_grams(encoder: VGGEncoder, style: torch.Tensor, layers: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """Gram matrices of one style image at the given layers."""
+    with torch.no_grad():
+        feats = encoder(style)
+    return {name: losses.gram_matrix(feats[name]) for name in layers}
+
+
+def optimize_frame(
+    encoder: VGGEncoder,
+    content: torch.Tensor,
+    grams: Mapping[str, torch.Tensor],
+    config: OptimConfig,
+    *,
+    init: torch.Tensor | None = None,
+    temporal: TemporalTarget | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Stylize one frame and return it as a 1x3xHxW tensor in [0, 1].
+
+    ``init`` defaults to the content frame. With ``config.scales > 1`` the problem is
+    solved on a pyramid, each level starting from the upsampled result of the last.
+    """
+    if content.dim() != 4 or content.shape[:2] != (1, 3):
+        raise InputError(f"expected a 1x3xHxW content tensor, got {tuple(content.shape)}")
+    image = (content if init is None else init).detach().clone()
+    levels = _pyramid_sizes(tuple(content.shape[-2:]), config.scales)
+    # Coarse levels are cheap: give them the same share each, the finest the rest.
+    per_level = max(config.iterations // (2 * len(levels)), 1) if len(levels) > 1 else config.iterations
+    for depth, size in enumerate(levels):
+        last = depth == len(levels) - 1
+        iterations = config.iterations - per_level * (len(levels) - 1) if last else per_level
+        level_content = _resize(content, size)
+        level_init = _resize(image, size)
+        level_temporal = None
+        if temporal is not None:
+            level_temporal = TemporalTarget(_resize(temporal.warped, size), _resize(temporal.mask, size))
+        image = _solve(encoder, level_content, grams, config, level_init, level_temporal, iterations, cancel)
+    return image.clamp(0.0, 1.0)
+
+
+def _solve(
+    encoder: VGGEncoder,
+    content: torch.Tensor,
+    grams: Mapping[str, torch.Tensor],
+    config: OptimConfig,
+    init: torch.Tensor,
+    temporal: TemporalTarget | None,
+    iterations: int,
+    cancel: Callable[[], bool] | None,
+) -> torch.Tensor:
+    """Run the optimizer for ``iterations`` steps on one pyramid level."""
+    with torch.no_grad():
+        content_feats = encoder(content)
+    content_loss = losses.ContentLoss({k: content_feats[k] for k in config.content_layers}, config.content_layers)
+    style_loss = losses.StyleLoss(dict(grams), config.style_layers, encoder.normalized_style)
+    style_scale = _STYLE_SCALE[bool(encoder.normalized_style)]
+
+    image = init.detach().clone().requires_grad_(True)
+
+    def objective() -> torch.Tensor:
+        feats = encoder(image)
+        total = config.content_weight * content_loss(feats)
+        total = total + config.style_weight * style_scale * style_loss(feats)
+        if config.tv_weight:
+            total = total + config.tv_weight * _TV_SCALE * losses.tv_loss(image)
+        if temporal is not None and config.temporal_weight:
+            total = total + config.temporal_weight * _TEMPORAL_SCALE * losses.temporal_loss(
+                image, temporal.warped, temporal.mask
+            )
+        return total
+
+    if iterations <= 0:
+        return image.detach()
+    if config.optimizer == "lbfgs":
+        _run_lbfgs(image, objective, iterations, config.learning_rate or 1.0, cancel)
+    else:
+        _run_adam(image, objective, iterations, config.learning_rate or 0.02, cancel)
+    return image.detach().clamp(0.0, 1.0)
+
+
+# L-BFGS runs in chunks so that cancel is honoured without waiting for a whole frame.
+_CHUNK = 10
+
+
+def _run_lbfgs(
+    image: torch.Tensor,
+    objective: Callable[[], torch.Tensor],
+    iterations: int,
+    lr: float,
+    cancel: Callable[[], bool] | None,
+) -> None:
+    optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=_CHUNK, history_size=50, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective()
+        loss.backward()
+        return loss
+
+    done = 0
+    while done < iterations:
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        chunk = min(_CHUNK, iterations - done)
+        optimizer.param_groups[0]["max_iter"] = chunk
+        before = optimizer.state[image].get("n_iter", 0) if image in optimizer.state else 0
+        optimizer.step(closure)
+        with torch.no_grad():
+            image.clamp_(0.0, 1.0)
+        done += chunk
+        # L-BFGS ends a chunk early once it has converged; further chunks would do nothing.
+        if optimizer.state[image].get("n_iter", 0) - before < chunk:
+            break
+
+
+def _run_adam(
+    image: torch.Tensor,
+    objective: Callable[[], torch.Tensor],
+    iterations: int,
+    lr: float,
+    cancel: Callable[[], bool] | None,
+) -> None:
+    optimizer = torch.optim.Adam([image], lr=lr)
+    for step in range(iterations):
+        if cancel is not None and step % _CHUNK == 0 and cancel():
+            raise Cancelled("cancelled")
+        optimizer.zero_grad(set_to_none=True)
+        objective().backward()
+        optimizer.step()
+        with torch.no_grad():
+            image.clamp_(0.0, 1.0)
+
+
+def auto_scales(height: int, width: int) -> int:
+    """Pyramid levels for a frame: one more for every halving that stays >= 192 px."""
+    levels, side = 1, max(height, width)
+    while side // 2 >= _MIN_LEVEL_SIDE and levels < 4:
+        side //= 2
+        levels += 1
+    return levels
+
+
+def _pyramid_sizes(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
+    """Sizes from coarsest to finest; each level halves the next."""
+    height, width = size
+    sizes = [(height, width)]
+    for _ in range(max(scales, 1) - 1):
+        height, width = max(height // 2, 1), max(width // 2, 1)
+        sizes.append((height, width))
+    return sizes[::-1]
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)

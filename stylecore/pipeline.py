@@ -1,0 +1,323 @@
+"""Run one stylization job: the single place where a job is executed.
+
+The CLI, the worker (Blender) and the Python API all call ``run_job``. It opens the
+content, resolves which source frames become which output frames, opens the job folder
+(resume, parameter check), runs the mode's frame loop and, for a video output, encodes
+the frames with the source's audio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import flow, imageops
+from .devices import oom_guard, resolve_device
+from .errors import Cancelled, InputError
+from .frames import FrameSource, encode_video, open_source
+from .jobdir import JobDir
+from .jobspec import JobSpec
+from .optimize import OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
+from .losses import blend_grams
+from .style_video import StyleMapping, style_index
+from .vgg import load_loss_network
+
+EventSink = Callable[[dict[str, Any]], None]
+CancelCheck = Callable[[], bool]
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+# Default long side per mode: optimisation is costly per pixel; feedforward is not.
+DEFAULT_SIZE = {"optimization": 512, "style-video": 512, "feedforward": None}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Where the job's frames (and video) are."""
+
+    frames_dir: Path
+    frames: int
+    video: Path | None
+
+
+def is_video_output(output: str | Path) -> bool:
+    return Path(output).suffix.lower() in VIDEO_SUFFIXES
+
+
+def frames_dir_for(output: str | Path) -> Path:
+    """The job folder: the output itself, or ``NAME.stylecore-frames`` beside a video."""
+    path = Path(output)
+    if is_video_output(path):
+        return path.with_name(path.stem + ".stylecore-frames")
+    return path
+
+
+def resolve_indices(spec: JobSpec, count: int) -> list[int]:
+    """Source frame index for each output frame (output number k + 1 <- indices[k])."""
+    if spec.frame_map is not None:
+        bad = [i for i in spec.frame_map if not 0 <= i < count]
+        if bad:
+            raise InputError(f"frame_map asks for source frame {bad[0]}, but the content has {count} frames")
+        return list(spec.frame_map)
+    if spec.frames is None:
+        return list(range(count))
+    start, end = spec.frames
+    end = count if end < 0 else min(end, count)
+    if start >= count or end <= start:
+        raise InputError(f"--frames {start}:{spec.frames[1]} selects no frame: the content has {count} frames")
+    return list(range(start, end))
+
+
+def run_job(
+    spec: JobSpec,
+    on_event: EventSink | None = None,
+    cancel: CancelCheck | None = None,
+    *,
+    overwrite: bool = False,
+) -> JobResult:
+    """Run ``spec`` to the end, resuming whatever is already on disk.
+
+    Raises ``StylecoreError`` subclasses for anything the user can fix, and
+    ``Cancelled`` when ``cancel()`` turns true (whole frames stay on disk).
+    """
+    emit = _ProgressEmitter(on_event)
+    should_cancel = cancel or (lambda: False)
+    _check_inputs(spec)
+    with open_source(spec.content) as source:
+        indices = resolve_indices(spec, source.info.count)
+        jobdir = JobDir(frames_dir_for(spec.output), spec.fingerprint(), overwrite=overwrite)
+        todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
+        emit.start(total=len(indices), todo=todo, output=str(jobdir.folder))
+        if spec.mode == "feedforward":
+            from .feedforward import run_feedforward  # heavy imports only when needed
+
+            run_feedforward(spec, source, indices, jobdir, emit, should_cancel)
+        else:
+            _run_optimization(spec, source, indices, jobdir, emit, should_cancel)
+        video = None
+        if is_video_output(spec.output):
+            video = _encode(spec, source, indices, jobdir)
+    emit({"event": "done", "output": str(video or jobdir.folder), "frames": len(indices)})
+    return JobResult(frames_dir=jobdir.folder, frames=len(indices), video=video)
+
+
+def _check_inputs(spec: JobSpec) -> None:
+    """Fail fast, before anything heavy loads, on inputs that are plainly missing."""
+    for path, _ in spec.styles:
+        if not Path(path).is_file():
+            raise InputError(f"style image not found: {path}")
+    if spec.style_video and not Path(spec.style_video).exists() and "%" not in spec.style_video:
+        raise InputError(f"style video not found: {spec.style_video}")
+    if spec.model and not Path(spec.model).is_file():
+        raise InputError(f"model file not found: {spec.model}")
+    if is_video_output(spec.output) and not Path(spec.output).parent.exists():
+        raise InputError(f"the output's folder does not exist: {Path(spec.output).parent}")
+
+
+def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: JobDir) -> Path:
+    """Encode the job's frames to the output video, with the source's audio when it lines up."""
+    contiguous = all(b == a + 1 for a, b in zip(indices, indices[1:]))
+    audio_from = spec.content if (spec.audio and source.info.kind == "video" and contiguous) else None
+    paths = [jobdir.frame_path(n) for n in range(1, len(indices) + 1)]
+    out = Path(spec.output)
+    encode_video(paths, out, source.info.fps, audio_from=audio_from, audio_start=indices[0] / source.info.fps)
+    if not spec.keep_frames:
+        jobdir.remove()
+    return out
+
+
+class _ProgressEmitter:
+    """Forwards events and adds ``progress`` events (done, s/frame, ETA) after each frame."""
+
+    def __init__(self, sink: EventSink | None) -> None:
+        self._sink = sink
+        self.total = 0
+        self.done = 0
+        self._worked = 0
+        self._seconds = 0.0
+
+    def start(self, *, total: int, todo: int, output: str) -> None:
+        self.total = total
+        self(dict(event="start", total=total, todo=todo, output=output))
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self._sink is not None:
+            self._sink(event)
+        if event.get("event") != "frame":
+            return
+        self.done += 1
+        if not event.get("skipped"):
+            self._worked += 1
+            self._seconds += float(event.get("seconds", 0.0))
+        per_frame = self._seconds / self._worked if self._worked else 0.0
+        if self._sink is not None:
+            self._sink(
+                dict(
+                    event="progress",
+                    done=self.done,
+                    total=self.total,
+                    seconds_per_frame=round(per_frame, 4),
+                    eta_seconds=round(per_frame * (self.total - self.done), 1),
+                )
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# Optimisation and style-video modes
+
+
+class _StyleTargets:
+    """Gram targets for each output frame: fixed style images, or a style video's frames."""
+
+    def __init__(self, spec: JobSpec, encoder: torch.nn.Module, config: OptimConfig, device: torch.device,
+                 size: tuple[int, int], content_fps: float) -> None:
+        self._spec = spec
+        self._encoder = encoder
+        self._layers = config.style_layers
+        self._device = device
+        self._long_side = max(1, round(max(size) * spec.style_scale))
+        self._content_fps = content_fps
+        self._cache: dict[Any, dict[str, torch.Tensor]] = {}
+        self._video: FrameSource | None = open_source(spec.style_video) if spec.style_video else None
+        self._images = [imageops.load_image(p) for p, _ in spec.styles]
+        self._weights = [w for _, w in spec.styles]
+        if any(w < 0 for w in self._weights) or (self._weights and sum(self._weights) <= 0):
+            raise InputError("style blend weights must be >= 0 and not all zero (--style a.jpg:0.7 --style b.jpg:0.3)")
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+    def grams(self, k: int, content: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """Targets for output frame k (0-based). ``content`` is the shot's colour reference."""
+        histogram = self._spec.preserve_colors == "histogram"
+        if self._video is not None:
+            info = self._video.info
+            mapping = StyleMapping(self._spec.style_sync, self._spec.style_rate, self._spec.style_offset,
+                                   self._spec.style_end)
+            s = style_index(k, mapping, content_fps=self._content_fps, style_fps=info.fps, style_count=info.count)
+            key: Any = ("video", s, id(content) if histogram else None)
+            if key not in self._cache:
+                self._cache.clear()  # one style frame at a time: memory stays flat
+                self._cache[key] = self._compute([self._video.read(s)], [1.0], content if histogram else None)
+            return self._cache[key]
+        key = ("images", id(content) if histogram else None)
+        if key not in self._cache:
+            self._cache.clear()
+            self._cache[key] = self._compute(self._images, self._weights, content if histogram else None)
+        return self._cache[key]
+
+    def _compute(self, images: list[np.ndarray], weights: list[float], colour_ref: np.ndarray | None
+                 ) -> dict[str, torch.Tensor]:
+        grams = []
+        for image in images:
+            if colour_ref is not None:
+                image = imageops.match_color(image, colour_ref)
+            h, w = image.shape[:2]
+            image = imageops.resize(image, imageops.scaled_size(w, h, self._long_side))
+            grams.append(style_grams(self._encoder, imageops.to_tensor(image, self._device), self._layers))
+        return blend_grams(grams, weights) if len(grams) > 1 else grams[0]
+
+
+def _run_optimization(
+    spec: JobSpec,
+    source: FrameSource,
+    indices: Sequence[int],
+    jobdir: JobDir,
+    emit: EventSink,
+    cancel: CancelCheck,
+) -> None:
+    """Ruder et al.: each frame warm-started from the warped previous one, with a temporal loss."""
+    device = resolve_device(spec.device)
+    info = source.info
+    size = _processing_size(spec, info.width, info.height)  # (w, h)
+    base = OptimConfig(
+        optimizer=spec.optimizer,
+        content_weight=spec.content_weight,
+        tv_weight=spec.tv_weight,
+        temporal_weight=spec.temporal_weight,
+    )
+    encoder = load_loss_network(spec.loss_net, base.layers, device, weights_path=spec.vgg_weights)
+    targets = _StyleTargets(spec, encoder, base, device, size, info.fps)
+    temporal_on = spec.temporal_weight > 0
+    first_scales = spec.scales or auto_scales(size[1], size[0])
+    shot_reference: np.ndarray | None = None  # first content frame of the current shot
+    previous: tuple[int, np.ndarray] | None = None  # (output number, processed content)
+
+    def content_at(k: int) -> np.ndarray:
+        return imageops.resize(source.read(indices[k]), size)
+
+    try:
+        for k, index in enumerate(indices):
+            number = k + 1
+            if jobdir.has_frame(number):
+                emit(dict(event="frame", number=number, index=index, path=str(jobdir.frame_path(number)),
+                          seconds=0.0, skipped=True))
+                continue
+            if cancel():
+                raise Cancelled("cancelled")
+            started = time.perf_counter()
+            content = content_at(k)
+            temporal: TemporalTarget | None = None
+            if temporal_on and number > 1 and jobdir.has_frame(number - 1):
+                prev_content = previous[1] if previous and previous[0] == number - 1 else content_at(k - 1)
+                pair = flow.flow_pair(prev_content, content)
+                if flow.is_scene_cut(prev_content, content, pair):
+                    emit(dict(event="cut", index=index, number=number))
+                    shot_reference = None
+                else:
+                    # The previous frame is read back from disk, so a resumed run continues
+                    # exactly like an uninterrupted one.
+                    prev_out = imageops.resize(jobdir.read_frame(number - 1), size)
+                    warped = flow.warp(prev_out, pair.flow_bw)
+                    temporal = TemporalTarget(
+                        imageops.to_tensor(warped, device),
+                        torch.from_numpy(np.ascontiguousarray(pair.mask, dtype=np.float32))[None, None].to(device),
+                    )
+            if shot_reference is None or not temporal_on:
+                shot_reference = content
+            config = OptimConfig(
+                iterations=spec.iterations if temporal else spec.first_iterations,
+                optimizer=base.optimizer,
+                content_weight=base.content_weight,
+                style_weight=spec.style_weight_at(number),
+                tv_weight=base.tv_weight,
+                temporal_weight=base.temporal_weight,
+                scales=1 if temporal else first_scales,
+            )
+            torch.manual_seed(spec.seed + number)
+            content_t = imageops.to_tensor(content, device)
+            with oom_guard(f"stylizing frame {number} at {size[0]}x{size[1]}"):
+                result = optimize_frame(
+                    encoder,
+                    content_t,
+                    targets.grams(k, shot_reference),
+                    config,
+                    init=temporal.warped if temporal else None,
+                    temporal=temporal,
+                    cancel=cancel,
+                )
+            image = imageops.to_numpy(result)
+            if spec.preserve_colors == "luminance":
+                image = imageops.luminance_transfer(image, content)
+            image = imageops.resize(image, (info.width, info.height))
+            path = jobdir.write_frame(number, image)
+            previous = (number, content)
+            emit(dict(event="frame", number=number, index=index, path=str(path),
+                      seconds=round(time.perf_counter() - started, 4), skipped=False))
+    finally:
+        targets.close()
+
+
+def _processing_size(spec: JobSpec, width: int, height: int) -> tuple[int, int]:
+    """(w, h) to stylize at: ``spec.size`` as the long side, or the mode's default."""
+    long_side = spec.size
+    if long_side is None:
+        default = DEFAULT_SIZE.get(spec.mode)
+        long_side = None if default is None else min(default, max(width, height))
+    return imageops.scaled_size(width, height, long_side)

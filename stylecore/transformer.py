@@ -1,0 +1,249 @@
+"""Huang et al. (2017) stylizing network, optionally conditioned on the style weight.
+
+Architecture (Huang et al., "Real-Time Neural Style Transfer for Videos", section 3.1):
+three convolutions (16, 32, 48 channels; strides 1, 2, 2), five residual blocks at 48
+channels, two resize-convolutions back to full size (32, 16 channels; nearest-neighbour
+upsampling then a convolution, which avoids the checkerboard artefacts of transposed
+convolutions) and a final convolution to RGB. Every convolution but the last is followed
+by instance normalisation. About 0.25 M parameters.
+
+Conditioning (Babaeizadeh and Ghiasi, "Adjustable Real-time Style Transfer", 2018): the
+style weight ``w`` goes through a small MLP whose output shifts the scale and bias of
+every instance normalisation, so one network renders any style strength in
+``[0, max_style_weight]``. An unconditioned network ignores ``w`` inside the network and
+instead mixes its output with the input: ``x + w * (stylized - x)``.
+
+Any frame size works: the input is reflect-padded to a multiple of 4 (two stride-2
+layers) and the output cropped back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# Spatial size must be divisible by 2 ** (number of stride-2 layers).
+SIZE_MULTIPLE = 4
+_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of the network; stored in model files so a file rebuilds its own network."""
+
+    down_channels: tuple[int, int, int] = (16, 32, 48)
+    res_blocks: int = 5
+    up_channels: tuple[int, int] = (32, 16)
+    edge_kernel: int = 3  # kernel of the first and last convolution
+    conditioned: bool = True
+    cond_hidden: int = 32
+    max_style_weight: float = 2.0  # conditioned range is [0, max_style_weight]
+
+    def __post_init__(self) -> None:
+        if len(self.down_channels) != 3 or len(self.up_channels) != 2:
+            raise ValueError("TransformerConfig needs 3 down_channels and 2 up_channels")
+        if self.edge_kernel % 2 != 1 or self.res_blocks < 0 or self.max_style_weight <= 0:
+            raise ValueError("TransformerConfig: edge_kernel must be odd, res_blocks >= 0, max_style_weight > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["down_channels"] = list(self.down_channels)
+        data["up_channels"] = list(self.up_channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
+        return cls(
+            down_channels=tuple(int(c) for c in data["down_channels"]),  # type: ignore[arg-type]
+            res_blocks=int(data["res_blocks"]),
+            up_channels=tuple(int(c) for c in data["up_channels"]),  # type: ignore[arg-type]
+            edge_kernel=int(data["edge_kernel"]),
+            conditioned=bool(data["conditioned"]),
+            cond_hidden=int(data["cond_hidden"]),
+            max_style_weight=float(data["max_style_weight"]),
+        )
+
+
+class NormStats:
+    """Fixed instance-norm statistics, used by tiled inference so all tiles agree.
+
+    ``mean[k]`` and ``var[k]`` are ``N x C`` tensors for normalisation layer ``k``;
+    layers without an entry compute their own statistics. When ``capture`` is set to a
+    layer index, that layer stops the forward pass by raising ``CapturedActivation`` with
+    its input, so a caller can measure the statistics of one layer at a time.
+    """
+
+    def __init__(self) -> None:
+        self.mean: dict[int, Tensor] = {}
+        self.var: dict[int, Tensor] = {}
+        self.capture: int | None = None
+
+
+class CapturedActivation(Exception):
+    """Raised by the normalisation layer named in ``NormStats.capture``; carries its input."""
+
+    def __init__(self, activation: Tensor) -> None:
+        super().__init__("captured activation")
+        self.activation = activation
+
+
+class ConditionalInstanceNorm(nn.Module):
+    """Instance normalisation whose scale and bias may be shifted per sample.
+
+    ``y = (x - mean) / sqrt(var + eps) * (weight + d_scale) + (bias + d_shift)`` with
+    ``d_scale, d_shift`` of shape ``N x C`` from the conditioning MLP (or zero).
+    """
+
+    def __init__(self, channels: int, index: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.index = index  # position among the network's norms (for NormStats)
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, modulation: Tensor | None, stats: NormStats | None) -> Tensor:
+        if stats is not None and stats.capture == self.index:
+            raise CapturedActivation(x)
+        if stats is not None and self.index in stats.mean:
+            mean = stats.mean[self.index].to(x.dtype)
+            var = stats.var[self.index].to(x.dtype)
+        else:
+            # Statistics in float32 even under half precision: variances of large maps
+            # lose too many digits in fp16.
+            var32, mean32 = torch.var_mean(x.float(), dim=(2, 3), unbiased=False)
+            mean, var = mean32.to(x.dtype), var32.to(x.dtype)
+        scale = self.weight.to(x.dtype).unsqueeze(0)
+        shift = self.bias.to(x.dtype).unsqueeze(0)
+        if modulation is not None:
+            d_scale, d_shift = modulation.to(x.dtype).chunk(2, dim=1)
+            scale = scale + d_scale
+            shift = shift + d_shift
+        # Fold the normalisation into one multiply-add over the map.
+        scale = scale * torch.rsqrt(var + _EPS)
+        shift = shift - mean * scale
+        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+
+
+class ReflectConv(nn.Module):
+    """Convolution with reflection padding (no dark borders from zero padding)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, padding_mode="reflect")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class StyleWeightMLP(nn.Module):
+    """Maps the style weight to per-norm (d_scale, d_shift) pairs."""
+
+    def __init__(self, hidden: int, norm_channels: list[int]) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.heads = nn.ModuleList(nn.Linear(hidden, 2 * c) for c in norm_channels)
+        # Zero heads: training starts from a plain (unconditioned) instance norm.
+        for head in self.heads:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, style_weight: Tensor) -> list[Tensor]:
+        hidden = self.body(style_weight.reshape(-1, 1))
+        return [head(hidden) for head in self.heads]
+
+
+class StyleTransformer(nn.Module):
+    """The stylizing network. ``forward(image, style_weight)`` -> stylized image in [0, 1]."""
+
+    def __init__(self, config: TransformerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or TransformerConfig()
+        cfg = self.config
+        c1, c2, c3 = cfg.down_channels
+        u1, u2 = cfg.up_channels
+        norm_channels: list[int] = []
+
+        def norm(channels: int) -> ConditionalInstanceNorm:
+            norm_channels.append(channels)
+            return ConditionalInstanceNorm(channels, len(norm_channels) - 1)
+
+        self.down = nn.ModuleList(
+            [ReflectConv(3, c1, cfg.edge_kernel), ReflectConv(c1, c2, 3, stride=2), ReflectConv(c2, c3, 3, stride=2)]
+        )
+        self.down_norms = nn.ModuleList([norm(c1), norm(c2), norm(c3)])
+        self.res_convs = nn.ModuleList(
+            nn.ModuleList([ReflectConv(c3, c3, 3), ReflectConv(c3, c3, 3)]) for _ in range(cfg.res_blocks)
+        )
+        self.res_norms = nn.ModuleList(nn.ModuleList([norm(c3), norm(c3)]) for _ in range(cfg.res_blocks))
+        self.up = nn.ModuleList([ReflectConv(c3, u1, 3), ReflectConv(u1, u2, 3)])
+        self.up_norms = nn.ModuleList([norm(u1), norm(u2)])
+        self.final = ReflectConv(u2, 3, cfg.edge_kernel)
+        self.num_norms = len(norm_channels)
+        self.cond = StyleWeightMLP(cfg.cond_hidden, norm_channels) if cfg.conditioned else None
+
+    def forward(self, image: Tensor, style_weight: Tensor | None = None, stats: NormStats | None = None) -> Tensor:
+        """Stylize ``N x 3 x H x W`` images in [0, 1].
+
+        ``style_weight``: ``N`` weights (or ``None`` = 1.0). ``stats`` fixes normalisation
+        statistics (tiled inference only).
+        """
+        n, _, h, w = image.shape
+        if style_weight is None:
+            style_weight = torch.ones(n, device=image.device, dtype=torch.float32)
+        style_weight = style_weight.reshape(-1).to(device=image.device, dtype=torch.float32).expand(n)
+        pad_h, pad_w = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        x = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect") if (pad_h or pad_w) else image
+
+        modulations: list[Tensor | None]
+        if self.cond is not None:
+            clamped = style_weight.clamp(0.0, self.config.max_style_weight)
+            modulations = list(self.cond(clamped))
+        else:
+            modulations = [None] * self.num_norms
+
+        def normed(layer: nn.Module, y: Tensor) -> Tensor:
+            return layer(y, modulations[layer.index], stats)
+
+        y = x
+        for conv, nrm in zip(self.down, self.down_norms):
+            y = F.relu(normed(nrm, conv(y)))
+        for convs, nrms in zip(self.res_convs, self.res_norms):
+            r = F.relu(normed(nrms[0], convs[0](y)))
+            y = y + normed(nrms[1], convs[1](r))
+        for conv, nrm in zip(self.up, self.up_norms):
+            y = F.relu(normed(nrm, conv(F.interpolate(y, scale_factor=2.0, mode="nearest"))))
+        out = torch.sigmoid(self.final(y))
+        if pad_h or pad_w:
+            out = out[:, :, :h, :w]
+        if self.cond is None:
+            # Unconditioned: the weight can only mix stylized and original pixels.
+            mix = style_weight.clamp(0.0, 1.0).to(out.dtype)[:, None, None, None]
+            out = image + mix * (out - image)
+        return out
+
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that one output pixel depends on (for tiling)."""
+        cfg = self.config
+        radius = cfg.edge_kernel // 2  # first conv, stride 1
+        radius += 1 + 2  # two stride-2 3x3 convs: 1 px at stride 1, 1 px at stride 2
+        radius += 2 * cfg.res_blocks * 4  # 3x3 convs at stride 4
+        radius += 2 * 2 + 2 + 1  # upsample rounding + 3x3 at stride 2, 3x3 at stride 1
+        radius += cfg.edge_kernel // 2
+        return radius
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def style_weight_tensor(weights: list[float] | tuple[float, ...], device: torch.device) -> Tensor:
+    """Per-sample style weights as the ``N`` float32 tensor ``forward`` takes."""
+    return torch.tensor([float(w) for w in weights], dtype=torch.float32, device=device)
+
+
+ForwardFn = Callable[[Tensor, Tensor], Tensor]

@@ -1,0 +1,161 @@
+"""JSON-lines worker for the Blender add-on: ``python -m stylecore.worker``.
+
+Requests arrive on stdin, events leave on stdout, one JSON object per line (see
+docs/worker-protocol.md). Jobs run on the main thread; a reader thread keeps listening so
+that ``cancel`` and ``shutdown`` take effect while a job runs. The process stays alive
+across jobs, so loss networks and models loaded by one job are reused by the next.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import traceback
+from typing import IO, Any
+
+from . import __version__
+from .errors import Cancelled, StylecoreError
+
+PROTOCOL = 1
+
+
+class _Events:
+    """Writes protocol events to the real stdout, one line each, from any thread."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, separators=(",", ":"))
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+class _State:
+    """What the reader thread and the job loop share."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: str | None = None
+        self.cancelled: set[str] = set()
+        self.shutdown = threading.Event()
+
+
+def serve(stdin: IO[str], stdout: IO[str]) -> int:
+    """Serve requests until ``shutdown`` or end of input; return the exit status."""
+    emit = _Events(stdout)
+    state = _State()
+    jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    reader = threading.Thread(target=_read_requests, args=(stdin, emit, state, jobs), daemon=True)
+    reader.start()
+    while True:
+        request = jobs.get()
+        if request is None:
+            return 0
+        _run_job(request, emit, state)
+        with state.lock:
+            state.running = None
+        if state.shutdown.is_set():
+            return 0
+
+
+def _read_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue.Queue) -> None:
+    """Parse requests; answer ``hello`` and handle ``cancel``/``shutdown`` at once."""
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            emit({"event": "error", "id": None, "message": f"unreadable request ({exc}): {line[:80]}"})
+            continue
+        op = request.get("op")
+        job_id = request.get("id")
+        if op == "hello":
+            emit(_hello(request))
+        elif op == "cancel":
+            with state.lock:
+                state.cancelled.add(str(job_id))
+        elif op == "shutdown":
+            state.shutdown.set()
+            with state.lock:
+                if state.running is not None:
+                    state.cancelled.add(state.running)
+            break
+        elif op == "stylize":
+            with state.lock:
+                busy = state.running is not None or not jobs.empty()
+                if not busy:
+                    state.running = str(job_id)
+            if busy:
+                emit({"event": "error", "id": job_id, "message": "the worker is already running a job; "
+                      "cancel it or wait for it to finish"})
+            else:
+                jobs.put(request)
+        else:
+            emit({"event": "error", "id": job_id, "message": f"unknown op {op!r}; expected hello, stylize, "
+                  "cancel or shutdown"})
+    jobs.put(None)
+
+
+def _hello(request: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    wanted = request.get("protocol", PROTOCOL)
+    if wanted != PROTOCOL:
+        return {"event": "error", "id": None, "message": f"the add-on speaks worker protocol {wanted}, this "
+                f"stylecore {__version__} speaks {PROTOCOL}: update stylecore in the worker's environment"}
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return {"event": "hello", "protocol": PROTOCOL, "stylecore": __version__, "torch": torch.__version__,
+            "devices": devices}
+
+
+def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
+    from .jobspec import JobSpec
+    from .pipeline import run_job
+
+    job_id = str(request.get("id"))
+
+    def send(event: dict[str, Any]) -> None:
+        emit({**event, "id": job_id})
+
+    def cancelled() -> bool:
+        with state.lock:
+            return job_id in state.cancelled
+
+    try:
+        spec = JobSpec.from_dict(dict(request.get("job") or {}))
+        run_job(spec, send, cancelled, overwrite=bool(request.get("overwrite", False)))
+    except Cancelled:
+        send({"event": "cancelled"})
+    except StylecoreError as exc:
+        send({"event": "error", "message": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - a worker must report, not die
+        traceback.print_exc(file=sys.stderr)
+        send({"event": "error", "message": f"internal error ({type(exc).__name__}: {exc}); "
+              "the worker's stderr has the details"})
+    finally:
+        with state.lock:
+            state.cancelled.discard(job_id)
+
+
+def main() -> int:
+    # Protocol lines own the real stdout; anything else that prints goes to stderr.
+    protocol_out = sys.stdout
+    sys.stdout = sys.stderr
+    return serve(sys.stdin, protocol_out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny synthetic clips and styles, made on the fly (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+# Tests never reach the network: weights that are not on disk must fail fast and clearly.
+os.environ.setdefault("STYLECORE_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def smooth_texture(height: int, width: int, seed: int = 0, sigma: float = 3.0) -> np.ndarray:
+    """Smooth random colour texture in [0, 1]: good for optical flow, HxWx3 float32."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.random((height, width, 3)).astype(np.float32), (0, 0), sigma)
+    image -= image.min()
+    return (image / image.max()).astype(np.float32)
+
+
+def pan_frames(count: int, height: int = 48, width: int = 64, step: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Frames of a camera panning right by ``step`` px a frame over a wider texture.
+
+    Content at x in frame t+1 was at x + step in frame t, so the exact backward flow
+    (t+1 -> t) is (+step, 0) everywhere; the right border strip is newly revealed.
+    """
+    texture = smooth_texture(height, width + step * count, seed)
+    return [texture[:, t * step : t * step + width].copy() for t in range(count)]
+
+
+def write_png_folder(folder: Path, frames: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), cv2.cvtColor((frame * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 12.0) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor((frame * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def stripe_style(size: int = 64, colour: tuple[float, float, float] = (1.0, 0.2, 0.1), period: int = 8) -> np.ndarray:
+    """A strongly textured style image: coloured diagonal stripes."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = (((xx + yy) // (period // 2)) % 2).astype(np.float32)[..., None]
+    return (stripes * np.array(colour, np.float32) + (1 - stripes) * 0.1).astype(np.float32)
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor((image * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture()
+def style_png(tmp_path: Path) -> Path:
+    return write_image(tmp_path / "style.png", stripe_style())
+
+
+@pytest.fixture()
+def pan_folder(tmp_path: Path) -> Path:
+    return write_png_folder(tmp_path / "pan", pan_frames(5))

@@ -1,0 +1,108 @@
+"""The ``stylecore`` command: bad input gives one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import pan_frames, write_png_folder, write_video
+from stylecore.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 1
+    assert len(lines) == 1, err
+    assert lines[0].startswith("stylecore: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+OPT = ["--loss-net", "random-vgg19", "--first-iterations", "2", "--iterations", "1", "--quiet"]
+
+
+def test_missing_content(tmp_path: Path, capsys, style_png: Path) -> None:
+    code, _, err = run_cli(capsys, "stylize", str(tmp_path / "nope.mp4"), "--style", str(style_png),
+                           "-o", str(tmp_path / "out"), *OPT)
+    assert_one_line_error(code, err, "nope.mp4")
+
+
+def test_unreadable_video(tmp_path: Path, capsys, style_png: Path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01 this is not a video" * 50)
+    code, _, err = run_cli(capsys, "stylize", str(bad), "--style", str(style_png), "-o", str(tmp_path / "o"), *OPT)
+    assert_one_line_error(code, err, "broken.mp4")
+
+
+def test_empty_folder(tmp_path: Path, capsys, style_png: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "stylize", str(tmp_path / "empty"), "--style", str(style_png),
+                           "-o", str(tmp_path / "o"), *OPT)
+    assert_one_line_error(code, err, "empty")
+
+
+def test_style_missing(tmp_path: Path, capsys, pan_folder: Path) -> None:
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(tmp_path / "gone.jpg"),
+                           "-o", str(tmp_path / "o"), *OPT)
+    assert_one_line_error(code, err, "gone.jpg")
+
+
+def test_zero_length_range(tmp_path: Path, capsys, pan_folder: Path, style_png: Path) -> None:
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png), "--frames", "3:3",
+                           "-o", str(tmp_path / "o"), *OPT)
+    assert_one_line_error(code, err, "3:3")
+
+
+def test_weights_missing_offline(tmp_path: Path, capsys, monkeypatch, pan_folder: Path, style_png: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("STYLECORE_OFFLINE", "1")
+    monkeypatch.delenv("STYLECORE_VGG_WEIGHTS", raising=False)
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png), "-o", str(tmp_path / "o"),
+                           "--first-iterations", "2", "--quiet")
+    assert_one_line_error(code, err, "random-vgg19", "--vgg-weights")
+
+
+def test_stylize_writes_frames_and_resumes(tmp_path: Path, capsys, style_png: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4", pan_frames(3))
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(capsys, "stylize", str(clip), "--style", str(style_png), "-o", str(out), *OPT)
+    assert code == 0 and "3 frames" in stdout
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_{n:06d}.png" for n in (1, 2, 3)]
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("frame_*.png")}
+    code, _, _ = run_cli(capsys, "stylize", str(clip), "--style", str(style_png), "-o", str(out), *OPT)
+    assert code == 0
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("frame_*.png")}
+
+
+def test_style_weight_schedule_file(tmp_path: Path, capsys, style_png: Path) -> None:
+    from stylecore.cli_stylize import job_from_args
+    from stylecore.cli import build_parser
+
+    folder = write_png_folder(tmp_path / "pan", pan_frames(4))
+    schedule = tmp_path / "weights.json"
+    schedule.write_text('{"1": 0.0, "4": 3.0}')
+    args = build_parser().parse_args(["stylize", str(folder), "--style", f"{style_png}:0.5", "--style-weight",
+                                      str(schedule), "-o", str(tmp_path / "o")])
+    spec = job_from_args(args)
+    assert spec.style_weights == pytest.approx((0.0, 1.0, 2.0, 3.0))
+    assert spec.styles == ((str(style_png), 0.5),)
+    assert spec.mode == "optimization"
+
+
+def test_help_teaches_every_option() -> None:
+    text = subprocess.run([sys.executable, "-m", "stylecore", "stylize", "--help"], capture_output=True,
+                          text=True, check=True).stdout
+    for option in ("--style", "--style-video", "--output", "--mode", "--size", "--frames", "--iterations",
+                   "--first-iterations", "--style-weight", "--temporal-weight", "--preserve-colors",
+                   "--loss-net", "--device", "--seed", "random-vgg19", "LOWER QUALITY"):
+        assert option in text, option

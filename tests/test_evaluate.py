@@ -1,0 +1,216 @@
+"""Metrics of stylecore.evaluate against known answers on synthetic clips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stylecore import flow as flowlib
+from stylecore.errors import InputError
+from stylecore.evaluate import (
+    PairGeometry,
+    TemporalConfig,
+    feature_losses,
+    frame_difference,
+    noise_stability,
+    pair_warping_error,
+    temporal_scores,
+    warping_error,
+)
+
+H, W = 72, 96
+STEP = (2, 1)  # the pan moves the view by (dx, dy) pixels per frame
+
+
+def _texture(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth random RGB texture: random noise blurred, so DIS flow finds it well."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.random((h, w, 3)).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 2.0)
+    img = (img - img.min()) / (img.max() - img.min())
+    return (0.1 + 0.8 * img).astype(np.float32)
+
+
+def _pan(big: np.ndarray, n: int) -> list[np.ndarray]:
+    """Frame t is the window at offset t*STEP: frame_t(x) = big(x + t*STEP)."""
+    dx, dy = STEP
+    return [big[t * dy : t * dy + H, t * dx : t * dx + W].copy() for t in range(n)]
+
+
+def _stylize_consistent(img: np.ndarray) -> np.ndarray:
+    """A pointwise 'style' (colour remap): applied to the scene, so consistent by construction."""
+    return np.clip(np.stack([img[..., 1] ** 0.5, 1.0 - img[..., 0], img[..., 2] * 0.7 + 0.2], axis=-1), 0, 1).astype(
+        np.float32
+    )
+
+
+def _exact_geometry(gap: int) -> PairGeometry:
+    """Exact flow earlier -> later for the pan: earlier(x) = later(x - gap*STEP)."""
+    flow = np.empty((H, W, 2), np.float32)
+    flow[..., 0] = -STEP[0] * gap
+    flow[..., 1] = -STEP[1] * gap
+    back = -flow
+    return PairGeometry(flow=flow, mask=flowlib.occlusion_mask(flow, back))
+
+
+@pytest.fixture(scope="module")
+def clips() -> dict[str, list[np.ndarray]]:
+    n = 8
+    big = _texture(H + STEP[1] * n, W + STEP[0] * n, seed=1)
+    content = _pan(big, n)
+    consistent = _pan(_stylize_consistent(big), n)
+    rng = np.random.default_rng(2)
+    # Flicker: each frame gets its own brightness offset and a fresh noise pattern.
+    flicker = [
+        np.clip(f + rng.uniform(-0.1, 0.1) + rng.normal(0, 0.05, f.shape), 0, 1).astype(np.float32) for f in consistent
+    ]
+    return {"content": content, "consistent": consistent, "flicker": flicker}
+
+
+def test_exact_geometry_masks_only_the_border() -> None:
+    geom = _exact_geometry(1)
+    # Pixels whose match leaves the frame (the first dy rows / dx columns) are unreliable.
+    assert geom.mask[: STEP[1], :].sum() == 0
+    assert geom.mask[:, : STEP[0]].sum() == 0
+    assert geom.mask[STEP[1] :, STEP[0] :].min() == 1.0
+
+
+def test_pair_warping_error_formula() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random((10, 12, 3)).astype(np.float32)
+    b = rng.random((10, 12, 3)).astype(np.float32)
+    mask = (rng.random((10, 12)) > 0.5).astype(np.float32)
+    geom = PairGeometry(flow=np.zeros((10, 12, 2), np.float32), mask=mask)
+    expected = (mask * ((b - a) ** 2).sum(-1)).sum() / mask.sum()
+    assert pair_warping_error(a, b, geom) == pytest.approx(expected, rel=1e-5)
+    assert frame_difference(a, b) == pytest.approx(((b - a) ** 2).sum(-1).mean(), rel=1e-5)
+    assert math.isnan(pair_warping_error(a, b, PairGeometry(geom.flow, np.zeros_like(mask))))
+
+
+def test_consistent_pan_is_near_zero_and_flicker_is_high(clips: dict[str, list[np.ndarray]]) -> None:
+    scores = temporal_scores(
+        {"consistent": clips["consistent"], "flicker": clips["flicker"]},
+        clips["content"],
+        TemporalConfig(long_term_gap=3),
+    )
+    good, bad = scores["consistent"], scores["flicker"]
+    assert good.cuts == () and good.pairs == 7 and good.long_term_pairs == 5
+    assert good.warping_error < 1e-4
+    assert good.long_term_error < 1e-4
+    # Flicker: brightness offsets ~U(-0.1, 0.1) per frame and noise of sigma 0.05 per pixel.
+    assert bad.warping_error > 20 * good.warping_error
+    assert bad.warping_error > 0.01
+    # The plain difference of a moving clip is large even when consistent.
+    assert good.temporal_difference > 10 * good.warping_error
+
+
+def test_estimate_agrees_with_exact_flow(clips: dict[str, list[np.ndarray]]) -> None:
+    for name in ("consistent", "flicker"):
+        frames = clips[name]
+        exact = np.mean([pair_warping_error(frames[t - 1], frames[t], _exact_geometry(1)) for t in range(1, len(frames))])
+        estimated = warping_error(frames, clips["content"], TemporalConfig(long_term_gap=0)).warping_error
+        if name == "consistent":
+            assert exact < 1e-6  # integer shifts: bilinear warping is exact
+            assert estimated == pytest.approx(exact, abs=1e-4)
+        else:
+            assert estimated == pytest.approx(exact, rel=0.1)
+
+
+def test_static_brightness_flicker_matches_formula() -> None:
+    """Static scene, frame t = base + c_t: E(t) = 3 (c_t - c_{t-1})^2 (3 channels)."""
+    base = _texture(H, W, seed=3) * 0.6 + 0.2
+    offsets = [0.0, 0.1, -0.05, 0.05, 0.05]
+    frames = [np.clip(base + c, 0, 1).astype(np.float32) for c in offsets]
+    scores = warping_error(frames, [base] * len(frames), TemporalConfig(long_term_gap=2))
+    expected = np.mean([3 * (offsets[t] - offsets[t - 1]) ** 2 for t in range(1, len(offsets))])
+    assert scores.warping_error == pytest.approx(expected, rel=1e-3)
+    assert scores.temporal_difference == pytest.approx(expected, rel=1e-3)
+    expected_long = np.mean([3 * (offsets[t] - offsets[t - 2]) ** 2 for t in range(2, len(offsets))])
+    assert scores.long_term_error == pytest.approx(expected_long, rel=1e-3)
+    per = [f.warping_error for f in scores.per_frame]
+    assert per[0] is None
+    assert per[2] == pytest.approx(3 * 0.15**2, rel=1e-3)
+
+
+def test_scene_cut_pairs_are_left_out(clips: dict[str, list[np.ndarray]]) -> None:
+    n = 8
+    other_big = _texture(H + STEP[1] * n, W + STEP[0] * n, seed=9)[..., ::-1] * 0.3  # darker, different shot
+    other = _pan(np.ascontiguousarray(other_big), n)
+    content = clips["content"][:4] + other[:4]
+    stylized = clips["consistent"][:4] + _pan(_stylize_consistent(np.ascontiguousarray(other_big)), n)[:4]
+    scores = warping_error(stylized, content, TemporalConfig(long_term_gap=2))
+    assert scores.cuts == (4,)
+    assert scores.pairs == 6  # 7 pairs minus the cut
+    assert scores.per_frame[4].cut and scores.per_frame[4].warping_error is None
+    assert scores.warping_error < 1e-4
+    # Long-term pairs (t-2, t) spanning the cut (t = 4, 5) are left out: t = 2, 3, 6, 7.
+    assert scores.long_term_pairs == 4
+    assert scores.per_frame[5].long_term_error is None
+    undetected = warping_error(stylized, content, TemporalConfig(long_term_gap=0, detect_cuts=False))
+    assert undetected.warping_error > 0.01
+
+
+def test_resizes_content_and_rejects_length_mismatch(clips: dict[str, list[np.ndarray]]) -> None:
+    import cv2
+
+    half = [cv2.resize(f, (W // 2, H // 2), interpolation=cv2.INTER_AREA) for f in clips["consistent"]]
+    scores = warping_error(half, clips["content"], TemporalConfig(long_term_gap=0))
+    assert scores.warping_error < 1e-3
+    with pytest.raises(InputError, match="ends after 3 frames"):
+        warping_error(clips["consistent"][:3], clips["content"][:5], TemporalConfig(long_term_gap=0))
+    with pytest.raises(InputError):
+        TemporalConfig(long_term_gap=1)
+
+
+def test_noise_stability_known_models() -> None:
+    frames = [np.full((16, 16, 3), 0.5, np.float32), _texture(16, 16, seed=4)]
+    ident = noise_stability(lambda x: x, frames, sigma=0.01)
+    assert ident.amplification == pytest.approx(1.0, rel=1e-6)
+    half = noise_stability(lambda x: 0.5 * x, frames, sigma=0.01)
+    assert half.amplification == pytest.approx(0.5, rel=1e-6)
+    assert half.output_change == pytest.approx(0.25 * ident.output_change, rel=1e-6)
+    const = noise_stability(lambda x: torch.zeros_like(x), frames, sigma=0.01)
+    assert const.amplification == 0.0
+    # Averaging 3x3 neighbourhoods damps white noise about 3x.
+    blur = noise_stability(lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False), frames, sigma=0.01)
+    assert 0.2 < blur.amplification < 0.5
+
+
+class _Toy(torch.nn.Module):
+    """Two-layer stand-in for a loss network, with named layer outputs."""
+
+    normalized_style = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 6, 3, padding=1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fa = torch.relu(self.a(x))
+        return {"l1": fa, "l2": torch.relu(self.b(fa))}
+
+
+def test_feature_losses_zero_when_identical_and_match_formula() -> None:
+    net = _Toy()
+    content = [_texture(24, 32, seed=s) for s in (5, 6)]
+    style = _texture(24, 32, seed=7)
+    layers = {"l1": 0.5, "l2": 0.5}
+    same = feature_losses(content, content, net, style=style, style_layers=layers, content_layers={"l2": 1.0})
+    assert same.content_loss == pytest.approx(0.0, abs=1e-12)
+    styled = [style, style]
+    res = feature_losses(styled, content, net, style=style, style_layers=layers, content_layers={"l2": 1.0})
+    assert res.style_loss == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        f_out = net(torch.from_numpy(style).permute(2, 0, 1)[None])
+        f_ref = net(torch.from_numpy(content[1]).permute(2, 0, 1)[None])
+    expected = float(((f_out["l2"] - f_ref["l2"]) ** 2).mean())
+    assert res.per_frame_content[1] == pytest.approx(expected, rel=1e-5)
+    none = feature_losses(content, content, net, style=None, content_layers={"l2": 1.0})
+    assert none.style_loss is None and none.per_frame_style is None

@@ -1,0 +1,289 @@
+"""Frame sources, frame ranges and video encoding."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stylecore import frames
+from stylecore.errors import InputError
+from stylecore.frames import (
+    encode_video,
+    ffmpeg_exe,
+    has_audio,
+    natural_key,
+    open_source,
+    parse_frame_range,
+    resolve_range,
+)
+from stylecore.imageops import save_image
+
+W, H = 32, 24
+
+
+def _frame(k: int) -> np.ndarray:
+    """A BGR uint8 frame whose brightness says its number (so misplaced reads show)."""
+    img = np.full((H, W, 3), (k * 4) % 256, np.uint8)
+    img[:, : W // 2, 1] = 255 - (k * 4) % 256
+    return img
+
+
+def make_video(path: Path, n: int, fourcc: str = "mp4v", fps: float = 24.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened()
+    for k in range(n):
+        writer.write(_frame(k))
+    writer.release()
+    return path
+
+
+def read_back(path: Path) -> tuple[int, int, int]:
+    """(frames decoded, width, height) of a video, counted by decoding."""
+    cap = cv2.VideoCapture(str(path))
+    n, size = 0, (0, 0)
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        n, size = n + 1, (img.shape[1], img.shape[0])
+    cap.release()
+    return n, size[0], size[1]
+
+
+def _brightness(img: np.ndarray) -> float:
+    return float(img[:, W // 2 :].mean() * 255)
+
+
+# ------------------------------------------------------------------ video
+
+
+def test_video_info_and_sequential_reads(tmp_path: Path) -> None:
+    video = make_video(tmp_path / "clip.mp4", 20, fps=25.0)
+    with open_source(str(video)) as src:
+        assert src.info.kind == "video"
+        assert (src.info.width, src.info.height, src.info.count) == (W, H, 20)
+        assert src.info.fps == pytest.approx(25.0)
+        got = list(src.iter_frames(range(20)))
+    assert [i for i, _ in got] == list(range(20))
+    for k, img in got:
+        assert img.shape == (H, W, 3) and img.dtype == np.float32
+        assert _brightness(img) == pytest.approx((k * 4) % 256, abs=6)
+
+
+def test_video_random_access_matches_sequential(tmp_path: Path) -> None:
+    n = 120  # long enough that a far jump seeks instead of decoding forward
+    video = make_video(tmp_path / "clip.mp4", n)
+    with open_source(video) as src:
+        reference = {k: img for k, img in src.iter_frames(range(n))}
+    order = [119, 3, 2, 60, 61, 0, 110, 57, 118, 4, 4]
+    with open_source(video) as src:
+        for k in order:
+            np.testing.assert_array_equal(src.read(k), reference[k], err_msg=f"frame {k}")
+        with pytest.raises(InputError, match="outside"):
+            src.read(n)
+
+
+def test_video_with_lying_frame_count(tmp_path: Path) -> None:
+    whole = make_video(tmp_path / "whole.mkv", 30).read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole[: len(whole) // 2])  # header still says 30 frames
+    with open_source(cut) as src:
+        assert src.info.count == 30
+        with pytest.raises(InputError, match="truncated"):
+            for _ in src.iter_frames(range(src.info.count)):
+                pass
+
+
+def test_corrupt_and_missing_inputs(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(InputError, match="could not decode .*ffmpeg"):
+        open_source(junk)
+    with pytest.raises(InputError, match="does not exist"):
+        open_source(tmp_path / "missing.mp4")
+
+
+# ------------------------------------------------------------------ image sequences
+
+
+def _write_png(path: Path, value: float, size: tuple[int, int] = (W, H)) -> None:
+    save_image(path, np.full((size[1], size[0], 3), value, np.float32))
+
+
+def test_folder_is_sorted_naturally_and_skips_other_files(tmp_path: Path) -> None:
+    for number, value in [(10, 0.3), (2, 0.2), (1, 0.1)]:
+        _write_png(tmp_path / f"frame{number}.png", value)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    _write_png(tmp_path / ".frame_000004.png.x.tmp.png", 0.9)  # a half-written temp file
+    with open_source(tmp_path) as src:
+        assert src.info.kind == "folder" and src.info.count == 3
+        assert src.info.fps == frames.DEFAULT_SEQUENCE_FPS
+        values = [round(float(img.mean()), 1) for _, img in src.iter_frames(range(3))]
+    assert values == [0.1, 0.2, 0.3]
+    assert sorted(["f10", "f2", "F1"], key=natural_key) == ["F1", "f2", "f10"]
+
+
+def test_folder_read_and_iter_agree_in_any_order(tmp_path: Path) -> None:
+    for k in range(5):
+        _write_png(tmp_path / f"{k:03d}.jpg", k / 5)
+    with open_source(tmp_path, fps=30) as src:
+        assert src.info.fps == 30.0
+        seq = dict(src.iter_frames(range(5)))
+        for k in [4, 0, 2, 2, 1]:
+            np.testing.assert_array_equal(src.read(k), seq[k])
+
+
+@pytest.mark.parametrize("pattern", ["frame_%04d.png", "frame_####.png"])
+def test_pattern_starts_at_first_existing_number(tmp_path: Path, pattern: str) -> None:
+    for number in (5, 6, 7, 8):
+        _write_png(tmp_path / f"frame_{number:04d}.png", number / 10)
+    _write_png(tmp_path / "frame_05.png", 0.0)  # wrong padding: not part of the sequence
+    with open_source(str(tmp_path / pattern)) as src:
+        assert src.info.kind == "pattern" and src.info.count == 4
+        assert [round(float(img.mean()), 1) for _, img in src.iter_frames(range(4))] == [0.5, 0.6, 0.7, 0.8]
+    with pytest.raises(InputError, match="no file matches"):
+        open_source(str(tmp_path / "other_%04d.png"))
+
+
+def test_single_image(tmp_path: Path) -> None:
+    _write_png(tmp_path / "still.png", 0.4)
+    with open_source(tmp_path / "still.png") as src:
+        assert src.info.kind == "image" and src.info.count == 1
+        assert src.read(0).mean() == pytest.approx(0.4, abs=1 / 255)
+
+
+def test_bad_folders(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="is empty"):
+        open_source(empty)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("x")
+    with pytest.raises(InputError, match="holds no images"):
+        open_source(texts)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _write_png(mixed / "a1.png", 0.1)
+    _write_png(mixed / "a2.png", 0.1, size=(W * 2, H))
+    with open_source(mixed) as src:
+        with pytest.raises(InputError, match="one size"):
+            src.read(1)
+
+
+# ------------------------------------------------------------------ ranges
+
+
+def test_parse_and_resolve_frame_ranges() -> None:
+    assert parse_frame_range("10:20") == (10, 20)
+    assert parse_frame_range(" 5 : ") == (5, -1)
+    assert resolve_range((10, 20), 100) == range(10, 20)
+    assert resolve_range((5, -1), 12) == range(5, 12)
+    assert resolve_range((5, 500), 12) == range(5, 12)
+    assert resolve_range(None, 3) == range(3)
+    with pytest.raises(InputError, match="10:10 selects no frame"):
+        parse_frame_range("10:10")
+    with pytest.raises(InputError, match="selects no frame"):
+        parse_frame_range("9:3")
+    for bad in ("", "abc", "-1:3", "3", "1:2:3"):
+        with pytest.raises(InputError, match="START:END"):
+            parse_frame_range(bad)
+    with pytest.raises(InputError, match="after the last frame"):
+        resolve_range((12, -1), 12)
+
+
+# ------------------------------------------------------------------ encoding
+
+needs_ffmpeg = pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg")
+
+
+def _png_frames(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for k in range(n):
+        path = folder / f"frame_{k + 1:06d}.png"
+        _write_png(path, k / n, size)
+        paths.append(path)
+    return paths
+
+
+def _duration(path: Path, kind: str) -> float:
+    """Duration in seconds of the first stream of ``kind`` ("Audio"/"Video"), from ffmpeg's probe."""
+    exe = ffmpeg_exe()
+    assert exe is not None
+    out = subprocess.run(
+        [exe, "-hide_banner", "-i", str(path), "-map", f"0:{kind[0].lower()}:0", "-f", "null", "-"],
+        capture_output=True, text=True,
+    ).stderr
+    times = re.findall(r"time=(\d+):(\d+):([\d.]+)", out)
+    h, m, s = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+@needs_ffmpeg
+def test_encode_video_odd_size_count_and_progress(tmp_path: Path) -> None:
+    paths = _png_frames(tmp_path / "f", 10, (33, 25))
+    seen: list[tuple[int, int]] = []
+    out = tmp_path / "out" / "video.mp4"
+    encode_video(paths, out, 24.0, progress=lambda d, t: seen.append((d, t)))
+    assert read_back(out) == (10, 34, 26)  # padded to even sides for yuv420p
+    assert seen == [(k, 10) for k in range(1, 11)]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["video.mp4"]
+    assert not has_audio(out)
+    # A pattern names the same frames.
+    encode_video(str(tmp_path / "f" / "frame_%06d.png"), tmp_path / "p.mp4", 12.0)
+    assert read_back(tmp_path / "p.mp4")[0] == 10
+
+
+@needs_ffmpeg
+def test_encode_video_keeps_trimmed_audio(tmp_path: Path) -> None:
+    source = tmp_path / "with_sound.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=24",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(source)],
+        check=True,
+    )
+    assert has_audio(source)
+    paths = _png_frames(tmp_path / "f", 12, (64, 48))
+    out = tmp_path / "styled.mp4"
+    encode_video(paths, out, 24.0, audio_from=str(source), audio_start=1.0)
+    assert has_audio(out)
+    assert read_back(out)[0] == 12
+    # 12 frames at 24 fps: half a second of the source's sound, not all two seconds.
+    assert _duration(out, "Audio") == pytest.approx(0.5, abs=0.06)
+    # A source without audio gives a silent video rather than an error.
+    silent = tmp_path / "silent.mp4"
+    encode_video(paths, silent, 24.0, audio_from=str(out.with_name("nothing.mp4")))
+    assert not has_audio(silent)
+
+
+def test_encode_video_without_ffmpeg_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frames, "ffmpeg_exe", lambda: None)
+    paths = _png_frames(tmp_path / "f", 6, (32, 24))
+    out = tmp_path / "fallback.mp4"
+    with pytest.warns(UserWarning, match="ffmpeg not found"):
+        encode_video(paths, out, 24.0)
+    assert read_back(out) == (6, 32, 24)
+
+
+@needs_ffmpeg
+def test_encode_failure_leaves_nothing(tmp_path: Path) -> None:
+    paths = _png_frames(tmp_path / "f", 4, (32, 24))
+    paths[2].unlink()
+    out = tmp_path / "o" / "video.mp4"
+    with pytest.raises(InputError, match="frame_000003.png"):
+        encode_video(paths, out, 24.0)
+    assert list(out.parent.iterdir()) == []
+    with pytest.raises(InputError, match="no frames"):
+        encode_video([], out, 24.0)
+
+
+def test_read_back_helper_sees_frames(tmp_path: Path) -> None:
+    # Guards the helper the encoding tests rely on.
+    assert read_back(make_video(tmp_path / "v.mp4", 7)) == (7, W, H)

@@ -1,0 +1,141 @@
+"""Losses against their formulas, computed independently with loops / NumPy on tiny tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stylecore import losses
+
+
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_gram_matrix_matches_explicit_sums() -> None:
+    feats = _rand(2, 3, 4, 5)
+    gram = losses.gram_matrix(feats)
+    f = feats.numpy()
+    n, c, h, w = f.shape
+    expected = np.zeros((n, c, c))
+    for b in range(n):
+        for i in range(c):
+            for j in range(c):
+                expected[b, i, j] = sum(f[b, i, y, x] * f[b, j, y, x] for y in range(h) for x in range(w)) / (c * h * w)
+    assert gram.shape == (n, c, c)
+    np.testing.assert_allclose(gram.numpy(), expected, rtol=1e-12)
+
+
+def test_gram_matrix_is_size_independent_for_a_tiled_pattern() -> None:
+    # Normalising by C*H*W means repeating the same texture gives the same Gram matrix.
+    feats = _rand(1, 3, 4, 4)
+    tiled = feats.repeat(1, 1, 3, 2)
+    torch.testing.assert_close(losses.gram_matrix(tiled), losses.gram_matrix(feats))
+
+
+def test_content_loss_is_mse() -> None:
+    a, b = _rand(1, 2, 3, 3, seed=1), _rand(1, 2, 3, 3, seed=2)
+    expected = np.mean((a.numpy() - b.numpy()) ** 2)
+    assert losses.content_loss(a, b).item() == pytest.approx(expected, rel=1e-12)
+    assert losses.content_loss(a, a).item() == 0.0
+
+
+def test_style_loss_plain_and_normalized() -> None:
+    feats = _rand(1, 3, 4, 4, seed=3)
+    target_feats = _rand(1, 3, 4, 4, seed=4) * 3.0
+    g = losses.gram_matrix(feats).numpy()
+    t = losses.gram_matrix(target_feats)
+    plain = np.mean((g - t.numpy()) ** 2)
+    assert losses.style_loss(feats, t).item() == pytest.approx(plain, rel=1e-12)
+    # A (C, C) target broadcasts the same way.
+    assert losses.style_loss(feats, t[0]).item() == pytest.approx(plain, rel=1e-12)
+    norm = plain / (np.mean(t.numpy() ** 2) + 1e-8)
+    assert losses.style_loss(feats, t, normalized=True).item() == pytest.approx(norm, rel=1e-9)
+    # The normalised loss does not change when features and target are scaled together.
+    scaled = losses.style_loss(feats * 10, losses.gram_matrix(target_feats * 10), normalized=True)
+    assert scaled.item() == pytest.approx(norm, rel=1e-6)
+
+
+def test_tv_loss_on_known_image() -> None:
+    # A horizontal ramp 0,1,2,3 in each row: horizontal diffs are all 1, vertical all 0.
+    img = torch.arange(4, dtype=torch.float64).repeat(1, 1, 3, 1)
+    assert losses.tv_loss(img).item() == pytest.approx(1.0)
+    # Checkerboard of 0/1: every neighbour difference is +-1 in both directions.
+    yy, xx = np.mgrid[0:4, 0:5]
+    checker = torch.from_numpy(((yy + xx) % 2).astype(np.float64))[None, None]
+    assert losses.tv_loss(checker).item() == pytest.approx(2.0)
+    assert losses.tv_loss(torch.ones(1, 3, 4, 4)).item() == 0.0
+
+
+def test_tv_loss_matches_loops() -> None:
+    img = _rand(1, 2, 3, 4, seed=5).numpy()
+    _, c, h, w = img.shape
+    hor = [(img[0, k, y, x + 1] - img[0, k, y, x]) ** 2 for k in range(c) for y in range(h) for x in range(w - 1)]
+    ver = [(img[0, k, y + 1, x] - img[0, k, y, x]) ** 2 for k in range(c) for y in range(h - 1) for x in range(w)]
+    expected = np.mean(hor) + np.mean(ver)
+    assert losses.tv_loss(torch.from_numpy(img)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_temporal_loss_with_partial_mask() -> None:
+    image = _rand(1, 3, 2, 3, seed=6)
+    warped = _rand(1, 3, 2, 3, seed=7)
+    mask = torch.tensor([[[[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]]], dtype=torch.float64)
+    x, p, m = image.numpy()[0], warped.numpy()[0], mask.numpy()[0, 0]
+    total = 0.0
+    for k in range(3):
+        for y in range(2):
+            for xx in range(3):
+                total += m[y, xx] * (x[k, y, xx] - p[k, y, xx]) ** 2
+    expected = total / (3 * 2 * 3)
+    assert losses.temporal_loss(image, warped, mask).item() == pytest.approx(expected, rel=1e-12)
+    # Masked-out pixels do not count however different they are.
+    far = warped.clone()
+    far[..., 0, 1] += 100.0
+    assert losses.temporal_loss(image, far, mask).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_blend_grams_normalises_weights() -> None:
+    a = {"relu1_1": torch.full((1, 2, 2), 1.0), "relu2_1": torch.full((1, 3, 3), 4.0)}
+    b = {"relu1_1": torch.full((1, 2, 2), 3.0), "relu2_1": torch.full((1, 3, 3), 0.0)}
+    out = losses.blend_grams([a, b], [1.0, 3.0])  # -> 0.25, 0.75
+    torch.testing.assert_close(out["relu1_1"], torch.full((1, 2, 2), 0.25 * 1 + 0.75 * 3))
+    torch.testing.assert_close(out["relu2_1"], torch.full((1, 3, 3), 0.25 * 4.0))
+    single = losses.blend_grams([a], [5.0])
+    torch.testing.assert_close(single["relu2_1"], a["relu2_1"])
+    with pytest.raises(ValueError):
+        losses.blend_grams([a, b], [1.0])
+    with pytest.raises(ValueError):
+        losses.blend_grams([a, b], [0.0, 0.0])
+
+
+def test_modules_sum_weighted_layers() -> None:
+    feats = {"relu1_1": _rand(1, 2, 4, 4, seed=8), "relu2_1": _rand(1, 3, 2, 2, seed=9)}
+    target = {"relu1_1": _rand(1, 2, 4, 4, seed=10), "relu2_1": _rand(1, 3, 2, 2, seed=11)}
+    layers = {"relu1_1": 0.3, "relu2_1": 0.7}
+    expected_c = sum(w * losses.content_loss(feats[k], target[k]) for k, w in layers.items())
+    torch.testing.assert_close(losses.ContentLoss(target, layers)(feats), expected_c)
+
+    grams = {k: losses.gram_matrix(v) for k, v in target.items()}
+    for normalized in (False, True):
+        expected_s = sum(w * losses.style_loss(feats[k], grams[k], normalized=normalized) for k, w in layers.items())
+        torch.testing.assert_close(losses.StyleLoss(grams, layers, normalized)(feats), expected_s)
+
+    img, prev = _rand(1, 3, 4, 4, seed=12), _rand(1, 3, 4, 4, seed=13)
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(losses.TVLoss()(img), losses.tv_loss(img))
+    torch.testing.assert_close(losses.TemporalLoss()(img, prev, mask), losses.content_loss(img, prev))
+
+
+def test_style_loss_gradient_flows_to_features() -> None:
+    feats = _rand(1, 2, 3, 3, seed=14).requires_grad_(True)
+    target = losses.gram_matrix(_rand(1, 2, 3, 3, seed=15))
+    losses.style_loss(feats, target, normalized=True).backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+
+
+def test_default_layer_weights() -> None:
+    assert losses.GATYS_CONTENT_LAYERS == {"relu4_2": 1.0}
+    assert sum(losses.GATYS_STYLE_LAYERS.values()) == pytest.approx(1.0)
+    assert sum(losses.HUANG_STYLE_LAYERS.values()) == pytest.approx(1.0)
+    assert list(losses.HUANG_STYLE_LAYERS) == ["relu1_2", "relu2_2", "relu3_2", "relu4_2"]

@@ -1,0 +1,168 @@
+"""End-to-end behaviour of optimisation and style-video jobs (tiny sizes, random VGG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import pan_frames, smooth_texture, stripe_style, write_image, write_png_folder, write_video
+from stylecore.errors import Cancelled, InputError, JobMismatchError
+from stylecore.imageops import load_image
+from stylecore.jobspec import JobSpec
+from stylecore.pipeline import run_job
+
+STEP = 2  # pan speed of the synthetic clip, px per frame
+
+FAST = dict(loss_net="random-vgg19", first_iterations=40, iterations=15, device="cpu")
+
+
+def exact_pan_warping_error(frames: list[np.ndarray], step: int = STEP) -> float:
+    """Mean squared difference between consecutive outputs, aligned with the exact pan flow."""
+    errors = []
+    for prev, cur in zip(frames, frames[1:]):
+        # cur(x) shows what prev showed at x + step; the last `step` columns are new.
+        errors.append(float(np.mean((cur[:, :-step] - prev[:, step:]) ** 2)))
+    return float(np.mean(errors))
+
+
+def read_frames(folder: Path, count: int) -> list[np.ndarray]:
+    return [load_image(folder / f"frame_{n:06d}.png") for n in range(1, count + 1)]
+
+
+@pytest.mark.slow
+def test_temporal_loss_lowers_warping_error(tmp_path: Path, style_png: Path) -> None:
+    content = write_png_folder(tmp_path / "pan", pan_frames(5, step=STEP))
+    common = dict(content=str(content), mode="optimization", styles=((str(style_png), 1.0),), **FAST)
+    run_job(JobSpec(output=str(tmp_path / "temporal"), temporal_weight=1.0, **common))
+    run_job(JobSpec(output=str(tmp_path / "independent"), temporal_weight=0.0, **common))
+    temporal = exact_pan_warping_error(read_frames(tmp_path / "temporal", 5))
+    independent = exact_pan_warping_error(read_frames(tmp_path / "independent", 5))
+    # Stylization really happened (output far from the content), and it is stable.
+    content_frames = pan_frames(5, step=STEP)
+    assert np.mean((read_frames(tmp_path / "temporal", 1)[0] - content_frames[0]) ** 2) > 1e-3
+    assert temporal < 0.5 * independent, (temporal, independent)
+
+
+def test_scene_cut_starts_a_new_shot(tmp_path: Path, style_png: Path) -> None:
+    shot_a = pan_frames(3, seed=1)
+    shot_b = [smooth_texture(48, 64, seed=7, sigma=1.5)[:, ::-1].copy() for _ in range(2)]
+    content = write_png_folder(tmp_path / "cut", shot_a + shot_b)
+    events: list[dict] = []
+    spec = JobSpec(content=str(content), output=str(tmp_path / "out"), mode="optimization",
+                   styles=((str(style_png), 1.0),), **{**FAST, "first_iterations": 5, "iterations": 3})
+    run_job(spec, events.append)
+    cuts = [e for e in events if e["event"] == "cut"]
+    assert [c["index"] for c in cuts] == [3]
+
+
+def test_cancel_then_resume_gives_the_same_frames(tmp_path: Path, style_png: Path) -> None:
+    content = write_png_folder(tmp_path / "pan", pan_frames(4))
+    common = dict(content=str(content), mode="optimization", styles=((str(style_png), 1.0),),
+                  **{**FAST, "first_iterations": 10, "iterations": 5})
+    run_job(JobSpec(output=str(tmp_path / "whole"), **common))
+
+    written: list[int] = []
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "frame" and not event["skipped"]:
+            written.append(event["number"])
+
+    with pytest.raises(Cancelled):
+        run_job(JobSpec(output=str(tmp_path / "resumed"), **common), on_event, cancel=lambda: len(written) >= 2)
+    leftovers = sorted(p.name for p in (tmp_path / "resumed").iterdir())
+    assert leftovers == ["frame_000001.png", "frame_000002.png", "stylecore-job.json"]
+
+    events: list[dict] = []
+    run_job(JobSpec(output=str(tmp_path / "resumed"), **common), events.append)
+    skipped = [e["number"] for e in events if e["event"] == "frame" and e["skipped"]]
+    assert skipped == [1, 2]
+    for a, b in zip(read_frames(tmp_path / "whole", 4), read_frames(tmp_path / "resumed", 4)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_different_parameters_never_mix(tmp_path: Path, style_png: Path) -> None:
+    content = write_png_folder(tmp_path / "pan", pan_frames(2))
+    common = dict(content=str(content), mode="optimization", styles=((str(style_png), 1.0),),
+                  **{**FAST, "first_iterations": 3, "iterations": 2})
+    run_job(JobSpec(output=str(tmp_path / "out"), **common))
+    with pytest.raises(JobMismatchError, match="style_weight"):
+        run_job(JobSpec(output=str(tmp_path / "out"), style_weight=2.0, **common))
+    run_job(JobSpec(output=str(tmp_path / "out"), style_weight=2.0, **common), overwrite=True)
+
+
+def test_per_frame_style_weights_arrive(tmp_path: Path, style_png: Path) -> None:
+    """A weight of 0 leaves the content; a large weight moves it towards the style."""
+    frame = smooth_texture(48, 64, seed=3)
+    content = write_png_folder(tmp_path / "still", [frame, frame])
+    spec = JobSpec(content=str(content), output=str(tmp_path / "out"), mode="optimization",
+                   styles=((str(style_png), 1.0),), style_weights=(0.0, 5.0), temporal_weight=0.0,
+                   tv_weight=0.0, **{**FAST, "first_iterations": 30})
+    run_job(spec)
+    first, second = read_frames(tmp_path / "out", 2)
+    assert np.mean((first - frame) ** 2) < 1e-4  # 8-bit rounding only
+    assert np.mean((second - frame) ** 2) > 1e-3
+
+
+@pytest.mark.slow
+def test_style_video_mode_follows_the_style_frames_and_stays_stable(tmp_path: Path) -> None:
+    """Style frames alternate between two very different styles: with the temporal loss the
+    output flickers far less than stylizing each frame independently."""
+    styles = [stripe_style(colour=(1.0, 0.1, 0.1)), stripe_style(colour=(0.1, 0.2, 1.0), period=4)]
+    style_video = write_png_folder(tmp_path / "style", [styles[i % 2] for i in range(5)])
+    content = write_png_folder(tmp_path / "pan", pan_frames(5))
+    common = dict(content=str(content), mode="style-video", style_video=str(style_video), **FAST)
+    events: list[dict] = []
+    run_job(JobSpec(output=str(tmp_path / "temporal"), temporal_weight=1.0, **common), events.append)
+    run_job(JobSpec(output=str(tmp_path / "independent"), temporal_weight=0.0, **common))
+    independent = read_frames(tmp_path / "independent", 5)
+    # Independent frames follow their style frame: red on even frames, blue on odd ones.
+    reds = [f[..., 0].mean() - f[..., 2].mean() for f in independent]
+    assert reds[0] > reds[1] and reds[2] > reds[1] and reds[2] > reds[3]
+    temporal = exact_pan_warping_error(read_frames(tmp_path / "temporal", 5))
+    assert temporal < 0.5 * exact_pan_warping_error(independent)
+
+
+def test_multiple_styles_and_preserve_colors_run(tmp_path: Path) -> None:
+    a = write_image(tmp_path / "a.png", stripe_style(colour=(1.0, 0.0, 0.0)))
+    b = write_image(tmp_path / "b.png", stripe_style(colour=(0.0, 0.0, 1.0)))
+    content = write_png_folder(tmp_path / "c", [smooth_texture(32, 48, seed=5)])
+    for preserve in ("none", "luminance", "histogram"):
+        out = tmp_path / f"out_{preserve}"
+        spec = JobSpec(content=str(content), output=str(out), mode="optimization",
+                       styles=((str(a), 0.7), (str(b), 0.3)), preserve_colors=preserve,
+                       **{**FAST, "first_iterations": 10})
+        run_job(spec)
+        image = load_image(out / "frame_000001.png")
+        assert image.shape == (32, 48, 3)
+    # Luminance-only transfer keeps the content's chroma: the mean colour stays close.
+    content_mean = smooth_texture(32, 48, seed=5).mean(axis=(0, 1))
+    kept = load_image(tmp_path / "out_luminance" / "frame_000001.png").mean(axis=(0, 1))
+    free = load_image(tmp_path / "out_none" / "frame_000001.png").mean(axis=(0, 1))
+    assert np.abs(kept - content_mean).sum() < np.abs(free - content_mean).sum()
+
+
+def test_video_output_is_encoded_and_frames_removed(tmp_path: Path, style_png: Path) -> None:
+    import cv2
+
+    clip = write_video(tmp_path / "clip.mp4", pan_frames(4))
+    out = tmp_path / "result.mp4"
+    spec = JobSpec(content=str(clip), output=str(out), mode="optimization", styles=((str(style_png), 1.0),),
+                   frames=(1, 4), **{**FAST, "first_iterations": 3, "iterations": 2})
+    result = run_job(spec)
+    assert result.video == out and result.frames == 3
+    capture = cv2.VideoCapture(str(out))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == 3
+    assert not (tmp_path / "result.stylecore-frames").exists()
+
+
+def test_frame_range_outside_the_clip_is_a_clear_error(tmp_path: Path, style_png: Path) -> None:
+    content = write_png_folder(tmp_path / "pan", pan_frames(3))
+    spec = JobSpec(content=str(content), output=str(tmp_path / "out"), mode="optimization",
+                   styles=((str(style_png), 1.0),), frames=(10, 20), **FAST)
+    with pytest.raises(InputError, match="has 3 frames"):
+        run_job(spec)
