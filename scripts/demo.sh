@@ -10,8 +10,8 @@ venv=${VENV:-.venv}
 scripts/setup_env.sh "$venv"
 . "$venv/bin/activate"
 mkdir -p out
-stylecore stylize samples/bunny_clip.mp4 -o out/demo_feedforward.mp4 --overwrite
-stylecore stylize samples/bunny_clip.mp4 --style samples/starry_night_512.jpg \
+stylecore stylize samples/bunny_96f_320x180.mp4 -o out/demo_feedforward.mp4 --overwrite
+stylecore stylize samples/bunny_96f_320x180.mp4 --style samples/starry_night_512.jpg \
   --loss-net random-vgg19 --size 192 --frames 0:12 --first-iterations 120 --iterations 40 \
   -o out/demo_optimization.mp4 --overwrite
 echo "demo done: out/demo_feedforward.mp4 out/demo_optimization.mp4"

@@ -15,6 +15,7 @@ from .errors import Cancelled, StylecoreError
 COMMANDS = (
     "stylecore.cli_stylize",
     "stylecore.cli_weights",
+    "stylecore.cli_evaluate",
 )
 
 _EPILOG = """\

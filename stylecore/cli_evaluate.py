@@ -257,10 +257,9 @@ def _style_image(opts: LossOptions, width: int, height: int) -> np.ndarray | Non
 
 def _load_model(path: str, device: Any) -> Any:
     """A feedforward model as a callable ``1x3xHxW -> 1x3xHxW`` on ``device``."""
-    from . import model_file
+    from .model_file import default_model_path, load_model
 
-    model = model_file.load_model(None if path == "default" else path, device)
-    model.eval()
+    model, _info = load_model(default_model_path() if path == "default" else path, device)
     return model
 
 

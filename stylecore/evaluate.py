@@ -73,7 +73,7 @@ class TemporalScores:
     long_term_gap: int
     temporal_difference: float
     frames: int
-    pairs: int  # consecutive pairs scored (cuts left out)
+    pairs: int  # consecutive pairs scored (cuts and pairs with no reliable pixel left out)
     long_term_pairs: int
     cuts: tuple[int, ...]  # clip positions where a new shot starts
     per_frame: tuple[FrameTemporal, ...] = field(repr=False, default=())
@@ -210,8 +210,8 @@ def _summarise(rows: list[FrameTemporal], gap: int, cuts: tuple[int, ...]) -> Te
         long_term_gap=gap,
         temporal_difference=_mean(td),
         frames=len(rows),
-        pairs=len(we),
-        long_term_pairs=len(lt),
+        pairs=sum(1 for v in we if not math.isnan(v)),
+        long_term_pairs=sum(1 for v in lt if not math.isnan(v)),
         cuts=cuts,
         per_frame=tuple(rows),
     )

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .errors import InputError, StylecoreError
 from .imageops import load_image, temp_path_for
+
+if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
+    from typing_extensions import Self
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp"})
 # Image sequences carry no frame rate; this is Blender's default scene rate.
@@ -68,7 +72,7 @@ class FrameSource:
     def __len__(self) -> int:
         return self.info.count
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -334,7 +338,8 @@ def has_audio(path: str | Path) -> bool:
     try:
         proc = subprocess.run(
             [exe, "-hide_banner", "-i", str(path)],
-            capture_output=True, text=True, errors="replace", timeout=60, creationflags=_no_window(),
+            check=False, capture_output=True, text=True, errors="replace", timeout=60,
+            creationflags=_no_window(),
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -360,13 +365,15 @@ def encode_video(
     audio_from: str | Path | None = None,
     audio_start: float = 0.0,
     progress: Progress | None = None,
+    crf: int | None = None,
 ) -> None:
     """Encode image frames (a list, or a pattern like ``frame_%06d.png``) into a video.
 
     With ffmpeg: H.264 yuv420p (BT.709), odd sizes padded by one pixel; the audio of
     ``audio_from`` from ``audio_start`` seconds for the frames' duration is added when it
     has any. Without ffmpeg: OpenCV 'mp4v', no audio, and a warning. The file appears
-    only when complete. ``progress(done, total)`` is called after each frame.
+    only when complete. ``progress(done, total)`` is called after each frame. ``crf``
+    overrides the codec's quality (lower is better; default 18 for H.264, 32 for VP9).
     """
     files = pattern_files(frames) if isinstance(frames, (str, Path)) else [Path(f) for f in frames]
     if not files:
@@ -384,7 +391,7 @@ def encode_video(
             _encode_opencv(files, first, tmp, fps, progress)
         else:
             audio = audio_from is not None and has_audio(audio_from)
-            _encode_ffmpeg(exe, files, first, tmp, fps, audio_from if audio else None, audio_start, progress)
+            _encode_ffmpeg(exe, files, first, tmp, fps, audio_from if audio else None, audio_start, progress, crf)
         # Rename only a complete file: a killed encode never leaves a broken video behind.
         tmp.replace(out_path)
     except BaseException:
@@ -420,6 +427,7 @@ def _encode_ffmpeg(
     audio_from: str | Path | None,
     audio_start: float,
     progress: Progress | None,
+    crf: int | None,
 ) -> None:
     height, width = first.shape[:2]
     rate = Fraction(fps).limit_denominator(1001)  # 23.976 -> 24000/1001 exactly
@@ -435,6 +443,8 @@ def _encode_ffmpeg(
     cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix=bt709:out_range=tv",
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
     video_args, audio_args = _codec_args(tmp.suffix.lower())
+    if crf is not None:
+        video_args[video_args.index("-crf") + 1] = str(int(crf))
     cmd += video_args + (audio_args if audio_from is not None else [])
     cmd += [str(tmp)]
     proc = subprocess.Popen(
@@ -463,7 +473,7 @@ def _encode_opencv(
     files: Sequence[Path], first: np.ndarray, tmp: Path, fps: float, progress: Progress | None
 ) -> None:
     height, width = first.shape[:2]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise StylecoreError(f"OpenCV cannot write {tmp.suffix} video; install ffmpeg or use an .mp4 output")
     try:

@@ -9,15 +9,15 @@ import os
 import tempfile
 from pathlib import Path
 
-# OpenCV reads OpenEXR only when this is set before its first EXR read; render output
-# from Blender is often EXR. setdefault so a user's explicit "0" still wins.
+import cv2
+import numpy as np
+import torch
+
+from .errors import InputError
+
+# OpenCV reads OpenEXR only when this is set before its first EXR read (it is read then,
+# not at import); render output from Blender is often EXR. setdefault so a user's "0" wins.
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .errors import InputError  # noqa: E402
 
 # Temp files are hidden (leading ".") and end in ".tmp<ext>", so frame scans that skip
 # hidden files or match ``frame_NNNNNN.png`` exactly never pick up a half-written file.
@@ -163,7 +163,7 @@ def scaled_size(width: int, height: int, long_side: int | None, multiple: int = 
     scale = 1.0 if long_side is None else long_side / max(width, height)
 
     def fit(side: int) -> int:
-        return max(multiple, int(round(side * scale / multiple)) * multiple)
+        return max(multiple, round(side * scale / multiple) * multiple)
 
     return fit(width), fit(height)
 

@@ -49,7 +49,7 @@ class JobDir:
         """Delete half-written files of a run that was killed (ours only, by name)."""
         for entry in self.folder.iterdir():
             name = entry.name
-            if is_temp_name(name) and (name.startswith(".frame_") or name.startswith(f".{JOB_FILE}")):
+            if is_temp_name(name) and name.startswith((".frame_", f".{JOB_FILE}")):
                 entry.unlink(missing_ok=True)
 
     def _claim(self, overwrite: bool) -> None:
@@ -135,6 +135,18 @@ class JobDir:
         """Frame numbers in ``1..total`` still to be made."""
         have = set(self.completed())
         return [n for n in range(1, total + 1) if n not in have]
+
+    def remove(self) -> None:
+        """Delete this job's frames and job file, and the folder if nothing else is left in it.
+
+        For jobs whose product is a video: once it is encoded the frames are not needed.
+        """
+        self._remove_stale_temps()
+        self._clear()
+        try:
+            self.folder.rmdir()  # fails, harmlessly, when the folder holds anything else
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ completion
 

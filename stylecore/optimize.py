@@ -119,7 +119,7 @@ def _solve(
     style_loss = losses.StyleLoss(dict(grams), config.style_layers, encoder.normalized_style)
     style_scale = _STYLE_SCALE[bool(encoder.normalized_style)]
 
-    image = init.detach().clone().requires_grad_(True)
+    image = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def objective() -> torch.Tensor:
         feats = encoder(image)
@@ -144,6 +144,8 @@ def _solve(
 
 # L-BFGS runs in chunks so that cancel is honoured without waiting for a whole frame.
 _CHUNK = 10
+# The strong-Wolfe line search may evaluate the loss a few times per iteration.
+_MAX_EVALS_PER_ITER = 2
 
 
 def _run_lbfgs(
@@ -166,14 +168,20 @@ def _run_lbfgs(
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         chunk = min(_CHUNK, iterations - done)
-        optimizer.param_groups[0]["max_iter"] = chunk
-        before = optimizer.state[image].get("n_iter", 0) if image in optimizer.state else 0
+        group = optimizer.param_groups[0]
+        group["max_iter"] = chunk
+        group["max_eval"] = chunk * _MAX_EVALS_PER_ITER
+        state = optimizer.state[image]
+        iters_before, evals_before = state.get("n_iter", 0), state.get("func_evals", 0)
         optimizer.step(closure)
         with torch.no_grad():
             image.clamp_(0.0, 1.0)
         done += chunk
-        # L-BFGS ends a chunk early once it has converged; further chunks would do nothing.
-        if optimizer.state[image].get("n_iter", 0) - before < chunk:
+        # A chunk that ended before its iteration and evaluation budgets means L-BFGS
+        # converged (gradient or change below tolerance): further chunks would do nothing.
+        iters = state.get("n_iter", 0) - iters_before
+        evals = state.get("func_evals", 0) - evals_before
+        if iters < chunk and evals < group["max_eval"]:
             break
 
 

@@ -109,24 +109,27 @@ class ConditionalInstanceNorm(nn.Module):
     def forward(self, x: Tensor, modulation: Tensor | None, stats: NormStats | None) -> Tensor:
         if stats is not None and stats.capture == self.index:
             raise CapturedActivation(x)
-        if stats is not None and self.index in stats.mean:
-            mean = stats.mean[self.index].to(x.dtype)
-            var = stats.var[self.index].to(x.dtype)
-        else:
-            # Statistics in float32 even under half precision: variances of large maps
-            # lose too many digits in fp16.
-            var32, mean32 = torch.var_mean(x.float(), dim=(2, 3), unbiased=False)
-            mean, var = mean32.to(x.dtype), var32.to(x.dtype)
-        scale = self.weight.to(x.dtype).unsqueeze(0)
-        shift = self.bias.to(x.dtype).unsqueeze(0)
+        # Per-sample scale and shift, in float32 (they are tiny; half precision would
+        # lose digits in ``mean * scale`` below).
+        scale = self.weight.float().unsqueeze(0)
+        shift = self.bias.float().unsqueeze(0)
         if modulation is not None:
-            d_scale, d_shift = modulation.to(x.dtype).chunk(2, dim=1)
+            d_scale, d_shift = modulation.float().chunk(2, dim=1)
             scale = scale + d_scale
             shift = shift + d_shift
-        # Fold the normalisation into one multiply-add over the map.
-        scale = scale * torch.rsqrt(var + _EPS)
-        shift = shift - mean * scale
-        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+        if stats is not None and self.index in stats.mean:
+            # Fold the fixed normalisation into the one multiply-add over the map.
+            scale = scale * torch.rsqrt(stats.var[self.index].float() + _EPS)
+            shift = shift - stats.mean[self.index].float() * scale
+            normalized = x
+        else:
+            # group_norm with one group per channel is instance normalisation; its kernel
+            # is much faster than a separate var_mean on CPU and accumulates in float32
+            # for half-precision inputs.
+            normalized = F.group_norm(x, self.channels, eps=_EPS)
+        return torch.addcmul(
+            shift.to(x.dtype)[:, :, None, None], normalized, scale.to(x.dtype)[:, :, None, None]
+        )
 
 
 class ReflectConv(nn.Module):
@@ -153,7 +156,8 @@ class StyleWeightMLP(nn.Module):
             nn.init.zeros_(head.bias)
 
     def forward(self, style_weight: Tensor) -> list[Tensor]:
-        hidden = self.body(style_weight.reshape(-1, 1))
+        dtype = self.heads[0].weight.dtype if len(self.heads) else style_weight.dtype
+        hidden = self.body(style_weight.reshape(-1, 1).to(dtype))
         return [head(hidden) for head in self.heads]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from .errors import InputError, WeightsError
 
@@ -76,7 +77,9 @@ class VGGEncoder(nn.Module):
     """VGG19 features up to the deepest requested layer; returns the requested activations.
 
     Input: ``N x 3 x H x W`` RGB in ``[0, 1]``; ImageNet normalisation happens inside.
-    Parameters are frozen and the module stays in eval mode.
+    Parameters are frozen and the module stays in eval mode. Weights start at zero: fill
+    them with ``load_state_dict``/``load_vgg19_weights`` or ``randomize_``, or build the
+    encoder with ``load_loss_network``.
     """
 
     normalized_style: bool
@@ -100,7 +103,13 @@ class VGGEncoder(nn.Module):
             if name.startswith("conv"):
                 out_channels = next(config)
                 assert isinstance(out_channels, int)
-                modules[name] = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+                # skip_init: no default random init, which would be overwritten anyway and
+                # would consume the global RNG (random-vgg19 must not disturb user seeds).
+                conv = skip_init(nn.Conv2d, in_channels, out_channels, kernel_size=3, padding=1)
+                with torch.no_grad():
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+                modules[name] = conv
                 in_channels = out_channels
             elif name.startswith("relu"):
                 # Not in place: the conv output must survive when it is itself requested.

@@ -57,8 +57,6 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
         if request is None:
             return 0
         _run_job(request, emit, state)
-        with state.lock:
-            state.running = None
         if state.shutdown.is_set():
             return 0
 
@@ -126,9 +124,14 @@ def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
     from .pipeline import run_job
 
     job_id = str(request.get("id"))
+    final: dict[str, Any] = {"event": "error", "message": "the job ended without a result"}
 
     def send(event: dict[str, Any]) -> None:
-        emit({**event, "id": job_id})
+        nonlocal final
+        if event.get("event") == "done":
+            final = event  # sent once the worker is free again, so a next job is accepted
+        else:
+            emit({**event, "id": job_id})
 
     def cancelled() -> bool:
         with state.lock:
@@ -138,16 +141,17 @@ def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
         spec = JobSpec.from_dict(dict(request.get("job") or {}))
         run_job(spec, send, cancelled, overwrite=bool(request.get("overwrite", False)))
     except Cancelled:
-        send({"event": "cancelled"})
+        final = {"event": "cancelled"}
     except StylecoreError as exc:
-        send({"event": "error", "message": str(exc)})
+        final = {"event": "error", "message": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a worker must report, not die
         traceback.print_exc(file=sys.stderr)
-        send({"event": "error", "message": f"internal error ({type(exc).__name__}: {exc}); "
-              "the worker's stderr has the details"})
-    finally:
-        with state.lock:
-            state.cancelled.discard(job_id)
+        final = {"event": "error", "message": f"internal error ({type(exc).__name__}: {exc}); "
+                 "the worker's stderr has the details"}
+    with state.lock:
+        state.cancelled.discard(job_id)
+        state.running = None
+    emit({**final, "id": job_id})
 
 
 def main() -> int:

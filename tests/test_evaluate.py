@@ -214,3 +214,93 @@ def test_feature_losses_zero_when_identical_and_match_formula() -> None:
     assert res.per_frame_content[1] == pytest.approx(expected, rel=1e-5)
     none = feature_losses(content, content, net, style=None, content_layers={"l2": 1.0})
     assert none.style_loss is None and none.per_frame_style is None
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def _write_folder(folder, frames) -> None:
+    from stylecore.imageops import save_image
+
+    folder.mkdir()
+    for k, f in enumerate(frames, start=1):
+        save_image(folder / f"frame_{k:06d}.png", f)
+
+
+def test_cli_json_and_per_frame_csv(tmp_path, capsys, clips: dict[str, list[np.ndarray]]) -> None:
+    import csv
+    import json
+
+    from stylecore.cli import main
+
+    content = [np.zeros((H, W, 3), np.float32)] * 2 + clips["content"]  # the stylized clip starts at frame 2
+    _write_folder(tmp_path / "content", content)
+    _write_folder(tmp_path / "flicker", clips["flicker"])
+    csv_path = tmp_path / "per_frame.csv"
+    code = main([
+        "evaluate", str(tmp_path / "flicker"), "--content", str(tmp_path / "content"), "--frames", "2:10",
+        "--long-term", "3", "--no-losses", "--json", "--per-frame", str(csv_path),
+    ])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    direct = warping_error(clips["flicker"], clips["content"], TemporalConfig(long_term_gap=3))
+    # PNG stores 8 bits per channel: the values agree up to that quantisation.
+    assert data["warping_error"] == pytest.approx(direct.warping_error, rel=0.05)
+    assert data["content_frames"] == [2, 10] and data["pairs"] == 7 and data["scene_cuts"] == []
+    assert data["long_term_pairs"] == 5
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["content_index"] for r in rows] == [str(i) for i in range(2, 10)]
+    assert rows[0]["warping_error"] == ""
+    per_pair = [float(r["warping_error"]) for r in rows[1:]]
+    assert np.mean(per_pair) == pytest.approx(data["warping_error"], rel=1e-4)
+
+
+def test_cli_table_with_losses_and_errors(tmp_path, capsys, clips: dict[str, list[np.ndarray]]) -> None:
+    from stylecore.cli import main
+    from stylecore.imageops import save_image
+
+    small = [f[:32, :48] for f in clips["consistent"][:3]]
+    _write_folder(tmp_path / "out", small)
+    _write_folder(tmp_path / "src", [f[:32, :48] for f in clips["content"][:3]])
+    save_image(tmp_path / "style.png", clips["flicker"][0])
+    code = main([
+        "evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--style", str(tmp_path / "style.png"),
+        "--loss-net", "random-vgg19", "--long-term", "2", "--device", "cpu",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    for label in ("warping error (t-1)", "long-term error (t-2)", "temporal difference", "content loss", "style loss"):
+        assert label in out
+    # A stylized clip longer than the content range is refused with a one-line message.
+    code = main(["evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--frames", "1:3", "--no-losses"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--frames 1:3 selects 2 content frames but the stylized clip has 3" in err
+
+
+def test_cli_noise_stability_of_a_model_file(tmp_path, capsys, clips: dict[str, list[np.ndarray]]) -> None:
+    import json
+
+    from stylecore.cli import main
+    from stylecore.model_file import ModelInfo, load_model, save_model
+    from stylecore.transformer import StyleTransformer, TransformerConfig
+
+    config = TransformerConfig(down_channels=(4, 8, 8), res_blocks=1, up_channels=(8, 4))
+    torch.manual_seed(0)
+    path = save_model(tmp_path / "tiny.safetensors", StyleTransformer(config), ModelInfo(config=config))
+    small = [f[:32, :48] for f in clips["content"][:4]]
+    _write_folder(tmp_path / "src", small)
+    code = main([
+        "evaluate", str(tmp_path / "src"), "--content", str(tmp_path / "src"), "--no-losses", "--long-term", "0",
+        "--model", str(path), "--noise-frames", "2", "--device", "cpu", "--json",
+    ])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["noise_frames"] == 2 and data["noise_sigma"] == 0.02
+    # The command measures the same number as the function on the frames it picked (0 and 2).
+    model, _ = load_model(path, "cpu")
+    from stylecore.imageops import load_image
+
+    frames = [load_image(tmp_path / "src" / f"frame_{k:06d}.png") for k in (1, 3)]
+    direct = noise_stability(model, frames, sigma=0.02)
+    assert data["noise_amplification"] == pytest.approx(direct.amplification, rel=1e-5)
+    assert data["noise_amplification"] > 0

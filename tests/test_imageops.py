@@ -69,6 +69,17 @@ def test_load_grey_alpha_and_16bit(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_image(tmp_path / "deep.png"), 1000 / 65535, atol=1e-7)
 
 
+def test_load_exr_is_encoded_to_srgb(tmp_path: Path) -> None:
+    linear = np.zeros((2, 3, 3), np.float32)
+    linear[..., 0] = 0.5  # written BGR: this is blue
+    linear[..., 2] = 2.0  # over-bright red clips to 1
+    if not cv2.imwrite(str(tmp_path / "render.exr"), linear):
+        pytest.skip("this OpenCV build cannot write EXR")
+    img = load_image(tmp_path / "render.exr")
+    srgb_half = 1.055 * 0.5 ** (1 / 2.4) - 0.055  # IEC 61966-2-1
+    np.testing.assert_allclose(img[0, 0], [1.0, 0.0, srgb_half], atol=1e-3)
+
+
 def test_load_missing_or_garbage_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="nope.png"):
         load_image(tmp_path / "nope.png")

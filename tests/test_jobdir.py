@@ -125,3 +125,15 @@ def test_mark_done_and_is_done(tmp_path: Path) -> None:
     assert JobDir(tmp_path, FP).is_done()  # marking done keeps the fingerprint: resume still matches
     job.frame_path(2).unlink()
     assert not job.is_done()
+
+
+def test_remove_deletes_only_the_job(tmp_path: Path) -> None:
+    job = JobDir(tmp_path / "a", FP)
+    job.write_frame(1, _img(0.1))
+    job.remove()
+    assert not (tmp_path / "a").exists()
+    shared = JobDir(tmp_path / "b", FP)
+    shared.write_frame(1, _img(0.1))
+    (tmp_path / "b" / "video.mp4").write_bytes(b"the product")
+    shared.remove()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["video.mp4"]

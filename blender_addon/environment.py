@@ -1,0 +1,61 @@
+"""Where the worker's Python is and where results go: no ``bpy`` import, so it is testable.
+
+The worker runs in its own Python (where stylecore and torch are installed). It is, in
+order: the interpreter set in the preferences; ``$STYLECORE_WORKER_PYTHON``; Blender's own
+Python when stylecore is importable there (``pip install stylecore`` into Blender).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ENV_WORKER_PYTHON = "STYLECORE_WORKER_PYTHON"
+DEFAULT_OUTPUT = "//stylized/"
+
+_HOW_TO = (
+    "create a Python environment with stylecore (python -m venv ENV, then ENV/bin/pip install stylecore) "
+    "and set Worker Python in Edit > Preferences > Add-ons > Stylecore to ENV/bin/python "
+    "(ENV\\Scripts\\python.exe on Windows)"
+)
+
+
+class SetupError(Exception):
+    """The add-on is not set up to run the worker; the message says how to fix it."""
+
+
+def resolve_worker_python(configured: str = "", env: dict[str, str] | None = None) -> tuple[str, str]:
+    """``(interpreter, how it was found)``; raises ``SetupError`` with instructions."""
+    env = dict(os.environ) if env is None else env
+    if configured.strip():
+        path = Path(configured.strip()).expanduser()
+        if not path.is_file():
+            raise SetupError(f"the Worker Python set in the add-on's preferences does not exist: {path}; "
+                             f"fix the path, or clear it to detect stylecore automatically")
+        return str(path), "preferences"
+    from_env = env.get(ENV_WORKER_PYTHON, "").strip()
+    if from_env:
+        path = Path(from_env).expanduser()
+        if not path.is_file():
+            raise SetupError(f"${ENV_WORKER_PYTHON} names a Python that does not exist: {path}")
+        return str(path), f"${ENV_WORKER_PYTHON}"
+    # find_spec locates the package without importing it (and so without importing torch).
+    if importlib.util.find_spec("stylecore") is not None and sys.executable:
+        return sys.executable, "stylecore is importable in Blender's Python"
+    raise SetupError(f"no Python with stylecore found: {_HOW_TO}")
+
+
+def output_root(configured: str, blend_path: str) -> Path:
+    """Absolute folder for results; ``//`` means beside the .blend, or a temp folder if unsaved."""
+    text = (configured or DEFAULT_OUTPUT).strip()
+    if text.startswith("//"):
+        relative = text[2:]
+        if blend_path:
+            base = Path(blend_path).resolve().parent
+        else:
+            base = Path(tempfile.gettempdir()) / "stylecore"
+        return (base / relative).resolve() if relative else base.resolve()
+    return Path(text).expanduser().resolve()

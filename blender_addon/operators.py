@@ -1,0 +1,296 @@
+"""Operators: Stylize (modal in the UI, synchronous in background mode), Cancel, and helpers."""
+
+import time
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+
+from . import jobs, props, vse
+from .environment import SetupError, output_root, resolve_worker_python
+from .protocol import POOL, WorkerError, worker_command
+from .session import StylizeSession
+
+# The run the panel shows. One at a time: the worker runs one job at a time anyway.
+_ACTIVE: "StylizeSession | None" = None
+TIMER_STEP_S = 0.1
+# Inside one timer tick, keep rendering source frames for at most this long.
+_TICK_BUDGET_S = 0.05
+HELLO_CHECK_TIMEOUT_S = 180.0
+
+
+def active_session() -> "StylizeSession | None":
+    return _ACTIVE if _ACTIVE is not None and not _ACTIVE.finished else None
+
+
+def settings_for(context: "bpy.types.Context") -> jobs.Settings:
+    """Resolve the add-on preferences (defaults when it was registered without them)."""
+    prefs = props.preferences(context)
+    blend = bpy.data.filepath
+    if prefs is None:
+        return jobs.Settings(output_root=output_root("", blend))
+    folder = prefs.output_dir if prefs.output_dir.startswith("//") else bpy.path.abspath(prefs.output_dir)
+    return jobs.Settings(
+        worker_python=bpy.path.abspath(prefs.worker_python) if prefs.worker_python.strip() else "",
+        device=jobs.DEVICES[prefs.device],
+        output_root=output_root(folder, blend),
+        job_options=jobs.parse_job_options(prefs.job_options),
+    )
+
+
+def _target_names(scene: "bpy.types.Scene", name: str) -> tuple[list[str], list[str]]:
+    """(strips to stylize, sound strips skipped); a result strip stands for its source."""
+    if name:
+        strips = [vse.find_strip(scene, name)]
+    else:
+        strips = vse.selected_strips(scene) or [vse.active_strip(scene)]
+    strips = [s for s in strips if s is not None]
+    visual = [s for s in strips if not vse.is_sound(s)]
+    sounds = [s.name for s in strips if vse.is_sound(s)]
+    if not visual:
+        return [s.name for s in strips], []  # only sound: let the plan explain why
+    names: list[str] = []
+    for strip in visual:
+        try:
+            source = jobs.source_of(scene, strip)
+        except jobs.StylizeError:
+            source = strip  # the plan reports the missing source
+        if source.name not in names:
+            names.append(source.name)
+    return names, sounds
+
+
+def _tag_redraw(context: "bpy.types.Context") -> None:
+    screen = context.screen
+    if screen is None:
+        return
+    for area in screen.areas:
+        if area.type in {"SEQUENCE_EDITOR", "PROPERTIES"}:
+            area.tag_redraw()
+
+
+class SEQUENCER_OT_stylize(bpy.types.Operator):
+    """Stylize the selected strips into image strips above them (Esc cancels; re-running resumes)"""
+
+    bl_idname = "sequencer.stylize"
+    bl_label = "Stylize"
+    bl_options = {"REGISTER", "UNDO"}
+
+    strip: StringProperty(name="Strip", description="Strip to stylize; empty for the selected strips",
+                          options={"SKIP_SAVE", "HIDDEN"})
+    preview: BoolProperty(name="Preview", description="Stylize the current frame only and show it in the panel",
+                          options={"SKIP_SAVE"})
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return context.scene is not None and vse.editor(context.scene) is not None and active_session() is None
+
+    def _session(self, context: "bpy.types.Context") -> "StylizeSession | None":
+        scene = context.scene
+        names, sounds = _target_names(scene, self.strip)
+        if not names:
+            self.report({"ERROR"}, "Select a movie, image, meta, scene or effect strip to stylize")
+            return None
+        for name in sounds:
+            self.report({"WARNING"}, f"Skipped sound strip '{name}': only visual strips can be stylized")
+        try:
+            settings = settings_for(context)
+        except jobs.StylizeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        log = print if bpy.app.background else None
+        return StylizeSession(scene.name, names, settings, preview=self.preview, log=log)
+
+    def _finish(self, session: StylizeSession) -> set[str]:
+        for message in session.messages:
+            if message.level != "INFO" or bpy.app.background:
+                self.report({message.level}, message.text)
+        if session.results or (session.preview and not session.failed and not session.cancelled):
+            if not bpy.app.background and session.results:
+                self.report({"INFO"}, f"Stylized {len(session.results)} strip(s)")
+            return {"FINISHED"}
+        return {"CANCELLED"}
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        """Synchronous: runs every job to the end (background mode and scripts)."""
+        global _ACTIVE
+        session = self._session(context)
+        if session is None:
+            return {"CANCELLED"}
+        _ACTIVE = session
+        try:
+            session.run()
+        finally:
+            _ACTIVE = None
+        return self._finish(session)
+
+    def invoke(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
+        global _ACTIVE
+        if bpy.app.background:
+            return self.execute(context)
+        session = self._session(context)
+        if session is None:
+            return {"CANCELLED"}
+        _ACTIVE = session
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_STEP_S, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
+        session = _ACTIVE
+        if session is None:
+            return self._stop(context, None)
+        if event.type == "ESC" and event.value == "PRESS":
+            session.cancel()
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        deadline = time.monotonic() + _TICK_BUDGET_S
+        while not session.step() and session.rendering and time.monotonic() < deadline:
+            pass
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"{session.status}   (Esc to cancel)")
+        _tag_redraw(context)
+        if session.finished:
+            return self._stop(context, session)
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: "bpy.types.Context") -> None:
+        """Blender ends the operator (e.g. a file is loaded): stop the job too."""
+        if _ACTIVE is not None:
+            _ACTIVE.cancel()
+        self._stop(context, None)
+
+    def _stop(self, context: "bpy.types.Context", session: "StylizeSession | None") -> set[str]:
+        global _ACTIVE
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _ACTIVE = None
+        _tag_redraw(context)
+        return self._finish(session) if session is not None else {"CANCELLED"}
+
+
+class SEQUENCER_OT_stylize_cancel(bpy.types.Operator):
+    """Stop the running stylize job after the current frame (frames already made stay)"""
+
+    bl_idname = "sequencer.stylize_cancel"
+    bl_label = "Cancel Stylize"
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return active_session() is not None
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        session = active_session()
+        if session is not None:
+            session.cancel()
+        return {"FINISHED"}
+
+
+def _result_folder(context: "bpy.types.Context") -> str:
+    scene = context.scene
+    strip = vse.active_strip(scene) if scene is not None else None
+    if strip is None:
+        return ""
+    if not props.strip_settings(strip).is_result:
+        strip = jobs.find_result(scene, strip)
+    return "" if strip is None else props.strip_settings(strip).output_dir
+
+
+class SEQUENCER_OT_stylize_open_folder(bpy.types.Operator):
+    """Open the folder of the stylized frames in the file browser"""
+
+    bl_idname = "sequencer.stylize_open_folder"
+    bl_label = "Open Folder"
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return bool(_result_folder(context))
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        folder = _result_folder(context)
+        bpy.ops.wm.path_open(filepath=folder)
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_stylize_select_source(bpy.types.Operator):
+    """Select the strip this result was made from"""
+
+    bl_idname = "sequencer.stylize_select_source"
+    bl_label = "Select Source"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        strip = vse.active_strip(context.scene) if context.scene is not None else None
+        return strip is not None and props.strip_settings(strip).is_result
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        try:
+            source = jobs.source_of(context.scene, vse.active_strip(context.scene))
+        except jobs.StylizeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        vse.select_only(context.scene, source)
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_stylize_check_worker(bpy.types.Operator):
+    """Start the stylecore worker and report its versions and devices"""
+
+    bl_idname = "sequencer.stylize_check_worker"
+    bl_label = "Check Worker"
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        try:
+            python, how = resolve_worker_python(settings_for(context).worker_python)
+            client = POOL.get(worker_command(python))
+            if client.info is None:
+                if not client.hello_sent:
+                    client.hello()
+                deadline = time.monotonic() + HELLO_CHECK_TIMEOUT_S
+                while client.info is None and time.monotonic() < deadline:
+                    if any(e.get("event") in {"error", "worker-exit"} for e in client.events(0.25)):
+                        break
+        except (SetupError, WorkerError, jobs.StylizeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        info = client.info
+        if info is None:
+            self.report({"ERROR"}, client.death_message() if not client.alive else "the worker did not answer")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Worker OK ({how}): stylecore {info.stylecore}, torch {info.torch}, "
+                              f"devices {', '.join(info.devices)}")
+        return {"FINISHED"}
+
+
+CLASSES = (
+    SEQUENCER_OT_stylize,
+    SEQUENCER_OT_stylize_cancel,
+    SEQUENCER_OT_stylize_open_folder,
+    SEQUENCER_OT_stylize_select_source,
+    SEQUENCER_OT_stylize_check_worker,
+)
+
+
+@bpy.app.handlers.persistent
+def _cancel_on_load(*_: object) -> None:
+    """Loading another file ends a running job (its strips are about to disappear)."""
+    if _ACTIVE is not None:
+        _ACTIVE.cancel()
+
+
+def register_handlers() -> None:
+    if _cancel_on_load not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(_cancel_on_load)
+
+
+def unregister_handlers() -> None:
+    if _cancel_on_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_cancel_on_load)
+    POOL.close_all()

@@ -1,0 +1,154 @@
+"""Stored settings: one PropertyGroup per owner (strip, scene, add-on preferences).
+
+The style weight is the exception: it is a ``FloatProperty`` registered directly on the
+strip type, because a property inside a PropertyGroup pointer on a strip cannot be
+keyframed (the strip's RNA path does not extend into the group, so ``keyframe_insert``
+and the UI's "Insert Keyframe" both fail); a property on the strip itself can.
+
+No ``from __future__ import annotations`` here: Blender reads the property annotations
+of these classes as objects, so they must not become strings.
+"""
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import vse
+
+# Attribute names on the strip type; the F-curve of the weight is found by this name.
+STRIP_SETTINGS = "stylecore"
+STYLE_WEIGHT = "stylecore_style_weight"
+SCENE_SETTINGS = "stylecore"
+
+MODE_ITEMS = (
+    ("FEEDFORWARD", "Feedforward Model", "Fast: a trained network for one style (the shipped model by default)"),
+    ("OPTIMIZATION", "Optimization", "Slow, any style image: optimise every frame (Gatys/Ruder)"),
+    ("STYLE_VIDEO", "Style Video", "Optimise every frame towards the matching frame of a style video"),
+)
+STYLE_SOURCE_ITEMS = (
+    ("FILE", "File", "A style image (or, for Style Video, a video file or image folder)"),
+    ("STRIP", "Strip", "A movie or image strip of this scene"),
+)
+PRESERVE_ITEMS = (
+    ("NONE", "None", "Take the colours of the style"),
+    ("LUMINANCE", "Luminance", "Stylize brightness only; keep the original colours"),
+    ("HISTOGRAM", "Histogram", "Match the style's colours to the original's before stylizing"),
+)
+DEVICE_ITEMS = (
+    ("AUTO", "Automatic", "CUDA if available, then Apple MPS, then the CPU"),
+    ("CPU", "CPU", "Always use the processor"),
+    ("CUDA", "CUDA", "An NVIDIA GPU"),
+    ("MPS", "Apple MPS", "An Apple silicon GPU"),
+)
+
+
+class StylecoreStripSettings(bpy.types.PropertyGroup):
+    """Per-strip style settings, and for a result strip the link back to its source."""
+
+    mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="FEEDFORWARD")
+    style_source: EnumProperty(name="Style From", items=STYLE_SOURCE_ITEMS, default="FILE")
+    style_image: StringProperty(name="Style", subtype="FILE_PATH",
+                                description="Style image (Style Video: a video file or a folder of frames)")
+    style_strip: StringProperty(name="Style Strip", description="Movie or image strip that holds the style")
+    model: StringProperty(name="Model", subtype="FILE_PATH",
+                          description="Feedforward model file (.safetensors); empty for the shipped default")
+    temporal_weight: FloatProperty(name="Temporal Weight", default=1.0, min=0.0, soft_max=10.0,
+                                   description="How strongly consecutive frames are held together (less flicker)")
+    preserve_colors: EnumProperty(name="Preserve Colours", items=PRESERVE_ITEMS, default="NONE")
+    size: IntProperty(name="Processing Size", default=512, min=0, soft_max=4096, subtype="PIXEL",
+                      description="Long side in pixels to stylize at; 0 for the mode's default")
+    iterations: IntProperty(name="Iterations", default=150, min=1, soft_max=2000,
+                            description="Optimisation steps per frame (Optimization and Style Video)")
+    batch: BoolProperty(name="Include in Batch", default=False,
+                        description="Stylize this strip when a batch run (blender_addon.batch) asks for stale strips")
+    uid: StringProperty(name="ID", description="Identifies this strip to its result strip (survives renames)")
+    # Result strips only.
+    is_result: BoolProperty(name="Is Result", default=False)
+    source_uid: StringProperty(name="Source ID")
+    source_name: StringProperty(name="Source", description="The strip this result was made from")
+    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH")
+    job_hash: StringProperty(name="Job", description="Fingerprint of the settings this result was made with")
+
+
+class StylecoreSceneSettings(bpy.types.PropertyGroup):
+    """Per-scene state the panel shows: the last message and the last preview frame."""
+
+    status: StringProperty(name="Status")
+    preview_image: PointerProperty(name="Preview", type=bpy.types.Image)
+
+
+class StylecorePreferences(bpy.types.AddonPreferences):
+    """Where the worker runs and where results go."""
+
+    bl_idname = __package__
+
+    worker_python: StringProperty(
+        name="Worker Python", subtype="FILE_PATH",
+        description="Python interpreter of the environment where stylecore is installed; empty to detect it",
+    )
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO")
+    output_dir: StringProperty(
+        name="Output Folder", subtype="DIR_PATH", default="//stylized/",
+        description="Where stylized frames go; // is the folder of the .blend (a temp folder while unsaved)",
+    )
+    job_options: StringProperty(
+        name="Extra Job Options",
+        description='Advanced: JSON object of further stylecore job fields, e.g. {"tv_weight": 2.0}',
+    )
+
+    def draw(self, context: "bpy.types.Context") -> None:
+        from .environment import SetupError, resolve_worker_python
+
+        layout = self.layout
+        layout.prop(self, "worker_python")
+        try:
+            python, how = resolve_worker_python(self.worker_python)
+            layout.label(text=f"Worker: {python} ({how})", icon="CHECKMARK")
+        except SetupError as exc:
+            col = layout.column(align=True)
+            col.label(text=str(exc), icon="ERROR")
+        layout.operator("sequencer.stylize_check_worker", icon="PLUGIN")
+        layout.prop(self, "device")
+        layout.prop(self, "output_dir")
+        layout.prop(self, "job_options")
+
+
+CLASSES = (StylecoreStripSettings, StylecoreSceneSettings, StylecorePreferences)
+
+
+def register_properties() -> None:
+    """Attach the groups to their owners (after the classes are registered)."""
+    strip_type = vse.strip_type()
+    setattr(strip_type, STRIP_SETTINGS, PointerProperty(type=StylecoreStripSettings))
+    setattr(strip_type, STYLE_WEIGHT, FloatProperty(
+        name="Style Weight", default=1.0, min=0.0, soft_max=2.0, options={"ANIMATABLE"},
+        description="Strength of the style; keyframe it to vary the style along the strip",
+    ))
+    bpy.types.Scene.stylecore = PointerProperty(type=StylecoreSceneSettings)
+
+
+def unregister_properties() -> None:
+    strip_type = vse.strip_type()
+    for name in (STRIP_SETTINGS, STYLE_WEIGHT):
+        if hasattr(strip_type, name):
+            delattr(strip_type, name)
+    if hasattr(bpy.types.Scene, SCENE_SETTINGS):
+        del bpy.types.Scene.stylecore
+
+
+def preferences(context: "bpy.types.Context | None" = None) -> "StylecorePreferences | None":
+    """The add-on's preferences, or None when it was registered without the add-on system."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(__package__)
+    return None if addon is None else addon.preferences
+
+
+def strip_settings(strip: "bpy.types.Strip") -> StylecoreStripSettings:
+    return getattr(strip, STRIP_SETTINGS)
+
+
+def scene_settings(scene: "bpy.types.Scene") -> StylecoreSceneSettings:
+    return getattr(scene, SCENE_SETTINGS)
+
+
+def style_weight(strip: "bpy.types.Strip") -> float:
+    return float(getattr(strip, STYLE_WEIGHT))

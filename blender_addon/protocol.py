@@ -1,0 +1,262 @@
+"""Client side of the stylecore worker protocol (docs/worker-protocol.md): pure Python.
+
+The worker is a subprocess running in the environment where stylecore and torch are
+installed. Requests go to its stdin as JSON lines; a reader thread turns its stdout into a
+queue of events, and another keeps the tail of its stderr, so Blender never blocks on a
+pipe. Nothing here imports ``bpy``, torch or stylecore.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL = 1
+WORKER_MODULE = "stylecore.worker"
+# Pseudo-event the reader queues when the worker's stdout closes (the process ended).
+EXIT_EVENT = "worker-exit"
+_STDERR_TAIL = 60
+
+
+class WorkerError(Exception):
+    """The worker cannot be started or talked to; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What the worker said in its ``hello``."""
+
+    protocol: int
+    stylecore: str
+    torch: str
+    devices: tuple[str, ...]
+
+
+def worker_command(python: str) -> list[str]:
+    """The command line that starts the worker with interpreter ``python``."""
+    return [python, "-u", "-m", WORKER_MODULE]
+
+
+class WorkerClient:
+    """One worker process. Thread-safe to send from; events are read from ``events()``."""
+
+    def __init__(self, command: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        self.command = list(command)
+        self._env = env
+        self._proc: subprocess.Popen[str] | None = None
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        self._send_lock = threading.Lock()
+        self.info: WorkerInfo | None = None
+        self.hello_sent = False
+
+    # ------------------------------------------------------------------ process
+
+    def start(self) -> None:
+        """Start the process (idempotent while it runs)."""
+        if self.alive:
+            return
+        self.info = None
+        self.hello_sent = False
+        self._events = queue.Queue()
+        self._stderr.clear()
+        env = dict(os.environ if self._env is None else self._env)
+        env.setdefault("PYTHONIOENCODING", "utf-8")
+        # A Blender-bundled PYTHONHOME/PYTHONPATH would break a different interpreter.
+        for key in ("PYTHONHOME", "PYTHONPATH"):
+            env.pop(key, None)
+        flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0
+        try:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+                env=env,
+                creationflags=flags,
+            )
+        except OSError as exc:
+            raise WorkerError(f"cannot start the stylecore worker ({self.command[0]}): {exc.strerror or exc}") from None
+        threading.Thread(target=self._read_stdout, args=(self._proc, self._events), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True).start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def stderr_tail(self, lines: int = 10) -> list[str]:
+        return list(self._stderr)[-lines:]
+
+    def _read_stdout(self, proc: subprocess.Popen[str], events: queue.Queue[dict[str, Any]]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict) or "event" not in event:
+                # Not protocol: a library printed to stdout. Keep it for error messages.
+                self._stderr.append(text)
+                continue
+            if event["event"] == "hello":
+                self.info = _parse_hello(event)
+            events.put(event)
+        code = proc.wait()
+        events.put({"event": EXIT_EVENT, "returncode": code})
+
+    def _read_stderr(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip():
+                self._stderr.append(line.rstrip())
+
+    # ------------------------------------------------------------------ requests
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Write one request line; a dead worker raises ``WorkerError``."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            raise WorkerError(self.death_message())
+        line = json.dumps(request, separators=(",", ":")) + "\n"
+        try:
+            with self._send_lock:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+        except (OSError, ValueError):
+            raise WorkerError(self.death_message()) from None
+
+    def hello(self) -> None:
+        """Ask for the handshake; the ``hello`` event sets ``info``."""
+        self.send({"op": "hello", "protocol": PROTOCOL})
+        self.hello_sent = True
+
+    def stylize(self, job_id: str, job: dict[str, Any], *, overwrite: bool = False) -> None:
+        self.send({"op": "stylize", "id": job_id, "job": job, "overwrite": overwrite})
+
+    def cancel(self, job_id: str) -> None:
+        try:
+            self.send({"op": "cancel", "id": job_id})
+        except WorkerError:
+            pass  # a dead worker runs nothing: cancelled either way
+
+    def events(self, timeout: float | None = 0.0) -> list[dict[str, Any]]:
+        """Events received so far; with a timeout, wait that long for the first one."""
+        out: list[dict[str, Any]] = []
+        try:
+            if timeout is None or timeout > 0:
+                out.append(self._events.get(timeout=timeout))
+            while True:
+                out.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask the worker to shut down (it cancels a running job); kill it if it hangs."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                self.send({"op": "shutdown"})
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            except (WorkerError, OSError, ValueError):
+                pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._proc = None
+
+    # ------------------------------------------------------------------ messages
+
+    def death_message(self) -> str:
+        """One line saying that the worker stopped, and the likely reason."""
+        code = self.returncode
+        tail = self.stderr_tail(20)
+        python = self.command[0] if self.command else "?"
+        joined = "\n".join(tail)
+        if "No module named" in joined and "stylecore" in joined:
+            return (
+                f"stylecore is not installed for the worker Python {python}: install it there "
+                f"({python} -m pip install stylecore) or choose another interpreter in the add-on's preferences"
+            )
+        last = _last_meaningful(tail)
+        status = "" if code is None else f" (exit code {code})"
+        detail = f": {last}" if last else ""
+        return f"the stylecore worker stopped{status}{detail}"
+
+
+def _parse_hello(event: dict[str, Any]) -> WorkerInfo:
+    return WorkerInfo(
+        protocol=int(event.get("protocol", 0)),
+        stylecore=str(event.get("stylecore", "?")),
+        torch=str(event.get("torch", "?")),
+        devices=tuple(str(d) for d in event.get("devices", ()) or ()),
+    )
+
+
+def _last_meaningful(lines: Sequence[str]) -> str:
+    """The last stderr line worth showing (an exception line beats a progress bar)."""
+    for line in reversed(lines):
+        text = line.strip()
+        if text and not text.startswith(("File ", "^", "~")) and text != "Traceback (most recent call last):":
+            return text[:300]
+    return ""
+
+
+class WorkerPool:
+    """Keeps one worker per command alive across jobs, so loaded models are reused."""
+
+    def __init__(self) -> None:
+        self._workers: dict[tuple[str, ...], WorkerClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, command: Sequence[str]) -> WorkerClient:
+        key = tuple(command)
+        with self._lock:
+            client = self._workers.get(key)
+            if client is None or not client.alive:
+                client = WorkerClient(command)
+                client.start()
+                self._workers[key] = client
+            return client
+
+    def discard(self, client: WorkerClient) -> None:
+        """Forget (and stop) a worker, e.g. after it misbehaved."""
+        with self._lock:
+            for key, value in list(self._workers.items()):
+                if value is client:
+                    del self._workers[key]
+        client.close(timeout=2.0)
+
+    def close_all(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for client in workers:
+            client.close()
+
+
+POOL = WorkerPool()

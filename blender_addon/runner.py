@@ -1,0 +1,179 @@
+"""One job on a worker, as a small state machine that is polled: pure Python, no ``bpy``.
+
+The modal operator calls ``poll()`` from a timer so the UI never blocks; background mode
+and tests call ``wait()``, which loops over the same steps. States: ``starting`` (waiting
+for the worker's hello), ``running``, ``cancelling``, then one of ``done``, ``cancelled``,
+``failed``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import EXIT_EVENT, PROTOCOL, WorkerClient, WorkerError
+
+STARTING = "starting"
+RUNNING = "running"
+CANCELLING = "cancelling"
+DONE = "done"
+CANCELLED = "cancelled"
+FAILED = "failed"
+FINISHED_STATES = frozenset({DONE, CANCELLED, FAILED})
+
+# Importing torch on a cold disk can take a long time; a worker silent for longer is stuck.
+HELLO_TIMEOUT_S = 300.0
+# After a cancel, a worker inside a long optimisation step gets this long to stop.
+CANCEL_GRACE_S = 120.0
+
+EventHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Progress:
+    """What the panel and the status bar show."""
+
+    done: int = 0
+    total: int = 0
+    todo: int = 0
+    seconds_per_frame: float = 0.0
+    eta_seconds: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+@dataclass
+class JobRun:
+    """Sends one job to ``client`` and follows its events until it finishes."""
+
+    client: WorkerClient
+    job: dict[str, Any]
+    overwrite: bool = False
+    on_event: EventHook | None = None
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    state: str = STARTING
+    progress: Progress = field(default_factory=Progress)
+    error: str | None = None
+    output: str | None = None
+    frames: dict[int, str] = field(default_factory=dict)  # output number -> path
+    _submitted: bool = False
+    _since: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Handle whatever the worker sent (waiting up to ``timeout`` s); True once finished."""
+        if self.finished:
+            return True
+        try:
+            self._advance()
+            for event in self.client.events(timeout):
+                self._handle(event)
+                if self.finished:
+                    break
+            self._check_timeouts()
+        except WorkerError as exc:
+            self._fail(str(exc))
+        return self.finished
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the job finishes (or ``timeout`` s pass); returns the state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.poll(timeout=0.25):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        return self.state
+
+    def cancel(self) -> None:
+        """Ask the worker to stop between frames; whole frames stay on disk."""
+        if self.finished:
+            return
+        if not self._submitted:
+            self._finish(CANCELLED)
+            return
+        self.client.cancel(self.job_id)
+        self.state = CANCELLING
+        self._since = time.monotonic()
+
+    # ------------------------------------------------------------------ internals
+
+    def _advance(self) -> None:
+        if self.state != STARTING:
+            return
+        if self.client.info is None:
+            if not self.client.hello_sent:
+                self.client.hello()
+                self._since = time.monotonic()
+            return
+        if self.client.info.protocol != PROTOCOL:
+            self._fail(_protocol_message(self.client.info.protocol, self.client.info.stylecore))
+            return
+        self.client.stylize(self.job_id, self.job, overwrite=self.overwrite)
+        self._submitted = True
+        self.state = RUNNING
+        self._since = time.monotonic()
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == EXIT_EVENT:
+            self._fail(self.client.death_message())
+            return
+        if kind == "hello":
+            self._advance()
+            return
+        job_id = event.get("id")
+        if job_id is None and kind == "error" and self.state == STARTING:
+            self._fail(str(event.get("message", "the worker refused the handshake")))
+            return
+        if job_id != self.job_id:
+            return  # a late event of an earlier job
+        if self.on_event is not None:
+            self.on_event(event)
+        if kind == "start":
+            self.progress.total = int(event.get("total", 0))
+            self.progress.todo = int(event.get("todo", 0))
+            self.output = event.get("output") or self.output
+        elif kind == "frame":
+            self.frames[int(event.get("number", 0))] = str(event.get("path", ""))
+        elif kind == "progress":
+            self.progress.done = int(event.get("done", self.progress.done))
+            self.progress.total = int(event.get("total", self.progress.total))
+            self.progress.seconds_per_frame = float(event.get("seconds_per_frame", 0.0))
+            self.progress.eta_seconds = float(event.get("eta_seconds", 0.0))
+        elif kind == "done":
+            self.output = event.get("output") or self.output
+            self.progress.done = self.progress.total = int(event.get("frames", self.progress.total))
+            self._finish(DONE)
+        elif kind == "cancelled":
+            self._finish(CANCELLED)
+        elif kind == "error":
+            self._fail(str(event.get("message", "the worker reported an error")))
+
+    def _check_timeouts(self) -> None:
+        waited = time.monotonic() - self._since
+        if self.state == STARTING and waited > HELLO_TIMEOUT_S:
+            self._fail(f"the stylecore worker did not answer within {HELLO_TIMEOUT_S:.0f} s; "
+                       "check the worker Python in the add-on's preferences")
+        elif self.state == CANCELLING and waited > CANCEL_GRACE_S:
+            # The worker ignores the cancel: stop it, or it would refuse the next job as busy.
+            self.client.close(timeout=2.0)
+            self._finish(CANCELLED)
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self._finish(FAILED)
+
+    def _finish(self, state: str) -> None:
+        self.state = state
+
+
+def _protocol_message(theirs: int, version: str) -> str:
+    return (f"the stylecore worker (stylecore {version}) speaks protocol {theirs}, this add-on speaks "
+            f"{PROTOCOL}: update stylecore in the worker's environment, or the add-on, so they match")

@@ -1,0 +1,109 @@
+"""The JSON-lines worker, driven as a real subprocess (as the Blender add-on drives it)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import pan_frames, write_png_folder
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "stylecore.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))  # every stdout line must be protocol JSON
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def until(self, *kinds: str, timeout: float = 120.0) -> list[dict[str, Any]]:
+        seen = []
+        while True:
+            event = self.events.get(timeout=timeout)
+            seen.append(event)
+            if event["event"] in kinds:
+                return seen
+
+    def close(self) -> int:
+        self.send({"op": "shutdown"})
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture()
+def worker():
+    w = Worker()
+    yield w
+    if w.proc.poll() is None:
+        w.proc.kill()
+
+
+def job(tmp_path: Path, style: Path, output: str, **extra: Any) -> dict[str, Any]:
+    content = write_png_folder(tmp_path / "pan", pan_frames(3))
+    return {"content": str(content), "output": str(tmp_path / output), "mode": "optimization",
+            "styles": [[str(style), 1.0]], "loss_net": "random-vgg19", "first_iterations": 4, "iterations": 2,
+            "device": "cpu", **extra}
+
+
+def test_hello_job_events_and_reuse(tmp_path: Path, style_png: Path, worker: Worker) -> None:
+    worker.send({"op": "hello", "protocol": 1})
+    hello = worker.until("hello")[-1]
+    assert hello["protocol"] == 1 and "cpu" in hello["devices"]
+
+    worker.send({"op": "stylize", "id": "a", "job": job(tmp_path, style_png, "a", frame_map=[2, 1, 0],
+                                                         style_weights=[1.0, 0.5, 0.0])})
+    events = worker.until("done", "error")
+    assert events[-1]["event"] == "done", events[-1]
+    assert events[0] == {"event": "start", "id": "a", "total": 3, "todo": 3, "output": str(tmp_path / "a")}
+    frames = [e for e in events if e["event"] == "frame"]
+    assert [(e["number"], e["index"]) for e in frames] == [(1, 2), (2, 1), (3, 0)]
+    assert [e["done"] for e in events if e["event"] == "progress"] == [1, 2, 3]
+
+    # The same worker takes a second job.
+    worker.send({"op": "stylize", "id": "b", "job": job(tmp_path, style_png, "b")})
+    assert worker.until("done", "error")[-1]["event"] == "done"
+    assert worker.close() == 0
+
+
+def test_bad_jobs_are_readable_errors(tmp_path: Path, style_png: Path, worker: Worker) -> None:
+    worker.send({"op": "stylize", "id": "x", "job": {"content": "/nowhere.mp4", "output": str(tmp_path / "o"),
+                                                      "mode": "feedforward"}})
+    error = worker.until("error", "done")[-1]
+    assert error["event"] == "error" and error["id"] == "x" and "/nowhere.mp4" in error["message"]
+    worker.send({"op": "stylize", "id": "y", "job": {"content": "c", "output": "o", "colour": "red"}})
+    error = worker.until("error", "done")[-1]
+    assert "unknown job field" in error["message"] and "colour" in error["message"]
+    worker.send({"op": "dance"})
+    assert "unknown op" in worker.until("error")[-1]["message"]
+    assert worker.close() == 0
+
+
+def test_cancel_keeps_whole_frames(tmp_path: Path, style_png: Path, worker: Worker) -> None:
+    spec = job(tmp_path, style_png, "c", first_iterations=60, iterations=60)
+    worker.send({"op": "stylize", "id": "c", "job": spec})
+    worker.until("frame")
+    worker.send({"op": "cancel", "id": "c"})
+    assert worker.until("cancelled", "done", "error")[-1]["event"] == "cancelled"
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert "frame_000001.png" in names and all(n.startswith("frame_") or n == "stylecore-job.json" for n in names)
+    # Sending the same job again resumes.
+    worker.send({"op": "stylize", "id": "c2", "job": spec})
+    events = worker.until("done", "error")
+    assert events[-1]["event"] == "done"
+    assert any(e["event"] == "frame" and e["skipped"] for e in events)
+    assert worker.close() == 0

@@ -1,0 +1,1 @@
+"""Training of the feedforward stylizing network (``python -m training.train``)."""

@@ -1,0 +1,59 @@
+"""Training checkpoints: model and optimiser state, step and random state, so an
+interrupted run resumes where it stopped.
+
+Written with ``torch.save`` (atomically) and read with ``weights_only=True``, which
+refuses anything but tensors and plain containers: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylecore.errors import InputError
+from stylecore.imageops import atomic_write_bytes
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    return Path(out).with_suffix(".ckpt")
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    rng: np.random.Generator,
+    settings: dict[str, Any],
+) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": int(step),
+        "numpy_rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "settings": settings,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+) -> tuple[int, dict[str, Any]]:
+    """Restore the states in place; returns ``(step, settings)``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"]), dict(state["settings"])
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot resume from {path}: {first}; pass --restart to start over") from None

@@ -1,0 +1,65 @@
+"""The settings of one training run, as a frozen dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from stylecore.errors import InputError
+from stylecore.jobspec import LOSS_NETS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``train`` needs. Weights of 1.0 are the sensible defaults for either
+    loss network (each term has a base scale, see ``objective.py``)."""
+
+    style: str
+    data: str
+    out: str
+    steps: int = 4000
+    size: int = 256  # training crops are size x size
+    batch_size: int = 4  # frame pairs per step
+    loss_net: str = "vgg19"
+    vgg_weights: str | None = None
+    device: str = "auto"
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 1.0
+    temporal_weight: float = 1.0
+    noise_weight: float = 0.0  # flow-free noise-stability loss; 0 = off
+    noise_sigma: float = 0.03  # standard deviation of the added noise, in [0, 1] pixels
+    style_size: int = 512  # long side of the style image for its Gram matrices
+    learning_rate: float = 1e-3
+    conditioned: bool = True  # train the network on the style weight as an input
+    max_style_weight: float = 2.0  # conditioned weights are drawn from [0, max_style_weight]
+    synthetic_fraction: float = 0.25  # share of pairs made by synthetic motion when video exists
+    max_pairs_per_clip: int = 300
+    pair_gap: int = 1  # frames between the two frames of a video pair
+    cache_dir: str | None = None  # flow cache; None = OUT's folder/.stylecore-flow-cache
+    checkpoint_every: int = 200
+    preview_every: int = 250
+    log_every: int = 10
+    resume: bool = False
+    restart: bool = False
+    bf16: bool | None = None  # CPU bfloat16 autocast; None = when the CPU supports it
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss_net not in LOSS_NETS:
+            raise InputError(f"--loss-net must be one of {', '.join(LOSS_NETS)}, not {self.loss_net!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError("--steps and --batch-size must be at least 1")
+        if self.size < 64 or self.size % 4:
+            raise InputError(f"--size {self.size}: use a multiple of 4 of at least 64")
+        if min(self.content_weight, self.style_weight, self.tv_weight, self.temporal_weight, self.noise_weight) < 0:
+            raise InputError("loss weights must be >= 0")
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise InputError("--synthetic-fraction must be between 0 and 1")
+        if self.max_style_weight <= 0:
+            raise InputError("--max-style-weight must be positive")
+        if self.resume and self.restart:
+            raise InputError("--resume and --restart contradict each other; pass one")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

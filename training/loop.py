@@ -1,0 +1,194 @@
+"""The training loop: a plain function over a ``TrainConfig``."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stylecore.devices import resolve_device
+from stylecore.errors import InputError
+from stylecore.imageops import load_image, resize, save_image, scaled_size, to_tensor
+from stylecore.losses import gram_matrix
+from stylecore.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
+from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.vgg import load_loss_network
+
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import build_sampler, scan_data
+from .flow_cache import FlowCache
+from .objective import LOSS_LAYERS, STYLE_LAYERS, HybridLoss, LossWeights
+from .pairs import collate
+from .preview import contact_sheet
+
+Log = Callable[[str], None]
+_PREVIEW_FRAMES = 3
+_FINAL_LR_FRACTION = 0.1  # cosine decay of the learning rate down to this fraction
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bfloat16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], AbstractContextManager[object]]:
+    if not enabled:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _style_grams(config: TrainConfig, encoder: torch.nn.Module, device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    style = load_image(config.style)
+    h, w = style.shape[:2]
+    small = resize(style, scaled_size(w, h, min(config.style_size, max(w, h))))
+    with torch.no_grad():
+        feats = encoder(to_tensor(small, device))
+    return {name: gram_matrix(feats[name]).float() for name in STYLE_LAYERS}, style
+
+
+def _lr_at(step: int, config: TrainConfig) -> float:
+    progress = step / max(config.steps - 1, 1)
+    scale = _FINAL_LR_FRACTION + (1 - _FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.learning_rate * scale
+
+
+def _preview_weights(model_config: TransformerConfig) -> list[float]:
+    if not model_config.conditioned:
+        return [1.0]
+    top = model_config.max_style_weight
+    return [0.25 * top, 0.5 * top, top]
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
+    """Train a stylizing network and write ``config.out`` (+ ``.json``); returns its path.
+
+    A checkpoint (``OUT.ckpt``) is written every ``checkpoint_every`` steps and on
+    interruption; ``resume=True`` continues from it. Preview sheets go to
+    ``OUT_previews/step_NNNNNN.png``.
+    """
+    out = Path(config.out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out {out}: model files end in .safetensors")
+    ckpt = checkpoint_path(out)
+    if ckpt.exists() and not (config.resume or config.restart):
+        raise InputError(f"{ckpt} exists from an earlier run; pass --resume to continue it or --restart to start over")
+    device = resolve_device(config.device)
+    use_bf16 = bf16_supported(device) if config.bf16 is None else config.bf16
+    autocast = _autocast_factory(device, use_bf16)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    encoder = load_loss_network(config.loss_net, LOSS_LAYERS, device, weights_path=config.vgg_weights)
+    grams, style_image = _style_grams(config, encoder, device)
+    cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
+    sampler = build_sampler(
+        scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log
+    )
+    preview_rng = np.random.default_rng(config.seed + 1)
+    preview_frames = collate([sampler.draw(preview_rng) for _ in range(_PREVIEW_FRAMES)]).cur.to(device)
+    preview_dir = out.parent / f"{out.stem}_previews"
+
+    model_config = TransformerConfig(conditioned=config.conditioned, max_style_weight=config.max_style_weight)
+    model = StyleTransformer(model_config).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_fn = HybridLoss(
+        encoder,
+        grams,
+        LossWeights(config.content_weight, config.style_weight, config.tv_weight, config.temporal_weight, config.noise_weight),
+        normalized=bool(encoder.normalized_style),
+        autocast=autocast,
+    )
+    settings = config.to_dict()
+    start = 0
+    if config.resume and ckpt.exists():
+        start, _ = load_checkpoint(ckpt, model, optimizer, rng)
+        log(f"resumed from {ckpt} at step {start}")
+    log(
+        f"training {out.name}: {config.steps} steps, {config.size}px crops, batch {config.batch_size} pairs, "
+        f"loss net {config.loss_net}, device {device}{' (bf16 autocast)' if use_bf16 else ''}"
+    )
+
+    began, sums, counted = time.perf_counter(), {}, 0
+    step = start
+    try:
+        for step in range(start, config.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, config)
+            batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
+            n = batch.cur.shape[0]
+            if config.conditioned:
+                weights = torch.from_numpy(rng.uniform(0.0, config.max_style_weight, size=n).astype(np.float32)).to(device)
+            else:
+                weights = torch.ones(n, device=device)
+            inputs = torch.cat([batch.prev, batch.cur])
+            pair_weights = torch.cat([weights, weights])
+            with autocast():
+                outputs = model(inputs, pair_weights)
+                noisy = None
+                if config.noise_weight > 0:
+                    jitter = torch.randn_like(batch.prev) * config.noise_sigma
+                    noisy = model((batch.prev + jitter).clamp(0, 1), weights)
+            out_prev, out_cur = outputs[:n], outputs[n:]
+            temporal = (out_cur, out_prev, batch.flow_bw, batch.mask) if config.temporal_weight > 0 else None
+            total, terms = loss_fn(inputs, outputs, pair_weights, temporal=temporal, noisy_outputs=noisy)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+
+            for name, value in {"total": float(total.detach()), **terms}.items():
+                sums[name] = sums.get(name, 0.0) + value
+            counted += 1
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                per_step = (time.perf_counter() - began) / (done - start)
+                parts = "  ".join(f"{k} {v / counted:.4g}" for k, v in sums.items())
+                log(f"step {done}/{config.steps}  {parts}  ({per_step:.2f} s/step, eta {_fmt_seconds(per_step * (config.steps - done))})")
+                sums, counted = {}, 0
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                save_checkpoint(ckpt, model, optimizer, done, rng, settings)
+            if done % config.preview_every == 0 or done == config.steps:
+                sheet = contact_sheet(model, preview_frames, _preview_weights(model_config))
+                preview_dir.mkdir(parents=True, exist_ok=True)
+                save_image(preview_dir / f"step_{done:06d}.png", sheet)
+    except KeyboardInterrupt:
+        # Never lose work: an interrupted run resumes from here with --resume.
+        save_checkpoint(ckpt, model, optimizer, step, rng, settings)
+        log(f"interrupted at step {step}; checkpoint saved to {ckpt} (continue with --resume)")
+        raise
+
+    info = ModelInfo(
+        config=model_config,
+        style_name=Path(config.style).stem,
+        style_thumbnail_sha256=style_thumbnail_hash(style_image),
+        loss_network=config.loss_net,
+        training={
+            **{k: v for k, v in settings.items() if k not in ("resume", "restart", "cache_dir")},
+            "style": Path(config.style).name,
+            "data": Path(config.data).name,
+            "out": out.name,
+            "bf16": use_bf16,
+            "command": command,
+            "seconds": round(time.perf_counter() - began, 1),
+        },
+        created=now_iso(),
+    )
+    save_model(out, model.eval(), info)
+    ckpt.unlink(missing_ok=True)  # the finished model supersedes the checkpoint
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name}")
+    return out

@@ -1,0 +1,127 @@
+"""The hybrid training loss of the feedforward network (Huang et al. 2017):
+
+    L = a * content + sum_i w_i * b * style_i / N + c * TV + g * temporal [+ s * noise]
+
+- content: ``relu4_2`` features of each output vs its input frame;
+- style: Gram matrices at ``relu1_2, relu2_2, relu3_2, relu4_2`` vs the style image's,
+  per output image ``i`` weighted by its sampled style weight ``w_i`` (the input the
+  conditioned network sees; Babaeizadeh and Ghiasi 2018);
+- TV: total variation of the outputs;
+- temporal: the previous frame's output warped by the input pair's flow vs the current
+  output, masked by occlusion;
+- noise (optional): output of a frame vs output of the same frame plus small noise, a
+  flow-free stability term.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from stylecore import losses
+from stylecore.flow import warp_tensor
+
+# Base scales that make weight 1.0 a sensible default. The style term of ImageNet VGG19
+# with Grams normalised by C*H*W is ~1e-6 of the content term; the random network's
+# per-layer normalised Gram loss is O(1). TV and temporal terms act on [0, 1] pixels.
+STYLE_SCALE = {False: 1e6, True: 1e1}
+TV_SCALE = 1e1
+TEMPORAL_SCALE = 5e2
+NOISE_SCALE = 5e2
+
+CONTENT_LAYERS: dict[str, float] = dict(losses.HUANG_CONTENT_LAYERS)
+STYLE_LAYERS: dict[str, float] = dict(losses.HUANG_STYLE_LAYERS)
+LOSS_LAYERS: tuple[str, ...] = tuple(dict.fromkeys([*CONTENT_LAYERS, *STYLE_LAYERS]))
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    content: float = 1.0
+    style: float = 1.0
+    tv: float = 1.0
+    temporal: float = 1.0
+    noise: float = 0.0
+
+
+class WeightedStyleLoss(torch.nn.Module):
+    """Style loss of each image in a batch, weighted per image, averaged over the batch."""
+
+    def __init__(self, target_grams: Mapping[str, Tensor], layers: Mapping[str, float], normalized: bool) -> None:
+        super().__init__()
+        self.layers = dict(layers)
+        self.normalized = normalized
+        self.target_grams = {name: target_grams[name].detach() for name in self.layers}
+
+    def forward(self, features: Mapping[str, Tensor], weights: Tensor) -> Tensor:
+        total = torch.zeros((), device=weights.device)
+        for name, layer_weight in self.layers.items():
+            feats = features[name]
+            for i in range(feats.shape[0]):
+                term = losses.style_loss(feats[i : i + 1], self.target_grams[name], normalized=self.normalized)
+                total = total + weights[i] * layer_weight * term
+        return total / features[next(iter(self.layers))].shape[0]
+
+
+class HybridLoss:
+    """Computes the weighted loss terms for one batch of frame pairs."""
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        style_grams: Mapping[str, Tensor],
+        weights: LossWeights,
+        normalized: bool,
+        autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        self.encoder = encoder
+        # Only the loss network runs under ``autocast`` (bfloat16 on CPUs that have it);
+        # Grams, warps and differences stay in float32, where bfloat16 would round away
+        # the small differences the gradients are made of.
+        self.autocast = autocast
+        self.weights = weights
+        self.style_scale = STYLE_SCALE[normalized]
+        self.style = WeightedStyleLoss(style_grams, STYLE_LAYERS, normalized)
+
+    def __call__(
+        self,
+        inputs: Tensor,
+        outputs: Tensor,
+        style_weights: Tensor,
+        temporal: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+        noisy_outputs: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """``inputs``/``outputs``: ``M x 3 x S x S`` (both frames of every pair);
+        ``style_weights``: ``M``; ``temporal``: ``(out_cur, out_prev, flow_bw, mask)``;
+        ``noisy_outputs``: outputs of the noisy copies of the first ``K`` inputs."""
+        w = self.weights
+        with torch.no_grad(), self.autocast():
+            content_targets = _float(self.encoder(inputs))
+        with self.autocast():
+            features = _float(self.encoder(outputs))
+        outputs = outputs.float()
+        content = losses.ContentLoss(content_targets, CONTENT_LAYERS)(features)
+        style = self.style(features, style_weights)
+        tv = losses.tv_loss(outputs)
+        terms = {
+            "content": w.content * content,
+            "style": w.style * self.style_scale * style,
+            "tv": w.tv * TV_SCALE * tv,
+        }
+        if temporal is not None and w.temporal > 0:
+            out_cur, out_prev, flow_bw, mask = temporal
+            warped = warp_tensor(out_prev.float(), flow_bw.float())
+            terms["temporal"] = w.temporal * TEMPORAL_SCALE * losses.temporal_loss(out_cur.float(), warped, mask)
+        if noisy_outputs is not None and w.noise > 0:
+            clean = outputs[: noisy_outputs.shape[0]]
+            terms["noise"] = w.noise * NOISE_SCALE * torch.mean((noisy_outputs.float() - clean) ** 2)
+        total = sum(terms.values(), start=torch.zeros((), device=outputs.device))
+        return total, {name: float(value.detach()) for name, value in terms.items()}
+
+
+def _float(features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {name: value.float() for name, value in features.items()}

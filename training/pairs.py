@@ -1,0 +1,99 @@
+"""Training frame pairs and their batching: random crops, flips, tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class TrainPair:
+    """Two consecutive frames and the flow that brings ``prev`` into ``cur``'s coordinates.
+
+    ``prev``/``cur``: ``H x W x 3`` uint8 or float in [0, 1]; ``flow_bw``: ``H x W x 2``
+    (cur -> prev, any float dtype); ``mask``: ``H x W`` (1 = the flow is reliable there).
+    """
+
+    prev: np.ndarray
+    cur: np.ndarray
+    flow_bw: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.cur.shape[0]), int(self.cur.shape[1])
+
+    def compact(self) -> TrainPair:
+        """The same pair stored small (uint8 frames and mask, float16 flow) for memory."""
+        return TrainPair(
+            prev=to_uint8(self.prev),
+            cur=to_uint8(self.cur),
+            flow_bw=np.asarray(self.flow_bw, dtype=np.float16),
+            mask=(np.asarray(self.mask) > 0.5).astype(np.uint8),
+        )
+
+    def crop(self, top: int, left: int, size: int) -> TrainPair:
+        """A ``size x size`` window; flow vectors are translation invariant, so they stay."""
+        win = (slice(top, top + size), slice(left, left + size))
+        return TrainPair(self.prev[win], self.cur[win], self.flow_bw[win], self.mask[win])
+
+    def flipped(self) -> TrainPair:
+        """Mirror left-right: the horizontal flow component changes sign."""
+        flow = np.asarray(self.flow_bw[:, ::-1], dtype=np.float32).copy()
+        flow[..., 0] *= -1.0
+        return TrainPair(self.prev[:, ::-1], self.cur[:, ::-1], flow, self.mask[:, ::-1])
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """``prev``, ``cur``: ``N x 3 x S x S``; ``flow_bw``: ``N x 2 x S x S``; ``mask``: ``N x 1 x S x S``."""
+
+    prev: Tensor
+    cur: Tensor
+    flow_bw: Tensor
+    mask: Tensor
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(self.prev.to(device), self.cur.to(device), self.flow_bw.to(device), self.mask.to(device))
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    return np.clip(np.asarray(img, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    return np.asarray(img, dtype=np.float32)
+
+
+def random_window(pair: TrainPair, size: int, rng: np.random.Generator) -> TrainPair:
+    """A random ``size x size`` crop, mirrored half of the time."""
+    h, w = pair.shape
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    out = pair.crop(top, left, size)
+    return out.flipped() if rng.random() < 0.5 else out
+
+
+def collate(pairs: Sequence[TrainPair]) -> PairBatch:
+    """Stack equally sized pairs into float32 NCHW tensors."""
+
+    def images(get: str) -> Tensor:
+        arr = np.stack([to_float(getattr(p, get)) for p in pairs])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+    flow = np.stack([np.asarray(p.flow_bw, dtype=np.float32) for p in pairs])
+    mask = np.stack([np.asarray(p.mask, dtype=np.float32) for p in pairs])
+    return PairBatch(
+        prev=images("prev"),
+        cur=images("cur"),
+        flow_bw=torch.from_numpy(flow).permute(0, 3, 1, 2).contiguous(),
+        mask=torch.from_numpy(mask).unsqueeze(1).contiguous(),
+    )
