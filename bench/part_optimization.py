@@ -44,14 +44,16 @@ def run(cfg: OptimizationBench, clips: dict[tuple[int, int], Path], style: Path,
             first.append(timing.frame_seconds[0])
             later.append(median(timing.frame_seconds[1:]))
         f, l_ = median(first), median(later)
-        rows.append([
-            f"{size[0]}x{size[1]}",
-            fmt(f),
-            fmt(l_),
-            fmt(f / cfg.first_iterations),
-            fmt(l_ / cfg.iterations),
-            fmt(l_ / cfg.iterations * 150 + 0.0),
-        ])
+        rows.append(
+            [
+                f"{size[0]}x{size[1]}",
+                fmt(f),
+                fmt(l_),
+                fmt(f / cfg.first_iterations),
+                fmt(l_ / cfg.iterations),
+                fmt(l_ / cfg.iterations * 150 + 0.0),
+            ]
+        )
         data[f"{size[0]}x{size[1]}"] = {"first_s": f, "later_s": l_, "first_runs": first, "later_runs": later}
     notes = [
         "s/iteration includes the optical flow, warping and PNG writing of the frame, spread over its iterations.",
@@ -67,7 +69,14 @@ def run(cfg: OptimizationBench, clips: dict[tuple[int, int], Path], style: Path,
             f"(coarse-to-fine), later frames {cfg.iterations} iterations with the temporal loss; loss network "
             f"`{net}`; median of {cfg.runs} run(s)."
         ),
-        columns=["size", "first frame s", "later frame s", "first s/iter", "later s/iter", "later frame @150 it (est.) s"],
+        columns=[
+            "size",
+            "first frame s",
+            "later frame s",
+            "first s/iter",
+            "later s/iter",
+            "later frame @150 it (est.) s",
+        ],
         rows=rows,
         notes=notes,
         data=data,

@@ -93,17 +93,25 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
     methods = [
         _Method(METHOD_PER_FRAME, opt_job("opt_per_frame", 0.0), f"{cfg.first_iterations} iterations every frame"),
         _Method(METHOD_TEMPORAL, opt_job("opt_temporal", 1.0), f"{cfg.first_iterations} first, {cfg.iterations} later"),
-        _Method("feedforward, trained without temporal loss", ff_job("ff_plain", cfg.ff_plain) if cfg.ff_plain else None,
-                Path(cfg.ff_plain).name if cfg.ff_plain else "no such model"),
-        _Method("feedforward, trained with temporal loss", ff_job("ff_temporal", cfg.ff_temporal) if cfg.ff_temporal else None,
-                Path(cfg.ff_temporal).name if cfg.ff_temporal else "no such model"),
+        _Method(
+            "feedforward, trained without temporal loss",
+            ff_job("ff_plain", cfg.ff_plain) if cfg.ff_plain else None,
+            Path(cfg.ff_plain).name if cfg.ff_plain else "no such model",
+        ),
+        _Method(
+            "feedforward, trained with temporal loss",
+            ff_job("ff_temporal", cfg.ff_temporal) if cfg.ff_temporal else None,
+            Path(cfg.ff_temporal).name if cfg.ff_temporal else "no such model",
+        ),
     ]
     version = peers.available()
     if version:
         label = f"{peers.PEER} {version}, style {peers.PEER_STYLE}"
         methods += [
             _Method(label, peer_job("peer", 0.0), "its mp4v output"),
-            _Method(f"{label}, --smooth {cfg.peer_smooth}", peer_job("peer_smooth", cfg.peer_smooth), "its mp4v output"),
+            _Method(
+                f"{label}, --smooth {cfg.peer_smooth}", peer_job("peer_smooth", cfg.peer_smooth), "its mp4v output"
+            ),
         ]
     else:
         notes.append(f"{peers.PEER} is not installed (`pip install {peers.PEER}`): its rows are missing.")
@@ -121,8 +129,16 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
     floor = temporal_scores({"content": content}, content, config)["content"]
     scores = temporal_scores(produced, content, config) if produced else {}
 
-    rows: list[list[object]] = [["content itself (floor: flow error only)", fmt(floor.warping_error),
-                                 fmt(floor.long_term_error), fmt(floor.temporal_difference), "", ""]]
+    rows: list[list[object]] = [
+        [
+            "content itself (floor: flow error only)",
+            fmt(floor.warping_error),
+            fmt(floor.long_term_error),
+            fmt(floor.temporal_difference),
+            "",
+            "",
+        ]
+    ]
     data: dict[str, object] = {"content": _score_dict(floor)}
     for method in methods:
         if method.job is None:
@@ -130,8 +146,16 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
             continue
         s = scores[method.label]
         sec = seconds[method.label]
-        rows.append([method.label, fmt(s.warping_error), fmt(s.long_term_error), fmt(s.temporal_difference), fmt(sec),
-                     method.settings])
+        rows.append(
+            [
+                method.label,
+                fmt(s.warping_error),
+                fmt(s.long_term_error),
+                fmt(s.temporal_difference),
+                fmt(sec),
+                method.settings,
+            ]
+        )
         data[method.label] = _score_dict(s) | {"seconds_per_frame": sec}
     if floor.cuts:
         notes.append(f"scene cut(s) at clip frame(s) {', '.join(map(str, floor.cuts))}: those pairs are left out.")
@@ -149,7 +173,14 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
             f"RGB in [0,1], lower is better), long-term error against frame t-{cfg.long_term_gap}, plain temporal "
             "difference; one run each (the metrics are deterministic); s/frame is the whole job's wall time per frame."
         ),
-        columns=["method", "warping error", f"long-term (t-{cfg.long_term_gap})", "temporal diff.", "s/frame", "settings"],
+        columns=[
+            "method",
+            "warping error",
+            f"long-term (t-{cfg.long_term_gap})",
+            "temporal diff.",
+            "s/frame",
+            "settings",
+        ],
         rows=rows,
         notes=notes,
         data=data,

@@ -59,7 +59,9 @@ def _fit(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def flicker_map(prev_out: np.ndarray, cur_out: np.ndarray, prev_content: np.ndarray, cur_content: np.ndarray) -> np.ndarray:
+def flicker_map(
+    prev_out: np.ndarray, cur_out: np.ndarray, prev_content: np.ndarray, cur_content: np.ndarray
+) -> np.ndarray:
     """Per-pixel ``M * ||warp(O_t) - O_t-1||^2`` in frame t-1 (H x W)."""
     geom = pair_geometry(prev_content, cur_content)
     return geom.mask * ((warp(cur_out, geom.flow) - prev_out) ** 2).sum(axis=-1)
@@ -130,7 +132,8 @@ def animation(path: Path, panels: dict[str, Sequence[np.ndarray]], *, fps: float
     quantized = [f.quantize(palette=palette_src, dither=Image.Dither.NONE) for f in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.gif")
-    quantized[0].save(tmp, save_all=True, append_images=quantized[1:], duration=int(round(1000 / fps)), loop=0,
-                      optimize=True)
+    quantized[0].save(
+        tmp, save_all=True, append_images=quantized[1:], duration=int(round(1000 / fps)), loop=0, optimize=True
+    )
     tmp.replace(path)
     return path

@@ -98,8 +98,15 @@ def bar_groups(
         for bar, v in zip(bars, values):
             if v is None or math.isnan(v):
                 continue
-            ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                        fontsize=7, xytext=(0, 1), textcoords="offset points")
+            ax.annotate(
+                f"{v:.3g}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 1),
+                textcoords="offset points",
+            )
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -117,8 +124,14 @@ def horizontal_bars(path: Path, labels: Sequence[str], values: Sequence[float], 
     vals = [v if not math.isnan(v) else 0.0 for v in values]
     ax.barh(range(len(labels)), vals, color="#4C72B0")
     for i, v in enumerate(values):
-        ax.annotate("n/a" if math.isnan(v) else f"{v:.3g}", (vals[i], i), va="center", fontsize=7, xytext=(3, 0),
-                    textcoords="offset points")
+        ax.annotate(
+            "n/a" if math.isnan(v) else f"{v:.3g}",
+            (vals[i], i),
+            va="center",
+            fontsize=7,
+            xytext=(3, 0),
+            textcoords="offset points",
+        )
     ax.set_yticks(range(len(labels)), list(labels), fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)

@@ -15,7 +15,7 @@ bl_info = {
     "category": "Sequencer",
 }
 
-import bpy  # noqa: E402 - bl_info must come first for classic add-on discovery
+import bpy  # noqa: E402 - bl_info comes first, for classic add-on discovery
 
 from . import operators, props, ui  # noqa: E402
 

@@ -66,27 +66,30 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _ensure_registered(as_addon: bool) -> None:
+def _ensure_registered(as_addon: bool) -> bool:
     """Register this package's operators and properties unless an installed copy did.
 
     ``as_addon``: enable it through the add-on system (so its preferences exist); a
     package imported from a script's folder is not an add-on and registers directly.
+    Returns True when it registered directly (the caller unregisters: the bpy module
+    hangs at exit with classes registered outside the add-on system).
     """
     if hasattr(bpy.types, "SEQUENCER_OT_stylize"):
-        return
+        return False
     package = __package__ or ""
     if as_addon:
         import addon_utils
 
         addon_utils.enable(package, default_set=True)
         if hasattr(bpy.types, "SEQUENCER_OT_stylize"):
-            return
+            return False
     sys.modules[package].register()
+    return True
 
 
 def main(argv: list[str] | None = None, *, as_addon: bool = True) -> int:
     """Run the batch; returns the exit status."""
-    from . import jobs, operators, props, session, vse
+    from .protocol import POOL
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     frames = _frame_range(args.frames)
@@ -98,7 +101,18 @@ def main(argv: list[str] | None = None, *, as_addon: bool = True) -> int:
             bpy.ops.wm.open_mainfile(filepath=str(blend))
     elif not bpy.data.filepath:
         return _usage("give a .blend file")
-    _ensure_registered(as_addon)
+    registered_here = _ensure_registered(as_addon)
+    try:
+        return _run(args, frames)
+    finally:
+        POOL.close_all()
+        if registered_here:
+            sys.modules[__package__ or ""].unregister()
+
+
+def _run(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
+    """Stylize, then render; the .blend is open and the add-on registered."""
+    from . import jobs, operators, props, session, vse
 
     scene = bpy.data.scenes.get(args.scene) if args.scene else bpy.context.scene
     if scene is None:

@@ -42,8 +42,9 @@ def resolve_worker_python(configured: str = "", env: dict[str, str] | None = Non
         if not path.is_file():
             raise SetupError(f"${ENV_WORKER_PYTHON} names a Python that does not exist: {path}")
         return str(path), f"${ENV_WORKER_PYTHON}"
-    # find_spec locates the package without importing it (and so without importing torch).
-    if importlib.util.find_spec("stylecore") is not None and sys.executable:
+    # find_spec locates packages without importing them. torch is checked too: a stylecore
+    # checkout that merely sits on sys.path (e.g. the current folder) cannot run the worker.
+    if sys.executable and all(importlib.util.find_spec(name) is not None for name in ("stylecore", "torch")):
         return sys.executable, "stylecore is importable in Blender's Python"
     raise SetupError(f"no Python with stylecore found: {_HOW_TO}")
 

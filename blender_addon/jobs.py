@@ -54,7 +54,7 @@ def parse_job_options(text: str) -> dict[str, Any]:
     except ValueError as exc:
         raise StylizeError(f"Extra Job Options in the add-on's preferences is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise StylizeError("Extra Job Options in the add-on's preferences must be a JSON object like {\"tv_weight\": 2}")
+        raise StylizeError('Extra Job Options in the add-on\'s preferences must be a JSON object like {"tv_weight": 2}')
     owned = sorted(set(value) & _OWNED_FIELDS)
     if owned:
         raise StylizeError(f"Extra Job Options may not set {', '.join(owned)}: the add-on computes them")
@@ -307,7 +307,6 @@ def apply_result(scene: Any, plan: Plan) -> Any:
         raise StylizeError(f"strip '{plan.source_name}' was deleted while it was being stylized")
     files = frame_files(plan.frame_count)
     existing = find_result(scene, source)
-    created = existing is None
     result = vse.place_image_strip(scene, source, existing, result_name(source.name), plan.folder, files)
     st = props.strip_settings(result)
     st.is_result = True
@@ -316,9 +315,8 @@ def apply_result(scene: Any, plan: Plan) -> Any:
     st.output_dir = str(plan.folder)
     st.job_hash = plan.job_hash
     props.strip_settings(source).batch = True
-    if created or plan.rendered:
-        vse.match_geometry(result, None if plan.rendered else source, plan.shown_size,
-                           png_size(plan.folder / files[0]))
+    # Always re-matched: the source may have moved, or the processing size changed.
+    vse.match_geometry(result, None if plan.rendered else source, plan.shown_size, png_size(plan.folder / files[0]))
     return result
 
 

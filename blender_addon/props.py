@@ -54,8 +54,9 @@ class StylecoreStripSettings(bpy.types.PropertyGroup):
     temporal_weight: FloatProperty(name="Temporal Weight", default=1.0, min=0.0, soft_max=10.0,
                                    description="How strongly consecutive frames are held together (less flicker)")
     preserve_colors: EnumProperty(name="Preserve Colours", items=PRESERVE_ITEMS, default="NONE")
-    size: IntProperty(name="Processing Size", default=512, min=0, soft_max=4096, subtype="PIXEL",
-                      description="Long side in pixels to stylize at; 0 for the mode's default")
+    size: IntProperty(name="Processing Size", default=0, min=0, soft_max=4096, subtype="PIXEL",
+                      description="Long side in pixels to stylize at; 0 for the mode's default "
+                                  "(full size for feedforward, 512 for optimization); frames are scaled back")
     iterations: IntProperty(name="Iterations", default=150, min=1, soft_max=2000,
                             description="Optimisation steps per frame (Optimization and Style Video)")
     batch: BoolProperty(name="Include in Batch", default=False,

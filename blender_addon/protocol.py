@@ -9,6 +9,7 @@ pipe. Nothing here imports ``bpy``, torch or stylecore.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -153,10 +154,8 @@ class WorkerClient:
         self.send({"op": "stylize", "id": job_id, "job": job, "overwrite": overwrite})
 
     def cancel(self, job_id: str) -> None:
-        try:
+        with contextlib.suppress(WorkerError):  # a dead worker runs nothing: cancelled either way
             self.send({"op": "cancel", "id": job_id})
-        except WorkerError:
-            pass  # a dead worker runs nothing: cancelled either way
 
     def events(self, timeout: float | None = 0.0) -> list[dict[str, Any]]:
         """Events received so far; with a timeout, wait that long for the first one."""
@@ -191,17 +190,28 @@ class WorkerClient:
 
     # ------------------------------------------------------------------ messages
 
+    def import_problem(self) -> str | None:
+        """A one-line explanation when the worker printed that a module is missing."""
+        python = self.command[0] if self.command else "?"
+        for line in reversed(self.stderr_tail(20)):
+            text = line.strip()
+            if not text.startswith(("ModuleNotFoundError", "ImportError")):
+                continue
+            if "stylecore" in text:
+                return (f"stylecore is not installed for the worker Python {python}: install it there "
+                        f"({python} -m pip install stylecore) or choose another interpreter "
+                        "in the add-on's preferences")
+            return (f"the worker Python {python} cannot import what stylecore needs ({text}); "
+                    f"reinstall stylecore there ({python} -m pip install stylecore) or choose another interpreter")
+        return None
+
     def death_message(self) -> str:
         """One line saying that the worker stopped, and the likely reason."""
         code = self.returncode
         tail = self.stderr_tail(20)
-        python = self.command[0] if self.command else "?"
-        joined = "\n".join(tail)
-        if "No module named" in joined and "stylecore" in joined:
-            return (
-                f"stylecore is not installed for the worker Python {python}: install it there "
-                f"({python} -m pip install stylecore) or choose another interpreter in the add-on's preferences"
-            )
+        problem = self.import_problem()
+        if problem is not None:
+            return problem
         last = _last_meaningful(tail)
         status = "" if code is None else f" (exit code {code})"
         detail = f": {last}" if last else ""

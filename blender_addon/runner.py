@@ -25,7 +25,7 @@ FAILED = "failed"
 FINISHED_STATES = frozenset({DONE, CANCELLED, FAILED})
 
 # Importing torch on a cold disk can take a long time; a worker silent for longer is stuck.
-HELLO_TIMEOUT_S = 300.0
+HELLO_TIMEOUT_S = 120.0
 # After a cancel, a worker inside a long optimisation step gets this long to stop.
 CANCEL_GRACE_S = 120.0
 
@@ -158,7 +158,11 @@ class JobRun:
 
     def _check_timeouts(self) -> None:
         waited = time.monotonic() - self._since
-        if self.state == STARTING and waited > HELLO_TIMEOUT_S:
+        if self.state == STARTING and (problem := self.client.import_problem()) is not None:
+            # A worker whose imports failed may hang instead of exiting: do not wait for it.
+            self.client.close(timeout=2.0)
+            self._fail(problem)
+        elif self.state == STARTING and waited > HELLO_TIMEOUT_S:
             self._fail(f"the stylecore worker did not answer within {HELLO_TIMEOUT_S:.0f} s; "
                        "check the worker Python in the add-on's preferences")
         elif self.state == CANCELLING and waited > CANCEL_GRACE_S:

@@ -120,6 +120,7 @@ class StylizeSession:
             return
         self.cancelled = True
         self._queue.clear()
+        self._say("Cancelled: the frames made so far are kept; stylize again to resume", "WARNING")
         if self._render is not None:
             self._render.close()  # restores the scene (mutes, blend, output settings)
             self._render = None
@@ -210,8 +211,7 @@ class StylizeSession:
         if run.state == DONE:
             self._finish_strip()
         elif run.state == CANCELLED:
-            self._say(f"{self._plan.source_name}: cancelled after {len(run.frames)} new frame(s); "
-                      "stylize again to resume", "WARNING")
+            self._say(f"{self._plan.source_name}: stopped after {len(run.frames)} new frame(s)")
             self._end_strip()
         else:
             self._error(f"{self._plan.source_name}: {run.error}")
@@ -269,7 +269,7 @@ def _show_preview(scene: Any, path: Any) -> None:
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -35,7 +35,7 @@ class StripTiming:
 
 def round_half_up(value: float) -> int:
     """Blender's ``round_fl_to_int``: floor(x + 0.5), not Python's banker's rounding."""
-    return int(math.floor(value + 0.5))
+    return math.floor(value + 0.5)
 
 
 def content_index(timing: StripTiming, timeline_frame: int) -> int:

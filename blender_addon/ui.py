@@ -6,6 +6,8 @@ from . import jobs, props, vse
 from .operators import active_session
 
 PREVIEW_SCALE = 8.0
+# Grey hint text in empty fields; checked on the RNA rather than assumed per version.
+_HAS_PLACEHOLDER = "placeholder" in bpy.types.UILayout.bl_rna.functions["prop"].parameters
 
 
 class SEQUENCER_PT_stylize(bpy.types.Panel):
@@ -57,7 +59,10 @@ def _draw_settings(layout: "bpy.types.UILayout", scene: "bpy.types.Scene", strip
     col = layout.column()
     col.prop(st, "mode")
     if st.mode == "FEEDFORWARD":
-        col.prop(st, "model", placeholder="Shipped default")
+        if _HAS_PLACEHOLDER:
+            col.prop(st, "model", placeholder="Shipped default")
+        else:
+            col.prop(st, "model")
     else:
         col.prop(st, "style_source", expand=True)
         if st.style_source == "STRIP":

@@ -9,6 +9,7 @@ call the functions below and never touch those names.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -245,10 +246,9 @@ def _saved(obj: Any, *names: str) -> Iterator[None]:
         yield
     finally:
         for name, value in values.items():
-            try:
+            # e.g. an enum whose item vanished with the setting that allowed it
+            with contextlib.suppress(AttributeError, TypeError, ValueError):
                 setattr(obj, name, value)
-            except (AttributeError, TypeError, ValueError):
-                pass  # e.g. an enum whose item vanished with the setting that allowed it
 
 
 @contextmanager
@@ -461,9 +461,8 @@ def select_only(scene: Any, strip: Any) -> None:
 
 def new_effect(strips: Any, name: str, effect: str, channel: int, start: int, length: int, **inputs: Any) -> Any:
     """``strips.new_effect`` across versions (5.0 takes ``length``, before ``frame_end``)."""
-    params = bpy.types.StripsTopLevel.bl_rna.functions["new_effect"].parameters \
-        if hasattr(bpy.types, "StripsTopLevel") else bpy.types.SequencesTopLevel.bl_rna.functions["new_effect"].parameters
-    if "length" in params:
+    collection = getattr(bpy.types, "StripsTopLevel", None) or bpy.types.SequencesTopLevel
+    if "length" in collection.bl_rna.functions["new_effect"].parameters:
         return strips.new_effect(name=name, type=effect, channel=channel, frame_start=start, length=length, **inputs)
     return strips.new_effect(name=name, type=effect, channel=channel, frame_start=start,
                              frame_end=start + length, **inputs)

@@ -16,6 +16,7 @@ COMMANDS = (
     "stylecore.cli_stylize",
     "stylecore.cli_weights",
     "stylecore.cli_evaluate",
+    "stylecore.cli_export",
 )
 
 _EPILOG = """\

@@ -19,7 +19,15 @@ import numpy as np
 
 from .devices import DEVICE_CHOICES
 from .errors import InputError, WeightsError
-from .evaluate import FeatureLosses, NoiseStability, TemporalConfig, TemporalScores, feature_losses, noise_stability, temporal_scores
+from .evaluate import (
+    FeatureLosses,
+    NoiseStability,
+    TemporalConfig,
+    TemporalScores,
+    feature_losses,
+    noise_stability,
+    temporal_scores,
+)
 from .imageops import atomic_write_bytes
 from .jobspec import LOSS_NETS
 
@@ -95,22 +103,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("stylized", help="stylized clip: video file, image folder or printf pattern")
     p.add_argument("--content", required=True, help="the source it was made from (video, folder or pattern)")
     p.add_argument("--style", help="style image, for the style loss (omit to skip the style loss)")
-    p.add_argument("--frames", metavar="START:END",
-                   help="content frames the stylized clip covers, 0-based, END exclusive (default: from 0, as "
-                        "many as the stylized clip has)")
-    p.add_argument("--long-term", type=int, default=10, metavar="K",
-                   help="long-term consistency: frame t against t-K (default 10; 0 = off)")
+    p.add_argument(
+        "--frames",
+        metavar="START:END",
+        help="content frames the stylized clip covers, 0-based, END exclusive (default: from 0, as "
+        "many as the stylized clip has)",
+    )
+    p.add_argument(
+        "--long-term",
+        type=int,
+        default=10,
+        metavar="K",
+        help="long-term consistency: frame t against t-K (default 10; 0 = off)",
+    )
     p.add_argument("--no-cuts", action="store_true", help="do not detect scene cuts (score every pair)")
-    p.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"), default="medium",
-                   help="DIS optical flow preset for the content flow (default medium)")
+    p.add_argument(
+        "--flow-preset",
+        choices=("ultrafast", "fast", "medium"),
+        default="medium",
+        help="DIS optical flow preset for the content flow (default medium)",
+    )
     p.add_argument("--no-losses", action="store_true", help="skip the style and content losses (no loss network)")
-    p.add_argument("--loss-net", choices=LOSS_NETS, default="vgg19",
-                   help="loss network for style/content loss (default vgg19; random-vgg19 needs no weights)")
+    p.add_argument(
+        "--loss-net",
+        choices=LOSS_NETS,
+        default="vgg19",
+        help="loss network for style/content loss (default vgg19; random-vgg19 needs no weights)",
+    )
     p.add_argument("--vgg-weights", metavar="PATH", help="local vgg19-dcbb9e9d.pth; also $STYLECORE_VGG_WEIGHTS")
-    p.add_argument("--style-scale", type=float, default=1.0,
-                   help="the style image is resized to this times the frame's long side (default 1.0)")
-    p.add_argument("--model", metavar="FILE|default",
-                   help="feedforward model to measure noise stability on the content frames ('default': shipped)")
+    p.add_argument(
+        "--style-scale",
+        type=float,
+        default=1.0,
+        help="the style image is resized to this times the frame's long side (default 1.0)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="FILE|default",
+        help="feedforward model to measure noise stability on the content frames ('default': shipped)",
+    )
     p.add_argument("--noise-sigma", type=float, default=0.02, help="input noise standard deviation (default 0.02)")
     p.add_argument("--noise-frames", type=int, default=8, help="content frames used for noise stability (default 8)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="for the loss network and the model")
@@ -122,8 +153,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .frames import parse_frame_range
 
-    losses = None if args.no_losses else LossOptions(
-        loss_net=args.loss_net, vgg_weights=args.vgg_weights, style=args.style, style_scale=args.style_scale
+    losses = (
+        None
+        if args.no_losses
+        else LossOptions(
+            loss_net=args.loss_net, vgg_weights=args.vgg_weights, style=args.style, style_scale=args.style_scale
+        )
     )
     if args.no_losses and args.style:
         raise InputError("--style is only used for the style loss; drop --no-losses or --style")
@@ -132,7 +167,9 @@ def _run(args: argparse.Namespace) -> int:
         args.stylized,
         args.content,
         frames=parse_frame_range(args.frames) if args.frames else None,
-        temporal=TemporalConfig(long_term_gap=args.long_term, flow_preset=args.flow_preset, detect_cuts=not args.no_cuts),
+        temporal=TemporalConfig(
+            long_term_gap=args.long_term, flow_preset=args.flow_preset, detect_cuts=not args.no_cuts
+        ),
         losses=losses,
         noise=noise,
         device=args.device,
@@ -154,7 +191,9 @@ def evaluate_command(
     per_frame: str | None,
 ) -> int:
     """Evaluate, print the table or JSON, and write the CSV when asked."""
-    report = evaluate_clip(stylized, content, frames=frames, temporal=temporal, losses=losses, noise=noise, device=device)
+    report = evaluate_clip(
+        stylized, content, frames=frames, temporal=temporal, losses=losses, noise=noise, device=device
+    )
     if per_frame:
         atomic_write_bytes(per_frame, per_frame_csv(report).encode())
     print(json.dumps(report_to_dict(report), indent=2) if as_json else format_table(report))
@@ -324,7 +363,9 @@ def format_table(report: EvaluationReport) -> str:
         rows.append(("style loss", _fmt(report.losses.style_loss), style_note))
     if report.noise is not None:
         n = report.noise
-        rows.append(("noise amplification", _fmt(n.amplification), f"sigma {n.sigma}, {n.frames} frames; lower = stabler"))
+        rows.append(
+            ("noise amplification", _fmt(n.amplification), f"sigma {n.sigma}, {n.frames} frames; lower = stabler")
+        )
     head = (
         f"{report.stylized}: {t.frames} frames, {report.width}x{report.height}, "
         f"against {report.content} frames {first}:{last}"
@@ -365,4 +406,3 @@ def per_frame_csv(report: EvaluationReport) -> str:
                 values.append(cell(losses.per_frame_style[k]))
         writer.writerow(values)
     return buf.getvalue()
-

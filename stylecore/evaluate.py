@@ -195,7 +195,9 @@ def temporal_scores(
                 td = frame_difference(clip[-2], clip[-1])
             if long_geom is not None:
                 lt = pair_warping_error(clip[-1 - gap], clip[-1], long_geom)
-            rows[name].append(FrameTemporal(index=t, cut=cut, warping_error=we, long_term_error=lt, temporal_difference=td))
+            rows[name].append(
+                FrameTemporal(index=t, cut=cut, warping_error=we, long_term_error=lt, temporal_difference=td)
+            )
 
     return {name: _summarise(rows[name], gap, tuple(cut_positions)) for name in names}
 
@@ -217,7 +219,9 @@ def _summarise(rows: list[FrameTemporal], gap: int, cuts: tuple[int, ...]) -> Te
     )
 
 
-def _zip_clips(content: Iterable[np.ndarray], outputs: Sequence[Iterable[np.ndarray]]) -> Iterator[tuple[np.ndarray, ...]]:
+def _zip_clips(
+    content: Iterable[np.ndarray], outputs: Sequence[Iterable[np.ndarray]]
+) -> Iterator[tuple[np.ndarray, ...]]:
     """``zip`` that turns a length mismatch into an actionable error."""
     iters = [iter(content), *(iter(o) for o in outputs)]
     count = 0
@@ -293,7 +297,11 @@ def feature_losses(
             per_content.append(float(sum(w * content_loss(f_out[n], f_ref[n]) for n, w in content_layers.items())))
             if targets is not None:
                 per_style.append(
-                    float(sum(w * style_loss(f_out[n], targets[n], normalized=normalized) for n, w in style_layers.items()))
+                    float(
+                        sum(
+                            w * style_loss(f_out[n], targets[n], normalized=normalized) for n, w in style_layers.items()
+                        )
+                    )
                 )
     if not per_content:
         raise InputError("no frame to evaluate: the stylized clip is empty")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class JobSpec:
     styles: tuple[tuple[str, float], ...] = ()
     style_video: str | None = None
     model: str | None = None
-    # Source frame range [start, end) of 0-based indices; None = all frames.
+    # Source frame range [start, end) of 0-based indices; end -1 = to the end; None = all.
     frames: tuple[int, int] | None = None
     # Explicit source frame index for each output frame (output k+1 <- frame_map[k]);
     # the Blender add-on uses it to honour strip offsets and retiming. Overrides frames.
@@ -88,7 +89,7 @@ class JobSpec:
             raise InputError("optimization mode needs a style image: --style PATH")
         if self.mode == "style-video" and not self.style_video:
             raise InputError("style-video mode needs a style video: --style-video PATH")
-        if self.frames is not None and self.frames[1] <= self.frames[0]:
+        if self.frames is not None and self.frames[1] != -1 and self.frames[1] <= self.frames[0]:
             raise InputError(
                 f"--frames {self.frames[0]}:{self.frames[1]} selects no frame; END must be larger than START"
             )
@@ -131,6 +132,11 @@ class JobSpec:
     def fingerprint(self) -> dict[str, Any]:
         """The parameters that decide the pixels of a frame (see ``_NOT_FINGERPRINTED``)."""
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        # The same file named relatively or absolutely is the same job.
+        for key in ("content", "style_video", "model", "vgg_weights"):
+            if data.get(key):
+                data[key] = os.path.abspath(data[key])
+        data["styles"] = [[os.path.abspath(p), w] for p, w in data["styles"]]
         return data
 
     def fingerprint_hash(self) -> str:

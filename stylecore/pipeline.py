@@ -20,7 +20,7 @@ import torch
 from . import flow, imageops
 from .devices import oom_guard, resolve_device
 from .errors import Cancelled, InputError
-from .frames import FrameSource, encode_video, open_source
+from .frames import FrameSource, encode_video, open_source, resolve_range
 from .jobdir import JobDir
 from .jobspec import JobSpec
 from .optimize import OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
@@ -64,13 +64,7 @@ def resolve_indices(spec: JobSpec, count: int) -> list[int]:
         if bad:
             raise InputError(f"frame_map asks for source frame {bad[0]}, but the content has {count} frames")
         return list(spec.frame_map)
-    if spec.frames is None:
-        return list(range(count))
-    start, end = spec.frames
-    end = count if end < 0 else min(end, count)
-    if start >= count or end <= start:
-        raise InputError(f"--frames {start}:{spec.frames[1]} selects no frame: the content has {count} frames")
-    return list(range(start, end))
+    return list(resolve_range(spec.frames, count))
 
 
 def run_job(

@@ -19,7 +19,6 @@ layers) and the output cropped back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -200,8 +199,10 @@ class StyleTransformer(nn.Module):
         if style_weight is None:
             style_weight = torch.ones(n, device=image.device, dtype=torch.float32)
         style_weight = style_weight.reshape(-1).to(device=image.device, dtype=torch.float32).expand(n)
+        # Unconditional pad and crop (zero padding when already a multiple of 4) keep the
+        # graph free of shape-dependent branches, so ONNX export works at any size.
         pad_h, pad_w = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
-        x = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect") if (pad_h or pad_w) else image
+        x = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
 
         modulations: list[Tensor | None]
         if self.cond is not None:
@@ -221,9 +222,7 @@ class StyleTransformer(nn.Module):
             y = y + normed(nrms[1], convs[1](r))
         for conv, nrm in zip(self.up, self.up_norms):
             y = F.relu(normed(nrm, conv(F.interpolate(y, scale_factor=2.0, mode="nearest"))))
-        out = torch.sigmoid(self.final(y))
-        if pad_h or pad_w:
-            out = out[:, :, :h, :w]
+        out = torch.sigmoid(self.final(y))[:, :, :h, :w]
         if self.cond is None:
             # Unconditioned: the weight can only mix stylized and original pixels.
             mix = style_weight.clamp(0.0, 1.0).to(out.dtype)[:, None, None, None]
@@ -243,11 +242,3 @@ class StyleTransformer(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def style_weight_tensor(weights: list[float] | tuple[float, ...], device: torch.device) -> Tensor:
-    """Per-sample style weights as the ``N`` float32 tensor ``forward`` takes."""
-    return torch.tensor([float(w) for w in weights], dtype=torch.float32, device=device)
-
-
-ForwardFn = Callable[[Tensor, Tensor], Tensor]

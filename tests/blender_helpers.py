@@ -31,7 +31,9 @@ def worker_python() -> str | None:
     configured = os.environ.get("STYLECORE_WORKER_PYTHON", "").strip()
     if configured:
         return configured if Path(configured).is_file() else None
-    return sys.executable if importlib.util.find_spec("stylecore") is not None else None
+    # torch too: a checkout on sys.path makes stylecore "importable" without its dependencies.
+    found = all(importlib.util.find_spec(name) is not None for name in ("stylecore", "torch"))
+    return sys.executable if found else None
 
 
 # ------------------------------------------------------------------------------ blender
@@ -73,6 +75,31 @@ def fresh_scene(tmp_path: Path, *, job_options: dict[str, Any] | None = None) ->
 
 # Fast settings for tests: a randomly initialised VGG needs no download, one step per frame.
 FAST_JOB = {"loss_net": "random-vgg19", "first_iterations": 1}
+
+
+_RANDOM_MODEL = """
+import sys, torch
+from stylecore.model_file import ModelInfo, save_model
+from stylecore.transformer import StyleTransformer, TransformerConfig
+torch.manual_seed(0)
+config = TransformerConfig()
+save_model(sys.argv[1], StyleTransformer(config), ModelInfo(config=config, style_name="untrained test model"))
+"""
+
+
+def make_random_model(path: Path, python: str) -> Path:
+    """An untrained feedforward model file (fast, and its output differs a lot from its input)."""
+    import subprocess
+
+    subprocess.run([python, "-c", _RANDOM_MODEL, str(path)], check=True, capture_output=True, timeout=300)
+    return path
+
+
+def feedforward_settings(strip: Any, model: Path) -> None:
+    st = strip.stylecore
+    st.mode = "FEEDFORWARD"
+    st.model = str(model)
+    st.size = 0
 
 
 def optimization_settings(strip: Any, style: Path, *, size: int = 32) -> None:
@@ -158,7 +185,6 @@ def add_movie(scene: Any, path: Path, name: str = "Clip", channel: int = 1, star
 def render_frame(scene: Any, frame: int, folder: Path) -> Any:
     """The sequencer's output at ``frame`` as float RGB (H x W x 3, top row first)."""
     import bpy
-    import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"render_{frame:04d}.png"
@@ -237,6 +263,11 @@ def fake_worker(mode: str) -> int:
         if request is None or request.get("op") == "shutdown":
             return 0
         op = request.get("op")
+        if op == "hello" and mode == "hang-without-torch":
+            # What stylecore's worker did when torch failed to import in its reader thread.
+            print("Exception in thread Thread-1 (_read_requests):", file=sys.stderr)
+            print("ModuleNotFoundError: No module named 'torch'", file=sys.stderr, flush=True)
+            time.sleep(3600)
         if op == "hello":
             emit({"event": "hello", "protocol": 2 if mode == "old-protocol" else 1, "stylecore": "9.9",
                   "torch": "none", "devices": ["cpu"]})

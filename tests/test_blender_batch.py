@@ -13,7 +13,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from blender_addon import jobs, props, vse  # noqa: E402
+from blender_addon import props, vse  # noqa: E402
 
 WORKER = bh.worker_python()
 FAST = json.dumps(bh.FAST_JOB)

@@ -1,8 +1,9 @@
 """End to end: the add-on drives the real stylecore worker from the bpy module.
 
 The worker runs in its own interpreter ($STYLECORE_WORKER_PYTHON, or this one when
-stylecore is importable here), exactly as in Blender. Jobs use a randomly initialised
-VGG and one optimisation step per frame at 32 px, so they take seconds.
+stylecore is importable here), exactly as in Blender. Jobs use an untrained feedforward
+model, or a randomly initialised VGG with one optimisation step per frame at 32 px, so
+they take seconds.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     stripes[::4, :, 1] = 1.0  # green stripes: far from the red/blue content
     stripes[:, ::4, 2] = 1.0
     bh.save_png(style, stripes)
-    return {"movie": bh.make_movie(folder / "clip.mp4", 8), "style": style}
+    return {"movie": bh.make_movie(folder / "clip.mp4", 8), "long": bh.make_movie(folder / "long.mp4", 24),
+            "style": style, "model": bh.make_random_model(folder / "random.safetensors", str(WORKER))}
 
 
 def job_file(folder: Path) -> dict:
@@ -55,7 +57,7 @@ def test_stylize_makes_an_aligned_result_with_keyframed_weights_and_mix(media, t
     scene = bh.fresh_scene(tmp_path)
     strip = bh.add_movie(scene, media["movie"], start=5)
     strip.frame_offset_start = 1  # shows frames 6..12 = source frames 1..7
-    bh.optimization_settings(strip, media["style"])
+    bh.feedforward_settings(strip, media["model"])
     name = props.STYLE_WEIGHT
     setattr(strip, name, 2.0)
     strip.keyframe_insert(name, frame=6)
@@ -75,7 +77,8 @@ def test_stylize_makes_an_aligned_result_with_keyframed_weights_and_mix(media, t
     assert fingerprint["frame_map"] == list(range(1, 8))
     curve = vse.fcurve(scene, strip.path_from_id(name))
     assert fingerprint["style_weights"] == pytest.approx([curve.evaluate(t) for t in range(6, 13)], abs=1e-5)
-    assert fingerprint["style_weights"][0] == pytest.approx(2.0) and fingerprint["style_weights"][-1] == pytest.approx(0.5)
+    assert fingerprint["style_weights"][0] == pytest.approx(2.0)
+    assert fingerprint["style_weights"][-1] == pytest.approx(0.5)
 
     # Mix: with blend_alpha 0.5 the render lies halfway between original and stylized.
     result.blend_alpha = 0.0
@@ -93,7 +96,7 @@ def test_stylize_makes_an_aligned_result_with_keyframed_weights_and_mix(media, t
 
 def test_cancel_then_rerun_resumes_with_whole_frames(media, tmp_path) -> None:
     scene = bh.fresh_scene(tmp_path)
-    strip = bh.add_movie(scene, media["movie"])
+    strip = bh.add_movie(scene, media["long"])
     bh.optimization_settings(strip, media["style"])
     settings = operators.settings_for(bpy.context)
     folder = jobs.plan_strip(scene, strip, settings).folder
@@ -104,9 +107,9 @@ def test_cancel_then_rerun_resumes_with_whole_frames(media, tmp_path) -> None:
             session.cancel()
         assert time.monotonic() < deadline
     assert session.cancelled and not session.results
-    assert any("cancelled" in m.text for m in session.messages)
+    assert any(m.level == "WARNING" and "stylize again to resume" in m.text for m in session.messages)
     kept = sorted(folder.glob("frame_*.png"))
-    assert 2 <= len(kept) < 8
+    assert 2 <= len(kept) < 24
     assert all(bh.png_is_whole(f) for f in kept)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no half-written temp files
     stamps = {f.name: f.stat().st_mtime_ns for f in kept}
@@ -114,7 +117,8 @@ def test_cancel_then_rerun_resumes_with_whole_frames(media, tmp_path) -> None:
 
     assert bpy.ops.sequencer.stylize() == {"FINISHED"}
     assert jobs.find_result(scene, strip) is not None
-    assert len(list(folder.glob("frame_*.png"))) == 8
+    assert len(list(folder.glob("frame_*.png"))) == 24
+    assert job_file(folder)["fingerprint"]["styles"] == [[str(media["style"]), 1.0]]
     assert {name: (folder / name).stat().st_mtime_ns for name in stamps} == stamps  # resumed, not redone
 
 
@@ -123,7 +127,7 @@ def test_meta_strip_is_rendered_through_blender_then_stylized(media, tmp_path) -
     meta = vse.children(scene.sequence_editor).new_meta("Meta", 1, 3)
     vse.children(meta).new_movie("Clip", str(media["movie"]), 1, 3)
     meta.frame_final_end = 3 + 8  # a new meta starts one frame long
-    bh.optimization_settings(meta, media["style"])
+    bh.feedforward_settings(meta, media["model"])
     vse.select_only(scene, meta)
     assert bpy.ops.sequencer.stylize() == {"FINISHED"}
     result = jobs.find_result(scene, meta)
@@ -135,7 +139,7 @@ def test_meta_strip_is_rendered_through_blender_then_stylized(media, tmp_path) -
 def test_preview_stylizes_only_the_current_frame(media, tmp_path) -> None:
     scene = bh.fresh_scene(tmp_path)
     strip = bh.add_movie(scene, media["movie"])
-    bh.optimization_settings(strip, media["style"])
+    bh.feedforward_settings(strip, media["model"])
     scene.frame_set(4)
     assert bpy.ops.sequencer.stylize(preview=True) == {"FINISHED"}
     image = props.scene_settings(scene).preview_image

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import blender_helpers
@@ -10,9 +11,9 @@ import pytest
 
 pytest.importorskip("bpy")  # importing blender_addon imports bpy
 
-from blender_addon.environment import SetupError, output_root, resolve_worker_python  # noqa: E402
-from blender_addon.protocol import WorkerClient  # noqa: E402
-from blender_addon.runner import CANCELLED, DONE, FAILED, JobRun  # noqa: E402
+from blender_addon.environment import SetupError, output_root, resolve_worker_python
+from blender_addon.protocol import WorkerClient
+from blender_addon.runner import CANCELLED, DONE, FAILED, JobRun
 
 HELPERS = Path(blender_helpers.__file__)
 
@@ -38,7 +39,8 @@ def clients():
 
 def test_job_runs_to_done_with_progress_and_frames(clients) -> None:
     seen: list[str] = []
-    run = JobRun(clients("ok"), {"frame_map": [4, 5, 6, 7], "output": "/out"}, on_event=lambda e: seen.append(e["event"]))
+    job = {"frame_map": [4, 5, 6, 7], "output": "/out"}
+    run = JobRun(clients("ok"), job, on_event=lambda e: seen.append(e["event"]))
     assert run.wait(timeout=30) == DONE
     assert run.progress.done == run.progress.total == 4
     assert sorted(run.frames) == [1, 2, 3, 4]
@@ -74,6 +76,14 @@ def test_interpreter_without_stylecore_says_how_to_install(clients) -> None:
     run = JobRun(clients("no-stylecore"), {})
     assert run.wait(timeout=30) == FAILED
     assert "stylecore is not installed" in run.error and "pip install stylecore" in run.error
+
+
+def test_worker_that_hangs_after_an_import_error_fails_fast(clients) -> None:
+    started = time.monotonic()
+    run = JobRun(clients("hang-without-torch"), {})
+    assert run.wait(timeout=30) == FAILED
+    assert time.monotonic() - started < 20
+    assert "No module named 'torch'" in run.error and "pip install stylecore" in run.error
 
 
 def test_protocol_mismatch_asks_to_update(clients) -> None:
@@ -112,7 +122,7 @@ def test_no_worker_python_explains_setup(monkeypatch: pytest.MonkeyPatch) -> Non
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(SetupError, match="pip install stylecore.*Preferences"):
+    with pytest.raises(SetupError, match=r"pip install stylecore.*Preferences"):
         resolve_worker_python("", env={})
 
 

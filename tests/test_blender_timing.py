@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("bpy")  # importing blender_addon imports bpy
 
-from blender_addon.timing import StripTiming, content_index, frame_map, natural_key, round_half_up  # noqa: E402
+from blender_addon.timing import StripTiming, content_index, frame_map, natural_key, round_half_up
 
 
 def plain(**kw: object) -> StripTiming:
@@ -32,7 +32,7 @@ def test_animation_offset_shifts_into_the_file() -> None:
 
 def test_handles_beyond_content_hold_first_and_last_frame() -> None:
     t = plain(final_start=8, final_end=22)
-    assert frame_map(t) == [0, 0] + list(range(10)) + [9, 9]
+    assert frame_map(t) == [0, 0, *range(10), 9, 9]
 
 
 def test_reverse_plays_backwards() -> None:

@@ -112,7 +112,9 @@ def test_consistent_pan_is_near_zero_and_flicker_is_high(clips: dict[str, list[n
 def test_estimate_agrees_with_exact_flow(clips: dict[str, list[np.ndarray]]) -> None:
     for name in ("consistent", "flicker"):
         frames = clips[name]
-        exact = np.mean([pair_warping_error(frames[t - 1], frames[t], _exact_geometry(1)) for t in range(1, len(frames))])
+        exact = np.mean(
+            [pair_warping_error(frames[t - 1], frames[t], _exact_geometry(1)) for t in range(1, len(frames))]
+        )
         estimated = warping_error(frames, clips["content"], TemporalConfig(long_term_gap=0)).warping_error
         if name == "consistent":
             assert exact < 1e-6  # integer shifts: bilinear warping is exact
@@ -177,7 +179,9 @@ def test_noise_stability_known_models() -> None:
     const = noise_stability(lambda x: torch.zeros_like(x), frames, sigma=0.01)
     assert const.amplification == 0.0
     # Averaging 3x3 neighbourhoods damps white noise about 3x.
-    blur = noise_stability(lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False), frames, sigma=0.01)
+    blur = noise_stability(
+        lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False), frames, sigma=0.01
+    )
     assert 0.2 < blur.amplification < 0.5
 
 
@@ -237,10 +241,22 @@ def test_cli_json_and_per_frame_csv(tmp_path, capsys, clips: dict[str, list[np.n
     _write_folder(tmp_path / "content", content)
     _write_folder(tmp_path / "flicker", clips["flicker"])
     csv_path = tmp_path / "per_frame.csv"
-    code = main([
-        "evaluate", str(tmp_path / "flicker"), "--content", str(tmp_path / "content"), "--frames", "2:10",
-        "--long-term", "3", "--no-losses", "--json", "--per-frame", str(csv_path),
-    ])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "flicker"),
+            "--content",
+            str(tmp_path / "content"),
+            "--frames",
+            "2:10",
+            "--long-term",
+            "3",
+            "--no-losses",
+            "--json",
+            "--per-frame",
+            str(csv_path),
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     direct = warping_error(clips["flicker"], clips["content"], TemporalConfig(long_term_gap=3))
@@ -263,16 +279,30 @@ def test_cli_table_with_losses_and_errors(tmp_path, capsys, clips: dict[str, lis
     _write_folder(tmp_path / "out", small)
     _write_folder(tmp_path / "src", [f[:32, :48] for f in clips["content"][:3]])
     save_image(tmp_path / "style.png", clips["flicker"][0])
-    code = main([
-        "evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--style", str(tmp_path / "style.png"),
-        "--loss-net", "random-vgg19", "--long-term", "2", "--device", "cpu",
-    ])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "out"),
+            "--content",
+            str(tmp_path / "src"),
+            "--style",
+            str(tmp_path / "style.png"),
+            "--loss-net",
+            "random-vgg19",
+            "--long-term",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     for label in ("warping error (t-1)", "long-term error (t-2)", "temporal difference", "content loss", "style loss"):
         assert label in out
     # A stylized clip longer than the content range is refused with a one-line message.
-    code = main(["evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--frames", "1:3", "--no-losses"])
+    code = main(
+        ["evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--frames", "1:3", "--no-losses"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "--frames 1:3 selects 2 content frames but the stylized clip has 3" in err
 
@@ -289,10 +319,24 @@ def test_cli_noise_stability_of_a_model_file(tmp_path, capsys, clips: dict[str, 
     path = save_model(tmp_path / "tiny.safetensors", StyleTransformer(config), ModelInfo(config=config))
     small = [f[:32, :48] for f in clips["content"][:4]]
     _write_folder(tmp_path / "src", small)
-    code = main([
-        "evaluate", str(tmp_path / "src"), "--content", str(tmp_path / "src"), "--no-losses", "--long-term", "0",
-        "--model", str(path), "--noise-frames", "2", "--device", "cpu", "--json",
-    ])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "src"),
+            "--content",
+            str(tmp_path / "src"),
+            "--no-losses",
+            "--long-term",
+            "0",
+            "--model",
+            str(path),
+            "--noise-frames",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["noise_frames"] == 2 and data["noise_sigma"] == 0.02

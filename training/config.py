@@ -31,6 +31,9 @@ class TrainConfig:
     noise_sigma: float = 0.03  # standard deviation of the added noise, in [0, 1] pixels
     style_size: int = 512  # long side of the style image for its Gram matrices
     learning_rate: float = 1e-3
+    # The style-weight MLP learns this much faster than the rest, so that the strength
+    # control develops within short training runs (its heads start at zero).
+    cond_lr_scale: float = 5.0
     conditioned: bool = True  # train the network on the style weight as an input
     max_style_weight: float = 2.0  # conditioned weights are drawn from [0, max_style_weight]
     synthetic_fraction: float = 0.25  # share of pairs made by synthetic motion when video exists

@@ -14,6 +14,7 @@ import torch
 
 from stylecore.devices import resolve_device
 from stylecore.errors import InputError
+from stylecore.feedforward import cpu_has_native_bf16
 from stylecore.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
 from stylecore.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
@@ -25,7 +26,7 @@ from .config import TrainConfig
 from .data import build_sampler, scan_data
 from .flow_cache import FlowCache
 from .objective import LOSS_LAYERS, STYLE_LAYERS, HybridLoss, LossWeights
-from .pairs import collate
+from .pairs import PairBatch, collate
 from .preview import contact_sheet
 
 Log = Callable[[str], None]
@@ -38,7 +39,7 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return cpu_has_native_bf16()
     return False
 
 
@@ -70,6 +71,52 @@ def _preview_weights(model_config: TransformerConfig) -> list[float]:
     return [0.25 * top, 0.5 * top, top]
 
 
+def draw_style_weights(config: TrainConfig, n: int, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
+    """Per-pair style weights: uniform on ``[0, max_style_weight]`` for a conditioned network
+    (Babaeizadeh and Ghiasi 2018), else all 1."""
+    if not config.conditioned:
+        return torch.ones(n, device=device)
+    return torch.from_numpy(rng.uniform(0.0, config.max_style_weight, size=n).astype(np.float32)).to(device)
+
+
+def batch_loss(
+    model: StyleTransformer,
+    batch: PairBatch,
+    weights: torch.Tensor,
+    loss_fn: HybridLoss,
+    config: TrainConfig,
+    autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one batch of frame pairs: both frames of each pair go through the network
+    with the pair's style weight; the temporal term ties the two outputs together."""
+    n = batch.cur.shape[0]
+    inputs = torch.cat([batch.prev, batch.cur])
+    pair_weights = torch.cat([weights, weights])
+    with autocast():
+        outputs = model(inputs, pair_weights)
+        noisy = None
+        if config.noise_weight > 0:
+            jitter = torch.randn_like(batch.prev) * config.noise_sigma
+            noisy = model((batch.prev + jitter).clamp(0, 1), weights)
+    out_prev, out_cur = outputs[:n], outputs[n:]
+    temporal = (out_cur, out_prev, batch.flow_bw, batch.mask) if config.temporal_weight > 0 else None
+    return loss_fn(inputs, outputs, pair_weights, temporal=temporal, noisy_outputs=noisy)
+
+
+def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:
+    """The loss network, the style targets and the weighted objective; also the style image."""
+    encoder = load_loss_network(config.loss_net, LOSS_LAYERS, device, weights_path=config.vgg_weights)
+    grams, style_image = _style_grams(config, encoder, device)
+    loss_fn = HybridLoss(
+        encoder,
+        grams,
+        LossWeights(config.content_weight, config.style_weight, config.tv_weight, config.temporal_weight, config.noise_weight),
+        normalized=bool(encoder.normalized_style),
+        autocast=autocast,
+    )
+    return loss_fn, style_image
+
+
 def _fmt_seconds(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -94,8 +141,7 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    encoder = load_loss_network(config.loss_net, LOSS_LAYERS, device, weights_path=config.vgg_weights)
-    grams, style_image = _style_grams(config, encoder, device)
+    loss_fn, style_image = build_loss(config, device, autocast)
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
     sampler = build_sampler(
         scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log
@@ -106,14 +152,12 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
 
     model_config = TransformerConfig(conditioned=config.conditioned, max_style_weight=config.max_style_weight)
     model = StyleTransformer(model_config).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = HybridLoss(
-        encoder,
-        grams,
-        LossWeights(config.content_weight, config.style_weight, config.tv_weight, config.temporal_weight, config.noise_weight),
-        normalized=bool(encoder.normalized_style),
-        autocast=autocast,
-    )
+    cond_params = list(model.cond.parameters()) if model.cond is not None else []
+    cond_ids = {id(p) for p in cond_params}
+    groups: list[dict[str, object]] = [{"params": [p for p in model.parameters() if id(p) not in cond_ids], "lr_scale": 1.0}]
+    if cond_params:
+        groups.append({"params": cond_params, "lr_scale": config.cond_lr_scale})
+    optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
     settings = config.to_dict()
     start = 0
     if config.resume and ckpt.exists():
@@ -125,31 +169,18 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     )
 
     began, sums, counted = time.perf_counter(), {}, 0
-    step = start
+    completed = start  # optimiser steps taken: what a checkpoint records
     try:
         for step in range(start, config.steps):
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, config)
+                group["lr"] = _lr_at(step, config) * group["lr_scale"]
             batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
-            n = batch.cur.shape[0]
-            if config.conditioned:
-                weights = torch.from_numpy(rng.uniform(0.0, config.max_style_weight, size=n).astype(np.float32)).to(device)
-            else:
-                weights = torch.ones(n, device=device)
-            inputs = torch.cat([batch.prev, batch.cur])
-            pair_weights = torch.cat([weights, weights])
-            with autocast():
-                outputs = model(inputs, pair_weights)
-                noisy = None
-                if config.noise_weight > 0:
-                    jitter = torch.randn_like(batch.prev) * config.noise_sigma
-                    noisy = model((batch.prev + jitter).clamp(0, 1), weights)
-            out_prev, out_cur = outputs[:n], outputs[n:]
-            temporal = (out_cur, out_prev, batch.flow_bw, batch.mask) if config.temporal_weight > 0 else None
-            total, terms = loss_fn(inputs, outputs, pair_weights, temporal=temporal, noisy_outputs=noisy)
+            weights = draw_style_weights(config, batch.cur.shape[0], rng, device)
+            total, terms = batch_loss(model, batch, weights, loss_fn, config, autocast)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            completed = step + 1
 
             for name, value in {"total": float(total.detach()), **terms}.items():
                 sums[name] = sums.get(name, 0.0) + value
@@ -168,8 +199,8 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
                 save_image(preview_dir / f"step_{done:06d}.png", sheet)
     except KeyboardInterrupt:
         # Never lose work: an interrupted run resumes from here with --resume.
-        save_checkpoint(ckpt, model, optimizer, step, rng, settings)
-        log(f"interrupted at step {step}; checkpoint saved to {ckpt} (continue with --resume)")
+        save_checkpoint(ckpt, model, optimizer, completed, rng, settings)
+        log(f"interrupted after step {completed}; checkpoint saved to {ckpt} (continue with --resume)")
         raise
 
     info = ModelInfo(

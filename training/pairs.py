@@ -37,9 +37,15 @@ class TrainPair:
         )
 
     def crop(self, top: int, left: int, size: int) -> TrainPair:
-        """A ``size x size`` window; flow vectors are translation invariant, so they stay."""
+        """A ``size x size`` window. Flow vectors are translation invariant, so they stay;
+        pixels whose flow now points outside the window lose their reliability."""
         win = (slice(top, top + size), slice(left, left + size))
-        return TrainPair(self.prev[win], self.cur[win], self.flow_bw[win], self.mask[win])
+        flow = self.flow_bw[win]
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        tx, ty = xs + flow[..., 0].astype(np.float32), ys + flow[..., 1].astype(np.float32)
+        inside = (tx >= 0) & (tx <= size - 1) & (ty >= 0) & (ty <= size - 1)
+        mask = (np.asarray(self.mask[win]) > 0.5) & inside
+        return TrainPair(self.prev[win], self.cur[win], flow, mask.astype(np.asarray(self.mask).dtype))
 
     def flipped(self) -> TrainPair:
         """Mirror left-right: the horizontal flow component changes sign."""

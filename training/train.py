@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
     p.add_argument("--style-size", type=int, default=d.style_size, help="long side of the style image (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     p.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
     p.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
     p.add_argument("--synthetic-fraction", type=float, default=d.synthetic_fraction)
@@ -73,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         noise_sigma=args.noise_sigma,
         style_size=args.style_size,
         learning_rate=args.lr,
+        cond_lr_scale=args.cond_lr_scale,
         conditioned=not args.unconditioned,
         max_style_weight=args.max_style_weight,
         synthetic_fraction=args.synthetic_fraction,

@@ -1,0 +1,372 @@
+"""Feedforward inference: stream frames through a trained stylizing network.
+
+Decoding, stylizing and writing overlap: a reader thread decodes and resizes frames into
+batches, the calling thread runs the network, and a writer thread encodes and writes
+PNGs, so the network does not wait on I/O (OpenCV releases the GIL while it decodes and
+encodes). On CUDA the network runs in bfloat16 (float16 where bf16 is missing),
+channels-last, under ``torch.inference_mode``, fed from pinned memory with non-blocking
+copies; on CPUs with native bfloat16 (AVX512-BF16 / AMX) it runs in bfloat16 too.
+``JobSpec.compile`` adds ``torch.compile``. A frame that does not fit in memory is
+stylized in overlapping tiles (``tiling.py``), automatically on out-of-memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .devices import is_oom, resolve_device
+from .errors import Cancelled, DeviceError, InputError
+from .frames import FrameSource
+from .imageops import luminance_transfer, match_color, resize, scaled_size
+from .jobdir import JobDir
+from .jobspec import JobSpec
+from .model_file import ModelInfo, default_model_path, load_model
+from .tiling import min_tile, stylize_tiled
+from .transformer import StyleTransformer
+
+Emit = Callable[[dict[str, Any]], None]
+# Tile sizes tried, largest first, when a whole frame does not fit.
+_AUTO_TILES = (2048, 1024, 512, 256)
+_QUEUE_BATCHES = 2  # decoded batches waiting ahead of the network
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bfloat16 convolutions run faster than float32 (elsewhere they
+    are emulated and slower)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def half_dtype(device: torch.device) -> torch.dtype:
+    """The reduced precision this device runs fast: bf16 on CUDA (fp16 on older GPUs) and on
+    CPUs with native bf16; float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+class Stylizer:
+    """A loaded model on one device: ``stylizer(frames, weights) -> frames`` (float32, CPU).
+
+    Falls back to tiles when a batch runs out of memory and stays tiled afterwards.
+    """
+
+    def __init__(
+        self,
+        model: StyleTransformer,
+        info: ModelInfo,
+        device: torch.device,
+        *,
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+        tile: int = 0,
+    ) -> None:
+        self.info = info
+        self.device = device
+        self.dtype = half_dtype(device) if dtype is None else dtype
+        self.channels_last = device.type in ("cuda", "cpu")
+        model = model.to(device=device, dtype=self.dtype).eval().requires_grad_(False)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.compiled: Callable[..., Tensor] | None = None
+        if compile:
+            # Static shapes: a video has one frame size; the last batch is padded to full.
+            self.compiled = torch.compile(model, dynamic=False)
+        if 0 < tile < min_tile(model):
+            raise InputError(f"--tile {tile} is too small for this model; use at least {min_tile(model)} (or 0 = automatic)")
+        self.tile = tile
+
+    @property
+    def conditioned(self) -> bool:
+        return self.model.config.conditioned
+
+    def _prepare(self, frames: Tensor) -> Tensor:
+        x = frames.to(self.device, non_blocking=True).to(self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @torch.inference_mode()
+    def __call__(self, frames: Tensor, weights: Sequence[float]) -> Tensor:
+        """``frames``: ``N x 3 x H x W`` float32 in [0, 1] (pinned on CUDA); one weight per frame."""
+        w = torch.tensor([float(v) for v in weights], dtype=torch.float32).to(self.device, non_blocking=True)
+        if self.tile:
+            return self._tiled(frames, w)
+        try:
+            net = self.compiled or self.model
+            return net(self._prepare(frames), w).float().cpu()
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+            if not is_oom(exc):
+                raise
+        self._release()
+        return self._tiled(frames, w)
+
+    def _tiled(self, frames: Tensor, w: Tensor) -> Tensor:
+        smallest = min_tile(self.model)
+        sizes = [self.tile] if self.tile else [t for t in _AUTO_TILES if t > smallest] + [smallest]
+        for size in sizes:
+            try:
+                out = stylize_tiled(self.model, self._prepare(frames), w, size)
+                self.tile = size  # later frames start at the size that worked
+                return out
+            except Exception as exc:  # noqa: BLE001
+                if not is_oom(exc):
+                    raise
+                self._release()
+        hint = "use --batch-size 1, a smaller --size" if frames.shape[0] > 1 else "use a smaller --size"
+        raise DeviceError(f"out of memory on {self.device} even in {sizes[-1]}px tiles; {hint}, or --device cpu")
+
+    def _release(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+_CACHE: dict[tuple[Any, ...], Stylizer] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 2
+
+
+def get_stylizer(path: str | Path | None, device: torch.device, *, compile: bool = False, tile: int = 0) -> Stylizer:
+    """Load (or reuse: the Blender worker runs many jobs) the model at ``path``."""
+    model_path = Path(path).expanduser() if path else default_model_path()
+    try:
+        stat = model_path.stat()
+        stamp: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        stamp = (0, 0)  # load_model raises the proper error
+    key = (str(model_path.resolve()), stamp, str(device), compile, tile)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            model, info = load_model(model_path, "cpu")
+            while len(_CACHE) >= _CACHE_SIZE:  # models are ~1 MB; compiled ones are slow to make
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = Stylizer(model, info, device, compile=compile, tile=tile)
+        return _CACHE[key]
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming
+
+
+@dataclass(frozen=True)
+class _Batch:
+    numbers: list[int]  # output frame numbers (1-based)
+    indices: list[int]  # source frame indices
+    frames: Tensor  # N x 3 x H x W float32 (pinned on CUDA)
+    contents: list[np.ndarray] | None  # the frames as read, for colour preservation
+
+
+@dataclass(frozen=True)
+class _Written:
+    number: int
+    index: int
+    path: str
+    seconds: float
+
+
+class _Stop:
+    """End-of-stream marker; carries the exception that ended the stream, if any."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def _chunks(items: Sequence[tuple[int, int]], size: int) -> Iterator[Sequence[tuple[int, int]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _read_batches(
+    source: FrameSource,
+    todo: Sequence[tuple[int, int]],
+    batch_size: int,
+    size: tuple[int, int],
+    pin: bool,
+    keep_contents: bool,
+    out: queue.Queue[_Batch | _Stop],
+    stop: threading.Event,
+) -> None:
+    """Reader thread: decode, resize and stack frames into batches."""
+    try:
+        frames = source.iter_frames([index for _, index in todo])
+        for chunk in _chunks(todo, batch_size):
+            images = []
+            for _ in chunk:
+                _, image = next(frames)
+                images.append(resize(image, size))
+            if stop.is_set():
+                break
+            tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+            if pin:
+                tensor = tensor.pin_memory()
+            batch = _Batch([n for n, _ in chunk], [i for _, i in chunk], tensor, images if keep_contents else None)
+            while not stop.is_set():
+                try:
+                    out.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        out.put(_Stop())
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        out.put(_Stop(exc))
+
+
+def _write_frames(jobdir: JobDir, jobs: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop], done: queue.Queue[_Written | _Stop]) -> None:
+    """Writer thread: encode PNGs (atomically, via JobDir) and report what was written."""
+    try:
+        while True:
+            job = jobs.get()
+            if isinstance(job, _Stop):
+                break
+            number, index, image, seconds = job
+            began = time.perf_counter()
+            path = jobdir.write_frame(number, image)
+            done.put(_Written(number, index, str(path), seconds + time.perf_counter() - began))
+        done.put(_Stop())
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        done.put(_Stop(exc))
+
+
+def _finish_colors(stylized: np.ndarray, content: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "luminance":
+        return luminance_transfer(stylized, content)
+    if mode == "histogram":
+        # A trained model has its style's colours baked in; matching the output's colour
+        # statistics to the frame's is the feedforward counterpart of colour matching.
+        return match_color(stylized, content)
+    return stylized
+
+
+def run_feedforward(
+    spec: JobSpec,
+    source: FrameSource,
+    indices: Sequence[int],
+    jobdir: JobDir,
+    emit: Emit,
+    cancel: Callable[[], bool],
+) -> None:
+    """Stylize ``indices[k]`` into output frame ``k + 1`` with the job's model.
+
+    Frames already on disk are skipped (resume). ``cancel()`` is checked between
+    batches; a cancelled job keeps every frame already written and raises ``Cancelled``.
+    """
+    device = resolve_device(spec.device)
+    stylizer = get_stylizer(spec.model, device, compile=spec.compile, tile=spec.tile)
+    stylizer.tile = spec.tile  # an earlier job's out-of-memory fallback need not apply here
+    info = source.info
+    work_size = scaled_size(info.width, info.height, spec.size) if spec.size else (info.width, info.height)
+    if min(work_size) < 8:
+        raise InputError(f"frames of {work_size[0]}x{work_size[1]} are too small to stylize; use a larger --size")
+    out_size = (info.width, info.height)
+
+    todo: list[tuple[int, int]] = []
+    for number, index in enumerate(indices, start=1):
+        if jobdir.has_frame(number):
+            emit(dict(event="frame", number=number, index=index, path=str(jobdir.frame_path(number)), seconds=0.0, skipped=True))
+        else:
+            todo.append((number, index))
+    if not todo:
+        return
+
+    batch_size = max(1, int(spec.batch_size))
+    batches: queue.Queue[_Batch | _Stop] = queue.Queue(maxsize=_QUEUE_BATCHES)
+    writes: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop] = queue.Queue(maxsize=2 * batch_size)
+    written: queue.Queue[_Written | _Stop] = queue.Queue()
+    stop = threading.Event()
+    keep_contents = spec.preserve_colors != "none"
+    reader = threading.Thread(
+        target=_read_batches,
+        args=(source, todo, batch_size, work_size, device.type == "cuda", keep_contents, batches, stop),
+        name="stylecore-reader",
+        daemon=True,
+    )
+    writer = threading.Thread(target=_write_frames, args=(jobdir, writes, written), name="stylecore-writer", daemon=True)
+    reader.start()
+    writer.start()
+
+    def report() -> None:
+        """Emit the frames the writer has finished (events come from this thread only)."""
+        while True:
+            try:
+                item = written.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Stop):
+                if item.error is not None:
+                    raise item.error
+                written.put(item)  # keep the marker for the final drain
+                return
+            emit(dict(event="frame", number=item.number, index=item.index, path=item.path, seconds=round(item.seconds, 4), skipped=False))
+
+    error: BaseException | None = None
+    try:
+        while True:
+            if cancel():
+                raise Cancelled("cancelled; the frames written so far are kept and the job resumes where it stopped")
+            batch = batches.get()
+            if isinstance(batch, _Stop):
+                if batch.error is not None:
+                    raise batch.error
+                break
+            began = time.perf_counter()
+            frames = batch.frames
+            n = frames.shape[0]
+            weights = [spec.style_weight_at(number) for number in batch.numbers]
+            if stylizer.compiled is not None and n < batch_size:
+                # Pad the last batch to the compiled shape instead of recompiling.
+                frames = torch.cat([frames, frames[-1:].expand(batch_size - n, -1, -1, -1)])
+                weights += [weights[-1]] * (batch_size - n)
+            result = stylizer(frames, weights)[:n]
+            per_frame = (time.perf_counter() - began) / n
+            for k in range(n):
+                image = np.ascontiguousarray(result[k].clamp(0, 1).permute(1, 2, 0).numpy())
+                if batch.contents is not None:
+                    image = _finish_colors(image, batch.contents[k], spec.preserve_colors)
+                if work_size != out_size:
+                    image = resize(image, out_size)
+                _put(writes, (batch.numbers[k], batch.indices[k], image, per_frame), writer)
+            report()
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        stop.set()
+        # Let the writer finish the frames it has: they are whole, and work is not lost.
+        _put(writes, _Stop(), writer)
+        writer.join()
+        _drain(batches)
+        reader.join(timeout=5.0)
+        try:
+            report()
+        except BaseException:  # noqa: BLE001 - the first error wins
+            if error is None:
+                raise
+
+
+def _put(q: queue.Queue[Any], item: Any, consumer: threading.Thread) -> None:
+    """``q.put`` that gives up when the consuming thread has died (its error is reported)."""
+    while consumer.is_alive():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _drain(q: queue.Queue[Any]) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return

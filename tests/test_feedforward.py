@@ -1,0 +1,175 @@
+"""Streaming feedforward inference: frames, resume, per-frame weights, cancel, OOM tiling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import pan_frames, write_png_folder
+
+from stylecore.errors import Cancelled, DeviceError, InputError, WeightsError
+from stylecore.feedforward import Stylizer, run_feedforward
+from stylecore.frames import open_source
+from stylecore.imageops import load_image
+from stylecore.jobdir import JobDir
+from stylecore.jobspec import JobSpec
+from stylecore.model_file import ModelInfo, save_model
+from stylecore.transformer import StyleTransformer, TransformerConfig
+
+LEVEL = 2.5 / 255  # 8-bit PNG rounding plus bfloat16 on CPUs that have it
+
+
+def _model(conditioned: bool = True) -> StyleTransformer:
+    torch.manual_seed(5)
+    model = StyleTransformer(TransformerConfig(res_blocks=1, conditioned=conditioned)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def _save(tmp_path: Path, conditioned: bool = True) -> Path:
+    model = _model(conditioned)
+    name = "cond" if conditioned else "plain"
+    return save_model(tmp_path / f"{name}.safetensors", model, ModelInfo(config=model.config, style_name="test"))
+
+
+def _run(spec: JobSpec, indices: Sequence[int], cancel: Any = None) -> tuple[JobDir, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    with open_source(spec.content) as source:
+        jobdir = JobDir(spec.output, spec.fingerprint())
+        run_feedforward(spec, source, list(indices), jobdir, events.append, cancel or (lambda: False))
+    return jobdir, events
+
+
+@pytest.fixture()
+def clip(tmp_path: Path) -> Path:
+    return write_png_folder(tmp_path / "clip", pan_frames(6, height=36, width=50))
+
+
+def test_writes_every_frame_in_order_and_resumes(tmp_path: Path, clip: Path) -> None:
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path)), batch_size=4)
+    jobdir, events = _run(spec, [0, 1, 2, 4, 4])
+    frames = [e for e in events if e["event"] == "frame"]
+    assert [(e["number"], e["index"], e["skipped"]) for e in frames] == [(n, i, False) for n, i in zip(range(1, 6), [0, 1, 2, 4, 4])]
+    for e in frames:
+        assert Path(e["path"]) == jobdir.frame_path(e["number"]) and e["seconds"] >= 0
+        assert load_image(e["path"]).shape == (36, 50, 3)
+    # The same source frame gives the same output.
+    assert np.array_equal(load_image(jobdir.frame_path(4)), load_image(jobdir.frame_path(5)))
+    _, again = _run(spec, [0, 1, 2, 4, 4, 5])
+    assert [(e["number"], e["skipped"]) for e in again] == [(1, True), (2, True), (3, True), (4, True), (5, True), (6, False)]
+
+
+def test_per_frame_style_weight_drives_the_conditioned_network(tmp_path: Path, clip: Path) -> None:
+    spec = JobSpec(
+        content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path)),
+        style_weights=(0.1, 1.9, 0.1), batch_size=3,
+    )
+    jobdir, _ = _run(spec, [2, 2, 2])
+    a, b, c = (load_image(jobdir.frame_path(n)) for n in (1, 2, 3))
+    assert np.array_equal(a, c)
+    assert float(np.abs(a - b).mean()) > 0.01
+
+
+def test_unconditioned_model_mixes_by_weight(tmp_path: Path, clip: Path) -> None:
+    spec = JobSpec(
+        content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path, False)),
+        style_weights=(0.0, 1.0),
+    )
+    jobdir, _ = _run(spec, [3, 3])
+    source = load_image(sorted(clip.iterdir())[3])
+    assert float(np.abs(load_image(jobdir.frame_path(1)) - source).max()) <= LEVEL
+    assert float(np.abs(load_image(jobdir.frame_path(2)) - source).mean()) > 0.02
+
+
+def test_processing_size_is_written_back_at_source_size(tmp_path: Path, clip: Path) -> None:
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path)), size=24)
+    jobdir, _ = _run(spec, [0])
+    assert load_image(jobdir.frame_path(1)).shape == (36, 50, 3)
+
+
+def test_cancel_between_batches_keeps_whole_frames(tmp_path: Path, clip: Path) -> None:
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path)), batch_size=2)
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # let the first batch through
+
+    with pytest.raises(Cancelled):
+        _run(spec, range(6), cancel)
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+    assert names == ["frame_000001.png", "frame_000002.png"]
+    assert all(load_image(out / n).shape == (36, 50, 3) for n in names)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_and_corrupt_models_fail_in_one_line(tmp_path: Path, clip: Path) -> None:
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "a"), mode="feedforward", model=str(tmp_path / "none.safetensors"))
+    with pytest.raises(InputError, match="not found"):
+        _run(spec, [0])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "b"), mode="feedforward", model=str(bad))
+    with pytest.raises(WeightsError) as err:
+        _run(spec, [0])
+    assert "\n" not in str(err.value)
+
+
+class _SmallMemory(StyleTransformer):
+    """Runs out of memory on inputs larger than ``limit`` pixels, like a small GPU."""
+
+    limit = 20_000
+
+    def forward(self, image, style_weight=None, stats=None):  # type: ignore[no-untyped-def]
+        if image.shape[-1] * image.shape[-2] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(image, style_weight, stats)
+
+
+def test_out_of_memory_falls_back_to_tiles(tmp_path: Path) -> None:
+    reference = _model()
+    model = _SmallMemory(reference.config).eval()
+    model.load_state_dict(reference.state_dict())
+    stylizer = Stylizer(model, ModelInfo(config=model.config), torch.device("cpu"), dtype=torch.float32)
+    x = torch.rand(2, 3, 150, 170)
+    with torch.no_grad():
+        expected = reference(x, torch.tensor([0.5, 1.5]))
+    out = stylizer(x, [0.5, 1.5])
+    assert stylizer.tile > 0  # it switched to tiles, and stays tiled
+    assert float((out - expected).abs().max()) < 1e-4
+
+    _SmallMemory.limit = 100  # not even the smallest tile fits
+    try:
+        stylizer = Stylizer(model, ModelInfo(config=model.config), torch.device("cpu"), dtype=torch.float32)
+        with pytest.raises(DeviceError, match="out of memory"):
+            stylizer(x, [1.0, 1.0])
+    finally:
+        _SmallMemory.limit = 20_000
+
+
+def test_tile_smaller_than_the_receptive_field_is_refused() -> None:
+    model = _model()
+    with pytest.raises(InputError, match="too small"):
+        Stylizer(model, ModelInfo(config=model.config), torch.device("cpu"), tile=64)
+
+
+def test_shipped_model_stronger_weight_moves_further_from_the_content() -> None:
+    """The shipped model is conditioned on the style weight: more weight, more style."""
+    from conftest import smooth_texture
+
+    from stylecore.model_file import default_model_path, load_model
+
+    model, info = load_model(default_model_path())
+    assert info.config.conditioned
+    content = torch.from_numpy(smooth_texture(96, 128, seed=11, sigma=1.5)).permute(2, 0, 1)[None]
+    weights = [0.0, 0.5, 1.0, 1.5, 2.0]
+    with torch.no_grad():
+        distances = [float((model(content, torch.tensor([w])) - content).abs().mean()) for w in weights]
+    assert all(a < b for a, b in zip(distances, distances[1:])), distances

@@ -1,0 +1,210 @@
+"""Training: synthetic motion, data discovery, flow cache, checkpoints, and that training
+actually learns (loss goes down; the temporal loss lowers the warping error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import pan_frames, smooth_texture, stripe_style, write_image, write_png_folder, write_video
+
+from stylecore.errors import InputError
+from stylecore.flow import warp
+from stylecore.model_file import load_model
+from stylecore.transformer import StyleTransformer, TransformerConfig
+from training import flow_cache as flow_cache_module
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import PairSampler, scan_data
+from training.flow_cache import FlowCache
+from training.loop import batch_loss, build_loss, train
+from training.pairs import TrainPair, collate, random_window
+from training.synthetic import MotionRange, synthetic_pair
+from training.train import build_parser, config_from_args
+
+
+def _consistency(pair: TrainPair) -> tuple[float, float]:
+    """Mean |cur - warp(prev, flow)| on reliable pixels, and mean |cur - prev| there."""
+    prev, cur = (np.asarray(x, np.float32) / (255.0 if x.dtype == np.uint8 else 1.0) for x in (pair.prev, pair.cur))
+    mask = np.asarray(pair.mask, np.float32) > 0.5
+    warped = warp(prev, np.asarray(pair.flow_bw, np.float32))
+    return float(np.abs(cur - warped)[mask].mean()), float(np.abs(cur - prev)[mask].mean())
+
+
+def test_synthetic_motion_has_exact_flow() -> None:
+    image = smooth_texture(160, 200, seed=1, sigma=2.0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pair = synthetic_pair(image, 96, rng, MotionRange(shift=0.08, zoom=0.05, rotation_deg=4.0))
+        assert pair.prev.shape == pair.cur.shape == (96, 96, 3) and pair.flow_bw.shape == (96, 96, 2)
+        warped_err, moved = _consistency(pair)
+        assert 0.3 < pair.mask.mean() <= 1.0
+        assert warped_err < 0.01 and warped_err < moved / 5
+
+
+def test_crops_and_flips_keep_the_flow_consistent() -> None:
+    image = smooth_texture(120, 120, seed=2, sigma=2.0)
+    pair = synthetic_pair(image, 100, np.random.default_rng(3), MotionRange(shift=0.06))
+    for variant in (pair.flipped(), pair.crop(10, 20, 64), random_window(pair, 64, np.random.default_rng(4)), pair.compact()):
+        warped_err, moved = _consistency(variant)
+        assert warped_err < 0.012 and warped_err < moved / 4
+
+
+def test_scan_data_finds_videos_sequences_and_stills(tmp_path: Path) -> None:
+    frames = pan_frames(4)
+    write_video(tmp_path / "a.mp4", frames)
+    write_png_folder(tmp_path / "seq", frames)
+    write_image(tmp_path / "still.png", frames[0])
+    (tmp_path / "notes.txt").write_text("ignored")
+    found = scan_data(tmp_path)
+    assert {p.name for p in found.clips} == {"a.mp4", "seq"}
+    assert [p.name for p in found.stills] == ["still.png"]
+    assert scan_data(tmp_path / "a.mp4").clips == (tmp_path / "a.mp4",)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no videos"):
+        scan_data(tmp_path / "empty")
+    with pytest.raises(InputError, match="does not exist"):
+        scan_data(tmp_path / "missing")
+
+
+def test_flow_is_computed_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = flow_cache_module.flow_pair
+
+    def counting(prev: np.ndarray, cur: np.ndarray, **kw: object):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(prev, cur, **kw)
+
+    monkeypatch.setattr(flow_cache_module, "flow_pair", counting)
+    a, b = pan_frames(2, height=40, width=56, step=3)
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"x")
+    cache = FlowCache(tmp_path / "cache")
+    flow1, mask1 = cache.get(source, 0, 1, a, b)
+    flow2, mask2 = FlowCache(tmp_path / "cache").get(source, 0, 1, a, b)
+    assert len(calls) == 1
+    assert np.array_equal(flow1, flow2) and np.array_equal(mask1, mask2)
+    # The pan is 3 px: the cached backward flow says so where it is reliable.
+    reliable = mask1 > 0
+    assert abs(float(np.median(flow1[..., 0][reliable])) - 3.0) < 0.3
+    cache.get(source, 1, 2, a, b)  # another pair is another entry
+    assert len(calls) == 2
+
+
+def test_command_line_options_reach_the_config() -> None:
+    args = build_parser().parse_args(
+        ["--style", "s.jpg", "--data", "d", "--out", "m.safetensors", "--steps", "7", "--size", "128", "--batch-size", "3",
+         "--loss-net", "random-vgg19", "--device", "cpu", "--temporal-weight", "0.5", "--noise-weight", "0.2", "--unconditioned"]
+    )
+    config = config_from_args(args)
+    assert (config.style, config.data, config.out) == ("s.jpg", "d", "m.safetensors")
+    assert (config.steps, config.size, config.batch_size, config.loss_net, config.device) == (7, 128, 3, "random-vgg19", "cpu")
+    assert (config.temporal_weight, config.noise_weight, config.conditioned) == (0.5, 0.2, False)
+    with pytest.raises(InputError):
+        TrainConfig(style="s", data="d", out="o.safetensors", size=30)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = StyleTransformer(TransformerConfig(res_blocks=1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.rand(1, 3, 16, 16)).mean().backward()
+    opt.step()
+    rng = np.random.default_rng(9)
+    rng.random(3)
+    save_checkpoint(tmp_path / "c.ckpt", model, opt, 17, rng, {"size": 64})
+    expected_next = rng.random()
+
+    torch.manual_seed(1)
+    other = StyleTransformer(TransformerConfig(res_blocks=1))
+    other_opt = torch.optim.Adam(other.parameters(), lr=1e-3)
+    other_rng = np.random.default_rng(0)
+    step, settings = load_checkpoint(tmp_path / "c.ckpt", other, other_opt, other_rng)
+    assert step == 17 and settings == {"size": 64}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert other_opt.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    assert other_rng.random() == expected_next
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path]:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_image(data / f"s{i}.png", smooth_texture(96, 96, seed=i, sigma=2.0))
+    return write_image(tmp_path / "style.png", stripe_style(64)), data
+
+
+def _config(style: Path, data: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        style=str(style), data=str(data), out=str(out), steps=20, size=64, batch_size=2, loss_net="random-vgg19",
+        device="cpu", checkpoint_every=10**6, preview_every=10**6, log_every=10**6, bf16=False, style_size=64,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_tiny_training_lowers_the_loss(tmp_path: Path) -> None:
+    style, data = _setup(tmp_path)
+    config = _config(style, data, tmp_path / "m.safetensors", steps=25, preview_every=25)
+    lines: list[str] = []
+    train(config, log=lines.append)
+    # Evaluate the same fixed batch with the trained and an untrained network.
+    loss_fn, _ = build_loss(config, torch.device("cpu"), lambda: torch.autocast("cpu", enabled=False))
+    sampler = PairSampler([], [np.asarray(smooth_texture(96, 96, seed=i, sigma=2.0)) for i in range(3)], 64, 1.0)
+    batch = collate([sampler.draw(np.random.default_rng(123)) for _ in range(4)])
+    weights = torch.full((4,), 1.0)
+    trained, _ = load_model(config.out)
+    torch.manual_seed(0)
+    fresh = StyleTransformer(trained.config).eval()
+    with torch.no_grad():
+        after, _ = batch_loss(trained, batch, weights, loss_fn, config)
+        before, _ = batch_loss(fresh, batch, weights, loss_fn, config)
+    assert float(after) < 0.7 * float(before)
+    assert (tmp_path / "m_previews" / "step_000025.png").is_file()
+    assert not (tmp_path / "m.ckpt").exists()  # the finished model supersedes it
+
+
+def _warping_error(path: Path) -> float:
+    """Mean squared difference between each output and the previous output moved along a
+    2 px pan (exact flow), outside the newly revealed strip."""
+    model, _ = load_model(path)
+    frames = pan_frames(6, height=64, width=64, step=2, seed=7)
+    with torch.no_grad():
+        outs = [model(torch.from_numpy(f).permute(2, 0, 1)[None], torch.ones(1))[0].permute(1, 2, 0).numpy() for f in frames]
+    flow = np.zeros((64, 64, 2), np.float32)
+    flow[..., 0] = 2.0
+    return float(np.mean([((b - warp(a, flow))[:, :-2] ** 2).mean() for a, b in zip(outs, outs[1:])]))
+
+
+@pytest.mark.slow
+def test_temporal_loss_lowers_warping_error_on_a_pan(tmp_path: Path) -> None:
+    style, data = _setup(tmp_path)
+    with_temporal = _config(style, data, tmp_path / "t.safetensors", temporal_weight=5.0)
+    without = _config(style, data, tmp_path / "n.safetensors", temporal_weight=0.0)
+    train(with_temporal, log=lambda _: None)
+    train(without, log=lambda _: None)
+    assert _warping_error(tmp_path / "t.safetensors") < 0.5 * _warping_error(tmp_path / "n.safetensors")
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    style, data = _setup(tmp_path)
+    out = tmp_path / "m.safetensors"
+    config = _config(style, data, out, steps=4, size=64, log_every=1)
+
+    def stop_at_two(line: str) -> None:
+        if line.startswith("step 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=stop_at_two)
+    assert (tmp_path / "m.ckpt").is_file() and not out.exists()
+    with pytest.raises(InputError, match="--resume"):
+        train(config, log=lambda _: None)
+    lines: list[str] = []
+    train(_config(style, data, out, steps=4, log_every=1, resume=True), log=lines.append)
+    assert any("resumed" in line and "step 2" in line for line in lines)
+    assert [line.split()[1] for line in lines if line.startswith("step ")] == ["3/4", "4/4"]
+    assert out.is_file() and not (tmp_path / "m.ckpt").exists()

@@ -1,0 +1,118 @@
+"""The Huang et al. stylizing network: architecture, shapes, conditioning, locality."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from stylecore.transformer import (
+    CapturedActivation,
+    NormStats,
+    StyleTransformer,
+    TransformerConfig,
+    count_parameters,
+)
+
+
+def _perturbed(config: TransformerConfig, seed: int = 0) -> StyleTransformer:
+    """A network whose conditioning heads are non-zero (freshly built ones are zero)."""
+    torch.manual_seed(seed)
+    model = StyleTransformer(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def _convs(model: StyleTransformer) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_architecture_follows_huang_et_al() -> None:
+    model = StyleTransformer(TransformerConfig(conditioned=False))
+    convs = _convs(model)
+    # 3 down + 5 residual blocks x 2 + 2 up + 1 final.
+    assert len(convs) == 3 + 10 + 2 + 1
+    assert [c.out_channels for c in convs[:3]] == [16, 32, 48]
+    assert [c.stride[0] for c in convs[:3]] == [1, 2, 2]
+    assert all(c.in_channels == c.out_channels == 48 for c in convs[3:13])
+    assert [c.out_channels for c in convs[13:]] == [32, 16, 3]
+    # Resize-convolution, never transposed convolution.
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in model.modules())
+    assert 200_000 < count_parameters(model) < 300_000
+
+
+@pytest.mark.parametrize(("h", "w"), [(17, 23), (33, 31), (64, 48), (9, 13)])
+def test_forward_keeps_any_size(h: int, w: int) -> None:
+    model = _perturbed(TransformerConfig())
+    x = torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        y = model(x, torch.tensor([0.5, 1.5]))
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_padding_only_adds_to_the_bottom_right() -> None:
+    """An odd-sized frame is the top-left crop of its reflect-padded multiple-of-4 frame."""
+    model = _perturbed(TransformerConfig())
+    x = torch.rand(1, 3, 30, 42)
+    padded = torch.nn.functional.pad(x, (0, 2, 0, 2), mode="reflect")
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(padded)[:, :, :30, :42], atol=1e-6)
+
+
+def test_unconditioned_weight_mixes_pixels() -> None:
+    model = _perturbed(TransformerConfig(conditioned=False))
+    x = torch.rand(3, 3, 20, 24)
+    with torch.no_grad():
+        full = model(x, torch.ones(3))
+        out = model(x, torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(out[0], x[0], atol=1e-6)
+    assert torch.allclose(out[1], 0.5 * (x[1] + full[1]), atol=1e-6)
+    assert torch.allclose(out[2], full[2], atol=1e-6)
+
+
+def test_conditioned_weight_changes_the_normalisation_and_is_clamped() -> None:
+    model = _perturbed(TransformerConfig(max_style_weight=2.0))
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        a, b = model(x, torch.tensor([0.2])), model(x, torch.tensor([1.8]))
+        assert float((a - b).abs().max()) > 1e-3
+        # Beyond the trained range the weight is clamped.
+        assert torch.equal(model(x, torch.tensor([2.0])), model(x, torch.tensor([5.0])))
+        # Each sample of a batch gets its own weight.
+        batch = model(torch.cat([x, x]), torch.tensor([0.2, 1.8]))
+    assert torch.allclose(batch[0], a[0], atol=1e-5) and torch.allclose(batch[1], b[0], atol=1e-5)
+
+
+def test_fresh_conditioned_network_starts_unmodulated() -> None:
+    torch.manual_seed(0)
+    model = StyleTransformer(TransformerConfig()).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.tensor([0.0])), model(x, torch.tensor([2.0])))
+
+
+def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:
+    """With normalisation statistics fixed, changing one pixel changes outputs only within
+    ``receptive_radius`` of it (what tiling relies on)."""
+    model = _perturbed(TransformerConfig(res_blocks=2))
+    x = torch.rand(1, 3, 160, 160)
+    stats = NormStats()
+    for layer in range(model.num_norms):
+        stats.capture = layer
+        with pytest.raises(CapturedActivation) as got:
+            model(x, None, stats)
+        var, mean = torch.var_mean(got.value.activation, dim=(2, 3), unbiased=False)
+        stats.mean[layer], stats.var[layer] = mean, var
+    stats.capture = None
+    y = x.clone()
+    y[0, :, 80, 80] += 0.5
+    with torch.no_grad():
+        changed = (model(x, None, stats) - model(y, None, stats)).abs().amax(dim=1)[0] > 0
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    reach = int(max((rows - 80).abs().max(), (cols - 80).abs().max()))
+    assert 0 < reach <= model.receptive_radius()
+    # The bound is tight to within the upsampling rounding.
+    assert reach >= model.receptive_radius() - 4
