@@ -297,11 +297,14 @@ def render_strip_frames(scene: Any, strip: Any, folder: Path,
     if parent_meta(strip) is not None:
         raise ValueError(f"strip '{strip.name}' is inside a meta strip; stylize the meta strip instead")
     folder.mkdir(parents=True, exist_ok=True)
-    above = [s for s in children(editor(scene)) if s.channel > strip.channel and not s.mute]
+    needed = _effect_inputs(strip)
+    above = [s for s in children(editor(scene))
+             if s.channel > strip.channel and not s.mute and s.name not in needed]
     if frames is None:
         frames = range(strip.frame_final_start, strip.frame_final_end)
-    with _neutral_png_output(scene), _saved(scene, "frame_current"), \
-            _saved(strip, "blend_type", "blend_alpha"), _muted_curve(scene, strip, "blend_alpha"):
+    current = scene.frame_current
+    with _neutral_png_output(scene), _saved(strip, "blend_type", "blend_alpha"), \
+            _muted_curve(scene, strip, "blend_alpha"):
         strip.blend_type = "REPLACE"
         strip.blend_alpha = 1.0
         for other in above:
@@ -315,6 +318,21 @@ def render_strip_frames(scene: Any, strip: Any, folder: Path,
         finally:
             for other in above:
                 other.mute = False
+            scene.frame_set(current)
+
+
+def _effect_inputs(strip: Any) -> set[str]:
+    """Names of the strips an effect strip draws from, recursively (they must stay unmuted)."""
+    names: set[str] = set()
+    pending = [strip]
+    while pending:
+        current = pending.pop()
+        for attr in ("input_1", "input_2"):
+            source = getattr(current, attr, None)
+            if source is not None and source.name not in names:
+                names.add(source.name)
+                pending.append(source)
+    return names
 
 
 @contextmanager

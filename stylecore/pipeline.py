@@ -34,6 +34,8 @@ CancelCheck = Callable[[], bool]
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 # Default long side per mode: optimisation is costly per pixel; feedforward is not.
 DEFAULT_SIZE = {"optimization": 512, "style-video": 512, "feedforward": None}
+# VGG19 halves the frame four times before relu5_1: a smaller short side has no pixel left.
+_MIN_OPTIMIZATION_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def run_job(
             run_feedforward(spec, source, indices, jobdir, emit, should_cancel)
         else:
             _run_optimization(spec, source, indices, jobdir, emit, should_cancel)
+        jobdir.mark_done(len(indices))
         video = None
         if is_video_output(spec.output):
             video = _encode(spec, source, indices, jobdir)
@@ -230,6 +233,11 @@ def _run_optimization(
     device = resolve_device(spec.device)
     info = source.info
     size = _processing_size(spec, info.width, info.height)  # (w, h)
+    if min(size) < _MIN_OPTIMIZATION_SIDE:
+        raise InputError(
+            f"frames of {size[0]}x{size[1]} px are too small for the VGG loss network (it pools 4 times): "
+            f"use --size so the short side is at least {_MIN_OPTIMIZATION_SIDE} px"
+        )
     base = OptimConfig(
         optimizer=spec.optimizer,
         content_weight=spec.content_weight,

@@ -62,6 +62,25 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
 
 
 def _read_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue.Queue) -> None:
+    """Read until end of input; whatever happens, the job loop is told to finish.
+
+    End of input means the add-on (or Blender) is gone: the running job is cancelled
+    like on ``shutdown``, so an orphaned worker never keeps computing.
+    """
+    try:
+        _dispatch_requests(stdin, emit, state, jobs)
+    except Exception as exc:  # noqa: BLE001 - a dead reader must not leave the worker hanging
+        traceback.print_exc(file=sys.stderr)
+        emit({"event": "error", "id": None, "message": f"worker failed reading requests ({type(exc).__name__}: {exc})"})
+    finally:
+        state.shutdown.set()
+        with state.lock:
+            if state.running is not None:
+                state.cancelled.add(state.running)
+        jobs.put(None)
+
+
+def _dispatch_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue.Queue) -> None:
     """Parse requests; answer ``hello`` and handle ``cancel``/``shutdown`` at once."""
     for line in stdin:
         line = line.strip()
@@ -77,15 +96,15 @@ def _read_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue.Que
         op = request.get("op")
         job_id = request.get("id")
         if op == "hello":
-            emit(_hello(request))
+            try:
+                emit(_hello(request))
+            except ImportError as exc:
+                emit({"event": "error", "id": None, "message": f"the worker's Python cannot import {exc.name or exc}: "
+                      "install stylecore and torch in it (pip install torch==2.13.0 stylecore)"})
         elif op == "cancel":
             with state.lock:
                 state.cancelled.add(str(job_id))
         elif op == "shutdown":
-            state.shutdown.set()
-            with state.lock:
-                if state.running is not None:
-                    state.cancelled.add(state.running)
             break
         elif op == "stylize":
             with state.lock:
@@ -100,7 +119,6 @@ def _read_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue.Que
         else:
             emit({"event": "error", "id": job_id, "message": f"unknown op {op!r}; expected hello, stylize, "
                   "cancel or shutdown"})
-    jobs.put(None)
 
 
 def _hello(request: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""Shared fixtures: tiny synthetic clips and styles, made on the fly (no downloads)."""
+"""Shared fixtures: tiny synthetic clips and styles, made on the fly (no downloads).
+
+OpenCV is imported inside the helpers: the bpy 5.0 test environment (add-on tests only)
+has no OpenCV and no torch, like Blender's own Python.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -17,6 +20,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def smooth_texture(height: int, width: int, seed: int = 0, sigma: float = 3.0) -> np.ndarray:
     """Smooth random colour texture in [0, 1]: good for optical flow, HxWx3 float32."""
+    import cv2
+
     rng = np.random.default_rng(seed)
     image = cv2.GaussianBlur(rng.random((height, width, 3)).astype(np.float32), (0, 0), sigma)
     image -= image.min()
@@ -34,6 +39,8 @@ def pan_frames(count: int, height: int = 48, width: int = 64, step: int = 2, see
 
 
 def write_png_folder(folder: Path, frames: list[np.ndarray]) -> Path:
+    import cv2
+
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"f{i:03d}.png"), cv2.cvtColor((frame * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
@@ -41,6 +48,8 @@ def write_png_folder(folder: Path, frames: list[np.ndarray]) -> Path:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 12.0) -> Path:
+    import cv2
+
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     for frame in frames:
@@ -57,6 +66,8 @@ def stripe_style(size: int = 64, colour: tuple[float, float, float] = (1.0, 0.2,
 
 
 def write_image(path: Path, image: np.ndarray) -> Path:
+    import cv2
+
     cv2.imwrite(str(path), cv2.cvtColor((image * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
     return path
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -148,6 +149,24 @@ def test_preview_stylizes_only_the_current_frame(media, tmp_path) -> None:
     assert [f.name for f in folder.glob("frame_*.png")] == ["frame_000001.png"]
     assert job_file(folder)["fingerprint"]["frame_map"] == [3]
     assert jobs.find_result(scene, strip) is None  # a preview makes no result strip
+
+
+def _shipped_model_exists() -> bool:
+    code = "from stylecore.model_file import default_model_path; print(default_model_path().is_file())"
+    done = subprocess.run([str(WORKER), "-c", code], capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() == "True"
+
+
+def test_defaults_need_no_settings(media, tmp_path) -> None:
+    """With the shipped feedforward model, a fresh strip stylizes without touching a setting."""
+    if not _shipped_model_exists():
+        pytest.skip("stylecore ships no default model yet (stylecore/models/)")
+    scene = bh.fresh_scene(tmp_path, job_options={})
+    strip = bh.add_movie(scene, media["movie"])
+    assert bpy.ops.sequencer.stylize() == {"FINISHED"}
+    result = jobs.find_result(scene, strip)
+    assert result is not None and result.frame_final_duration == 8
+    assert job_file(Path(props.strip_settings(result).output_dir))["fingerprint"]["mode"] == "feedforward"
 
 
 def test_worker_error_surfaces_as_a_readable_report(media, tmp_path) -> None:

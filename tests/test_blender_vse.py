@@ -87,6 +87,16 @@ def test_movie_held_beyond_its_content(scene, media, reference, tmp_path) -> Non
     assert frame_map[:3] == [0, 0, 0] and frame_map[-4:] == [11, 11, 11, 11]
 
 
+def test_movie_at_another_frame_rate_than_the_scene(scene, media, reference, tmp_path) -> None:
+    # Added from Python the strip keeps one media frame per scene frame (the UI may instead
+    # play it at its own rate, which the add-on detects by the strip's length).
+    scene.render.fps = 30
+    strip = bh.add_movie(scene, media["movie"], start=2)
+    assert strip.fps == pytest.approx(24.0)
+    assert assert_map_matches_render(scene, strip, reference, tmp_path) == list(range(12))
+    assert (scene.render.fps, scene.render.fps_base) == (30, 1.0)  # probing restored the rate
+
+
 def test_image_strip_maps_to_the_folder_in_stylecores_order(scene, media, reference, tmp_path) -> None:
     folder = media["frames"]  # f1.png .. f12.png: natural order differs from plain sorting
     strips = vse.children(scene.sequence_editor)
@@ -147,6 +157,16 @@ def test_keyframed_style_weight_is_sent_per_frame(scene, media) -> None:
     assert plan(scene, strip, preview_frame=10).job["style_weights"] == pytest.approx([0.7], abs=1e-5)
 
 
+def test_style_weight_lives_on_the_strip_because_group_properties_cannot_be_keyframed(scene, media) -> None:
+    # Blender's "Insert Keyframe" (I over a field) resolves the same RNA path as
+    # keyframe_insert; a strip's PropertyGroup has none, the strip's own property has.
+    strip = bh.add_movie(scene, media["movie"])
+    assert strip.keyframe_insert(props.STYLE_WEIGHT, frame=1)
+    assert vse.fcurve(scene, strip.path_from_id(props.STYLE_WEIGHT)) is not None
+    with pytest.raises(Exception, match="could not make path"):
+        props.strip_settings(strip).keyframe_insert("temporal_weight", frame=1)
+
+
 def test_constant_style_weight_without_keyframes(scene, media) -> None:
     strip = bh.add_movie(scene, media["movie"])
     setattr(strip, props.STYLE_WEIGHT, 0.4)
@@ -178,6 +198,7 @@ def test_result_strip_sits_above_its_source_frame_for_frame(scene, media) -> Non
     assert props.strip_settings(result).is_result and props.strip_settings(result).source_name == "Clip"
     assert props.strip_settings(strip).batch
     assert blocker.channel == 2
+    assert result.keyframe_insert("blend_alpha", frame=7)  # the Mix slider is keyframable
 
 
 def test_restylizing_updates_the_result_in_place(scene, media) -> None:

@@ -53,8 +53,8 @@ def worker():
         w.proc.kill()
 
 
-def job(tmp_path: Path, style: Path, output: str, **extra: Any) -> dict[str, Any]:
-    content = write_png_folder(tmp_path / "pan", pan_frames(3))
+def job(tmp_path: Path, style: Path, output: str, frames: int = 3, **extra: Any) -> dict[str, Any]:
+    content = write_png_folder(tmp_path / f"pan{frames}", pan_frames(frames))
     return {"content": str(content), "output": str(tmp_path / output), "mode": "optimization",
             "styles": [[str(style), 1.0]], "loss_net": "random-vgg19", "first_iterations": 4, "iterations": 2,
             "device": "cpu", **extra}
@@ -94,16 +94,27 @@ def test_bad_jobs_are_readable_errors(tmp_path: Path, style_png: Path, worker: W
 
 
 def test_cancel_keeps_whole_frames(tmp_path: Path, style_png: Path, worker: Worker) -> None:
-    spec = job(tmp_path, style_png, "c", first_iterations=60, iterations=60)
+    spec = job(tmp_path, style_png, "c", frames=8, first_iterations=20, iterations=20)
     worker.send({"op": "stylize", "id": "c", "job": spec})
-    worker.until("frame")
+    worker.until("frame", timeout=300)
     worker.send({"op": "cancel", "id": "c"})
-    assert worker.until("cancelled", "done", "error")[-1]["event"] == "cancelled"
+    assert worker.until("cancelled", "done", "error", timeout=300)[-1]["event"] == "cancelled"
     names = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert "frame_000001.png" in names and all(n.startswith("frame_") or n == "stylecore-job.json" for n in names)
     # Sending the same job again resumes.
     worker.send({"op": "stylize", "id": "c2", "job": spec})
-    events = worker.until("done", "error")
+    events = worker.until("done", "error", timeout=600)
     assert events[-1]["event"] == "done"
     assert any(e["event"] == "frame" and e["skipped"] for e in events)
     assert worker.close() == 0
+
+
+def test_end_of_input_cancels_the_running_job(tmp_path: Path, style_png: Path, worker: Worker) -> None:
+    """Blender quitting closes the pipe: the worker stops instead of computing on, orphaned."""
+    worker.send({"op": "stylize", "id": "d", "job": job(tmp_path, style_png, "d", frames=8, first_iterations=20,
+                                                         iterations=20)})
+    worker.until("frame", timeout=300)
+    assert worker.proc.stdin is not None
+    worker.proc.stdin.close()
+    assert worker.proc.wait(timeout=120) == 0
+    assert len(list((tmp_path / "d").glob("frame_*.png"))) < 8
