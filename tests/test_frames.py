@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from stylecore.frames import (
 from stylecore.imageops import save_image
 
 W, H = 32, 24
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
 def _frame(k: int) -> np.ndarray:
@@ -106,6 +108,191 @@ def test_corrupt_and_missing_inputs(tmp_path: Path) -> None:
         open_source(junk)
     with pytest.raises(InputError, match="does not exist"):
         open_source(tmp_path / "missing.mp4")
+
+
+needs_ffmpeg = pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg")
+
+
+def _ffmpeg(*args: str) -> None:
+    exe = ffmpeg_exe()
+    assert exe is not None
+    subprocess.run([exe, "-v", "error", "-y", *args], check=True)
+
+
+# (Kr, Kb) of the two YCbCr matrices (ITU-R BT.709 and BT.601).
+_LUMA = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}
+
+
+def _to_ycbcr(rgb: np.ndarray, matrix: str, full: bool) -> np.ndarray:
+    """8-bit R'G'B' -> 8-bit Y'CbCr code values (limited range 16-235/240, or full 0-255)."""
+    kr, kb = _LUMA[matrix]
+    r, g, b = np.asarray(rgb, np.float64) / 255
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    cb, cr = (b - y) / (2 - 2 * kb), (r - y) / (2 - 2 * kr)
+    return np.array([255 * y, 128 + 255 * cb, 128 + 255 * cr] if full else [16 + 219 * y, 128 + 224 * cb, 128 + 224 * cr])
+
+
+def _to_rgb(ycc: np.ndarray, matrix: str, full: bool) -> np.ndarray:
+    """The inverse of ``_to_ycbcr``."""
+    kr, kb = _LUMA[matrix]
+    y, cb, cr = (ycc - [0, 128, 128]) / 255 if full else (ycc - [16, 128, 128]) / [219, 224, 224]
+    r, b = y + (2 - 2 * kr) * cr, y + (2 - 2 * kb) * cb
+    return 255 * np.array([r, (y - kr * r - kb * b) / (1 - kr - kb), b])
+
+
+_LEFT, _RIGHT = (200, 60, 30), (40, 200, 60)  # saturated, so the matrices disagree by far
+
+
+def _two_colour_clip(path: Path, size: tuple[int, int], matrix: str, full: bool, tagged: bool) -> Path:
+    """3 frames, left half ``_LEFT`` and right half ``_RIGHT``, H.264 yuv420p made with ``matrix``."""
+    w, h = size
+    rng = "pc" if full else "tv"
+    halves = ";".join(
+        f"color=c=0x{r:02X}{g:02X}{b:02X}:s={w // 2}x{h}:r=24,format=rgb24[c{i}]"
+        for i, (r, g, b) in enumerate((_LEFT, _RIGHT))
+    )
+    graph = f"{halves};[c0][c1]hstack,scale=out_color_matrix={matrix}:out_range={rng},format=yuv420p"
+    if tagged:
+        tag = {"bt709": "bt709", "bt601": "smpte170m"}[matrix]
+        tags = ["-colorspace", tag, "-color_primaries", tag, "-color_trc", tag, "-color_range", rng]
+    else:  # newer ffmpeg tags what scale= converted: clear it again
+        graph += ",setparams=range=unknown:color_primaries=unknown:color_trc=unknown:colorspace=unknown"
+        tags = []
+    _ffmpeg("-filter_complex", graph + "[v]", "-map", "[v]", "-frames:v", "3", *tags,
+            "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(path))
+    return path
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("size", "matrix", "full", "tagged"),
+    [
+        ((64, 48), "bt709", False, True),  # the tag wins over the SD size
+        ((64, 48), "bt601", False, True),
+        ((64, 48), "bt709", True, True),
+        ((64, 48), "bt601", False, False),  # untagged SD: BT.601
+        ((1280, 720), "bt709", False, False),  # untagged HD: BT.709
+    ],
+    ids=["bt709-tagged", "bt601-tagged", "bt709-full-range", "sd-untagged", "hd-untagged"],
+)
+def test_video_colours_follow_the_stream_matrix(
+    tmp_path: Path, size: tuple[int, int], matrix: str, full: bool, tagged: bool
+) -> None:
+    clip = _two_colour_clip(tmp_path / "flat.mp4", size, matrix, full, tagged)
+    other = "bt601" if matrix == "bt709" else "bt709"
+    w, h = size
+    with open_source(clip) as src:
+        assert src.info.count == 3
+        for true, columns in ((_LEFT, slice(4, w // 2 - 4)), (_RIGHT, slice(w // 2 + 4, w - 4))):
+            ycc = _to_ycbcr(np.array(true), matrix, full)
+            # The test can tell: the wrong matrix or range would be more than 10 levels off.
+            assert np.abs(_to_rgb(ycc, other, full) - true).max() > 10
+            assert np.abs(_to_rgb(ycc, matrix, not full) - true).max() > 10
+            for k in (0, 2):
+                got = src.read(k)[4 : h - 4, columns] * 255
+                assert np.abs(got - true).max() <= 3, f"frame {k}: {got.mean(axis=(0, 1))} != {true}"
+
+
+def test_ycbcr_formulas_round_trip() -> None:
+    # Guards the reference formulas above: known BT.709 and BT.601 code values of pure red.
+    np.testing.assert_allclose(_to_ycbcr(np.array([255, 0, 0]), "bt709", False), [62.56, 102.34, 240], atol=0.01)
+    np.testing.assert_allclose(_to_ycbcr(np.array([255, 0, 0]), "bt601", False), [81.48, 90.20, 240], atol=0.01)
+    for matrix, full in (("bt709", False), ("bt601", True)):
+        np.testing.assert_allclose(_to_rgb(_to_ycbcr(np.array(_LEFT), matrix, full), matrix, full), _LEFT)
+
+
+def _assert_random_access_matches_sequential(path: Path, order: list[int]) -> None:
+    with open_source(path) as src:
+        reference = dict(src.iter_frames(range(src.info.count)))
+    with open_source(path) as src:
+        for k in order:
+            np.testing.assert_array_equal(src.read(k), reference[k], err_msg=f"frame {k} of {path.name}")
+
+
+_JUMPS = [95, 0, 50, 49, 1, 94, 2, 80, 79, 30, 40, 93, 3, 60]  # far and near, back and forth
+
+
+@pytest.mark.skipif(not (SAMPLES / "bunny_96f_320x180.mp4").exists(), reason="samples not present")
+def test_sample_random_access_matches_sequential() -> None:
+    # H.264 with B-frames: every seek must land on the very frame a sequential decode gives.
+    _assert_random_access_matches_sequential(SAMPLES / "bunny_96f_320x180.mp4", _JUMPS)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [
+        # Open GOP: frames shown before a keyframe are decoded after it, from the GOP before.
+        ("open_gop.mp4", ["-c:v", "libx265", "-x265-params",
+                          "log-level=error:keyint=16:min-keyint=16:open-gop=1:bframes=8:b-adapt=0"]),
+        ("stream.h264", ["-c:v", "libx264", "-g", "20", "-f", "h264"]),  # no index and no frame count
+        ("stream.ts", ["-c:v", "libx264", "-g", "20", "-f", "mpegts"]),  # no index: never seeks
+        # Variable frame rate: a frame's time does not give its number.
+        ("vfr.mp4", ["-vf", "setpts='(N+floor(N/10))/(24*TB)'", "-fps_mode", "vfr", "-c:v", "libx264"]),
+    ],
+    ids=["hevc-open-gop", "raw-h264", "mpeg-ts", "variable-rate"],
+)
+def test_hard_to_seek_videos_read_like_sequential(tmp_path: Path, name: str, codec: list[str]) -> None:
+    path = tmp_path / name
+    try:
+        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24", "-frames:v", "96", "-pix_fmt", "yuv420p",
+                *codec, str(path))
+    except subprocess.CalledProcessError:
+        pytest.skip(f"this ffmpeg cannot write {name}")
+    with open_source(path) as src:
+        assert src.info.count == 96
+    _assert_random_access_matches_sequential(path, _JUMPS)
+
+
+@needs_ffmpeg
+def test_video_rotation_is_applied(tmp_path: Path) -> None:
+    rotated = tmp_path / "portrait.mp4"
+    try:
+        _ffmpeg("-display_rotation", "90", "-i", str(make_video(tmp_path / "v.mp4", 3)), "-c", "copy", str(rotated))
+    except subprocess.CalledProcessError:
+        pytest.skip("this ffmpeg has no -display_rotation")
+    with open_source(rotated) as src:  # as Blender shows it: turned a quarter, W and H swapped
+        assert (src.info.width, src.info.height) == (H, W)
+        img = src.read(1)
+    # The green-free half of frame 1 was on the right; a quarter turn puts it at the top or bottom.
+    rows = img[:, :, 1].mean(axis=1) * 255
+    assert abs(rows[: W // 2].mean() - rows[W // 2 :].mean()) > 100
+
+
+@needs_ffmpeg
+def test_decoder_processes_are_reaped(tmp_path: Path) -> None:
+    video = make_video(tmp_path / "clip.mp4", 120)
+    src = open_source(video)
+    src.read(60)
+    first = src._decoder._pipe._proc  # type: ignore[attr-defined]
+    src.read(1)  # a jump back replaces the ffmpeg process
+    second = src._decoder._pipe._proc  # type: ignore[attr-defined]
+    assert second is not first and first.returncode is not None  # killed and waited for: no zombie
+    src.close()
+    assert second.returncode is not None
+    with open_source(video) as src:
+        src.read(119)  # reading the last frame ends ffmpeg at once
+        assert src._decoder._pipe is None  # type: ignore[attr-defined]
+    # A source dropped without close() takes its ffmpeg with it.
+    src = open_source(video)
+    src.read(0)
+    third = src._decoder._pipe._proc  # type: ignore[attr-defined]
+    del src
+    gc.collect()
+    assert third.returncode is not None
+
+
+def test_video_without_ffmpeg_falls_back_to_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frames, "ffmpeg_exe", lambda: None)
+    monkeypatch.setattr(frames, "_warned_opencv", False)
+    video = make_video(tmp_path / "clip.mp4", 60)
+    with pytest.warns(UserWarning, match="ffmpeg not found") as record:
+        for _ in range(2):
+            with open_source(video) as src:
+                assert (src.info.count, src.info.width, src.info.height) == (60, W, H)
+                for k in (3, 2, 59, 0):
+                    assert _brightness(src.read(k)) == pytest.approx((k * 4) % 256, abs=6)
+    assert len([w for w in record if "ffmpeg not found" in str(w.message)]) == 1  # warned once
 
 
 # ------------------------------------------------------------------ image sequences
@@ -198,8 +385,6 @@ def test_parse_and_resolve_frame_ranges() -> None:
 
 # ------------------------------------------------------------------ encoding
 
-needs_ffmpeg = pytest.mark.skipif(ffmpeg_exe() is None, reason="no ffmpeg")
-
 
 def _png_frames(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
     folder.mkdir(exist_ok=True)
@@ -286,9 +471,6 @@ def test_encode_failure_leaves_nothing(tmp_path: Path) -> None:
 def test_read_back_helper_sees_frames(tmp_path: Path) -> None:
     # Guards the helper the encoding tests rely on.
     assert read_back(make_video(tmp_path / "v.mp4", 7)) == (7, W, H)
-
-
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
 @pytest.mark.skipif(not (SAMPLES / "bunny_96f_320x180.mp4").exists(), reason="samples not present")
