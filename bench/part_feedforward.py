@@ -67,7 +67,8 @@ def models_for_quality() -> QualityModels:
     candidates = [
         default_model_path(),
         *sorted((repo / "stylecore" / "models").glob("*.safetensors")),
-        *sorted((repo / "training").glob("**/*.safetensors")),
+        # The benchmark's own twin of the shipped model, trained without the temporal loss.
+        *sorted((repo / "bench" / "models").glob("*.safetensors")),
     ]
     for path in candidates:
         if not path.is_file():

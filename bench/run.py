@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ff-model-plain",
         metavar="MODEL",
         help="feedforward model trained WITHOUT the temporal loss (default: found by its metadata in "
-        "stylecore/models/ or training/)",
+        "stylecore/models/ or bench/models/)",
     )
     parser.add_argument(
         "--ff-model-temporal",

@@ -104,7 +104,7 @@ class Stylizer:
         if self.tile:
             return self._tiled(frames, w)
         try:
-            net = self.compiled or self.model
+            net = self.compiled if self.compiled is not None else self.model
             return net(self._prepare(frames), w).float().cpu()
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
             if not is_oom(exc):

@@ -174,3 +174,16 @@ def test_shipped_model_stronger_weight_moves_further_from_the_content() -> None:
     with torch.no_grad():
         distances = [float((model(content, torch.tensor([w])) - content).abs().mean()) for w in weights]
     assert all(a < b for a, b in zip(distances, distances[1:])), distances
+
+
+@pytest.mark.slow
+def test_compiled_network_matches_eager(tmp_path: Path, clip: Path) -> None:
+    """``--compile`` (torch.compile, static shapes; the last batch is padded) gives the
+    same frames as eager inference."""
+    model = str(_save(tmp_path))
+    eager = JobSpec(content=str(clip), output=str(tmp_path / "eager"), mode="feedforward", model=model, batch_size=4)
+    compiled = JobSpec(content=str(clip), output=str(tmp_path / "compiled"), mode="feedforward", model=model, batch_size=4, compile=True)
+    a, _ = _run(eager, range(6))
+    b, _ = _run(compiled, range(6))
+    for n in range(1, 7):
+        assert float(np.abs(load_image(a.frame_path(n)) - load_image(b.frame_path(n))).max()) <= LEVEL
