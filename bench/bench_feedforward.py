@@ -125,14 +125,14 @@ def end_to_end(clip: Path, frames: int, repeats: int, work: Path, compile: bool)
 
     def ours(suffix: str, compiled: bool) -> Callable[[], object]:
         def run() -> None:
-            out = work / f"ours_{next(counter)}{suffix}"
+            out = work / f"{clip.stem}_ours_{next(counter)}{suffix}"
             spec = JobSpec(content=str(clip), output=str(out), mode="feedforward", batch_size=4, device="cpu", compile=compiled, audio=False)
             run_job(spec)
 
         return run
 
     def peer() -> None:
-        stylize_video(str(clip), str(work / f"peer_{next(counter)}.mp4"), style=0, max_size=long_side)
+        stylize_video(str(clip), str(work / f"{clip.stem}_peer_{next(counter)}.mp4"), style=0, max_size=long_side)
 
     runs = {"stylecore -> png": ours("", False), "stylecore -> mp4": ours(".mp4", False)}
     if compile:

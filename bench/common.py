@@ -43,6 +43,11 @@ class Machine:
         )
 
 
+def load_average() -> float:
+    """1-minute load average (NaN where the OS has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def describe_machine() -> Machine:
     import psutil
     import torch
@@ -56,7 +61,7 @@ def describe_machine() -> Machine:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     return Machine(
         cpu=cpu,
         cores=os.cpu_count() or 1,

@@ -153,7 +153,11 @@ def run(cfg: FeedforwardBench, work: Path, *, device: str = "cpu") -> Section:
         figures: dict[str, float] = {}
         if peers.available():
             figures.update(bench_feedforward.network_alone(frames[0], cfg.runs, cfg.compile))
-            figures.update(bench_feedforward.end_to_end(clip, len(frames), cfg.runs, work, cfg.compile))
+            # A folder per size: end_to_end names its outputs ours_0, ours_1, ... afresh on every call.
+            e2e_work = work / f"e2e_{size[0]}x{size[1]}"
+            e2e_work.mkdir(exist_ok=True)
+            figures.update(bench_feedforward.end_to_end(clip, len(frames), cfg.runs, e2e_work, cfg.compile))
+            shutil.rmtree(e2e_work, ignore_errors=True)
         decode = _decode_seconds(clip)
         write = _write_seconds(frames, work)
         cpu_job = job_in_child(clip, work / f"mem_{size[0]}", "cpu")

@@ -38,6 +38,7 @@ from .common import (
     Machine,
     Section,
     describe_machine,
+    load_average,
     extract_clip,
     read_frames,
     synthetic_clip,
@@ -156,9 +157,18 @@ def run_suite(config: SuiteConfig, out: Path, *, command: str, threads: int = 0,
             if name not in config.parts:
                 continue
             t0 = time.perf_counter()
+            load0 = load_average()
+            before = len(state.sections)
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             step()
-            print(f"[bench] {name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            seconds = time.perf_counter() - t0
+            if len(state.sections) > before:
+                # The machine is shared: say how busy it was while this part ran.
+                state.sections[-1].setup += (
+                    f" Part took {seconds / 60:.1f} min; load average {load0:.1f} at its start, "
+                    f"{load_average():.1f} at its end."
+                )
+            print(f"[bench] {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
     finally:
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)

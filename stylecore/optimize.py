@@ -173,8 +173,14 @@ def _run_lbfgs(
         group["max_eval"] = chunk * _MAX_EVALS_PER_ITER
         state = optimizer.state[image]
         iters_before, evals_before = state.get("n_iter", 0), state.get("func_evals", 0)
-        optimizer.step(closure)
+        last_good = image.detach().clone()
+        loss = optimizer.step(closure)
         with torch.no_grad():
+            if not (torch.isfinite(image).all() and torch.isfinite(loss)):
+                # An ill-conditioned line search can step into overflow; keep the last
+                # finite image instead of writing a frame of NaNs.
+                image.copy_(last_good)
+                break
             image.clamp_(0.0, 1.0)
         done += chunk
         # A chunk that ended before its iteration and evaluation budgets means L-BFGS
@@ -198,8 +204,12 @@ def _run_adam(
             raise Cancelled("cancelled")
         optimizer.zero_grad(set_to_none=True)
         objective().backward()
+        last_good = image.detach().clone()
         optimizer.step()
         with torch.no_grad():
+            if not torch.isfinite(image).all():
+                image.copy_(last_good)
+                break
             image.clamp_(0.0, 1.0)
 
 

@@ -120,15 +120,16 @@ class ConditionalInstanceNorm(nn.Module):
             # Fold the fixed normalisation into the one multiply-add over the map.
             scale = scale * torch.rsqrt(stats.var[self.index].float() + _EPS)
             shift = shift - stats.mean[self.index].float() * scale
-            normalized = x
-        else:
-            # group_norm with one group per channel is instance normalisation; its kernel
-            # is much faster than a separate var_mean on CPU and accumulates in float32
-            # for half-precision inputs.
-            normalized = F.group_norm(x, self.channels, eps=_EPS)
-        return torch.addcmul(
-            shift.to(x.dtype)[:, :, None, None], normalized, scale.to(x.dtype)[:, :, None, None]
-        )
+            return torch.addcmul(shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None])
+        # group_norm with one group per channel is instance normalisation; its kernel is
+        # much faster than a separate var_mean on CPU and accumulates in float32 for
+        # half-precision inputs.
+        if scale.shape[0] == 1:
+            # One scale and shift for the whole batch: group_norm applies them in the same
+            # pass over the map.
+            return F.group_norm(x, self.channels, scale[0].to(x.dtype), shift[0].to(x.dtype), eps=_EPS)
+        normalized = F.group_norm(x, self.channels, eps=_EPS)
+        return torch.addcmul(shift.to(x.dtype)[:, :, None, None], normalized, scale.to(x.dtype)[:, :, None, None])
 
 
 class ReflectConv(nn.Module):
@@ -192,13 +193,14 @@ class StyleTransformer(nn.Module):
     def forward(self, image: Tensor, style_weight: Tensor | None = None, stats: NormStats | None = None) -> Tensor:
         """Stylize ``N x 3 x H x W`` images in [0, 1].
 
-        ``style_weight``: ``N`` weights (or ``None`` = 1.0). ``stats`` fixes normalisation
-        statistics (tiled inference only).
+        ``style_weight``: ``N`` weights, or one weight for the whole batch (faster: the
+        normalisation then applies it in one pass); ``None`` = 1.0. ``stats`` fixes
+        normalisation statistics (tiled inference only).
         """
-        n, _, h, w = image.shape
+        _, _, h, w = image.shape
         if style_weight is None:
-            style_weight = torch.ones(n, device=image.device, dtype=torch.float32)
-        style_weight = style_weight.reshape(-1).to(device=image.device, dtype=torch.float32).expand(n)
+            style_weight = torch.ones(1, device=image.device, dtype=torch.float32)
+        style_weight = style_weight.reshape(-1).to(device=image.device, dtype=torch.float32)
         # Unconditional pad and crop (zero padding when already a multiple of 4) keep the
         # graph free of shape-dependent branches, so ONNX export works at any size.
         pad_h, pad_w = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE

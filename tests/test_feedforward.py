@@ -186,4 +186,6 @@ def test_compiled_network_matches_eager(tmp_path: Path, clip: Path) -> None:
     a, _ = _run(eager, range(6))
     b, _ = _run(compiled, range(6))
     for n in range(1, 7):
-        assert float(np.abs(load_image(a.frame_path(n)) - load_image(b.frame_path(n))).max()) <= LEVEL
+        diff = np.abs(load_image(a.frame_path(n)) - load_image(b.frame_path(n)))
+        # Fused kernels round bfloat16 intermediates differently: a few levels at most.
+        assert float(diff.mean()) < 1 / 255 and float(diff.max()) <= 8 / 255

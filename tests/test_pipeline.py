@@ -92,6 +92,7 @@ def test_different_parameters_never_mix(tmp_path: Path, style_png: Path) -> None
     run_job(JobSpec(output=str(tmp_path / "out"), style_weight=2.0, **common), overwrite=True)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a NaN frame would warn when cast to 8 bits
 def test_per_frame_style_weights_arrive(tmp_path: Path, style_png: Path) -> None:
     """A weight of 0 leaves the content; a large weight moves it towards the style."""
     frame = smooth_texture(48, 64, seed=3)
