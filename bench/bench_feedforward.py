@@ -99,11 +99,13 @@ def network_alone(frame: np.ndarray, repeats: int, compile: bool) -> dict[str, f
         model, info = load_model(default_model_path())
         compiled = Stylizer(model, info, torch.device("cpu"), compile=True)
     for batch in (1, 4):
-        x = eager._prepare(torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None].expand(batch, -1, -1, -1))
-        wts = torch.ones(batch)
+        frames = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None].expand(batch, -1, -1, -1)
+        wts = torch.ones(1)  # one weight for the batch, as the pipeline passes a constant weight
+        x = eager._prepare(frames)
         runs[f"stylecore b{batch}"] = (lambda x=x, wts=wts: eager.model(x, wts), batch)
         if compiled is not None and compiled.compiled is not None:
-            runs[f"stylecore compiled b{batch}"] = (lambda c=compiled.compiled, x=x, wts=wts: c(x, wts), batch)
+            xc = compiled._prepare(frames)
+            runs[f"stylecore compiled b{batch}"] = (lambda c=compiled.compiled, x=xc, wts=wts: c(x, wts), batch)
     times: dict[str, list[float]] = {k: [] for k in runs}
     with torch.inference_mode():
         for fn, _ in runs.values():  # warm-up (and compilation)

@@ -235,11 +235,28 @@ class ChildRun:
     stderr_tail: str
 
 
-def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float | None = None) -> ChildRun:
-    """Run a command and read *its own* peak resident set size from ``wait4``'s rusage.
+def vm_hwm_bytes(pid: int | str = "self") -> int | None:
+    """Peak resident set size of a process's own address space (Linux ``VmHWM``), or None.
 
-    ``ru_maxrss`` of ``wait4(pid)`` is that one child's high-water mark (kibibytes on
-    Linux), unlike ``RUSAGE_CHILDREN``, which keeps the maximum over every child so far.
+    Unlike ``ru_maxrss``, which on Linux starts from the parent's high-water mark when the
+    child is forked and exec'd, ``VmHWM`` belongs to the child's new memory map only.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float | None = None) -> ChildRun:
+    """Run a command and measure *its own* peak resident set size.
+
+    On Linux ``VmHWM`` of the child is polled every 20 ms while it runs (a high-water mark,
+    so only growth in its last 20 ms could be missed). Elsewhere ``wait4``'s ``ru_maxrss``
+    is used, which may include the parent's size at the time of the fork.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -253,7 +270,11 @@ def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout
     for reader in readers:
         reader.start()
     deadline = None if timeout is None else start + timeout
+    polled: int | None = None
     while True:
+        hwm = vm_hwm_bytes(proc.pid)
+        if hwm is not None:
+            polled = max(polled or 0, hwm)
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
@@ -261,7 +282,7 @@ def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout
             proc.kill()
             pid, status, usage = os.wait4(proc.pid, 0)
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     for reader in readers:
@@ -269,7 +290,7 @@ def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout
     scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
     return ChildRun(
         seconds=seconds,
-        peak_rss_bytes=int(usage.ru_maxrss) * scale,
+        peak_rss_bytes=polled if polled is not None else int(usage.ru_maxrss) * scale,
         returncode=proc.returncode,
         stdout=b"".join(out_chunks).decode(errors="replace"),
         stderr_tail=b"".join(err_chunks).decode(errors="replace")[-2000:],
@@ -282,6 +303,8 @@ def child_env() -> dict[str, str]:
 
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    # ``python -m bench.ff_child`` must resolve wherever the suite was started from.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
 
 

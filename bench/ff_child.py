@@ -1,7 +1,7 @@
 """One timed feedforward job in a fresh process: ``python -m bench.ff_child JOB_JSON``.
 
-Prints ``{"seconds": ..., "frames": ..., "cuda_peak_bytes": ...}`` on stdout. The parent
-reads this process's own peak RSS from ``wait4``, so the job runs alone in it.
+Prints ``{"seconds": ..., "frames": ..., "cuda_peak_bytes": ..., "vm_hwm_bytes": ...}`` on
+stdout: the job runs alone in this process, so its peak RSS (``VmHWM``) is the job's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 def main(argv: list[str]) -> int:
     import torch
 
+    from bench.common import vm_hwm_bytes
     from stylecore.jobspec import JobSpec
     from stylecore.pipeline import run_job
 
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> int:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     cuda_peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-    print(json.dumps({"seconds": seconds, "frames": result.frames, "cuda_peak_bytes": cuda_peak}))
+    figures = {"seconds": seconds, "frames": result.frames, "cuda_peak_bytes": cuda_peak, "vm_hwm_bytes": vm_hwm_bytes()}
+    print(json.dumps(figures))
     return 0
 
 

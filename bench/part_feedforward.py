@@ -133,9 +133,9 @@ def job_in_child(clip: Path, out: Path, device: str) -> ChildJob:
         raise RuntimeError(f"feedforward job failed: {child.stderr_tail.strip()[-800:]}")
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     cuda = figures["cuda_peak_bytes"]
-    return ChildJob(
-        figures["seconds"] / figures["frames"], child.peak_rss_bytes / 2**20, None if cuda is None else cuda / 2**20
-    )
+    # The child's own VmHWM read at its end is exact; the parent's polling is the fallback.
+    peak = figures.get("vm_hwm_bytes") or child.peak_rss_bytes
+    return ChildJob(figures["seconds"] / figures["frames"], peak / 2**20, None if cuda is None else cuda / 2**20)
 
 
 def run(cfg: FeedforwardBench, work: Path, *, device: str = "cpu") -> Section:
@@ -214,7 +214,7 @@ def run(cfg: FeedforwardBench, work: Path, *, device: str = "cpu") -> Section:
         "Where the time goes: decoding and PNG writing are timed on their own next to the network; the job overlaps "
         "them with the network in reader/writer threads, so job time is less than their sum.",
         "job peak RSS = one feedforward job to PNG frames in a fresh process (Python, torch, decoder and frame "
-        "queues included), from the child's own `wait4` rusage, one run.",
+        "queues included), the child's own `VmHWM`, one run.",
         f"{peers.PEER}: its 26-style ONNX network through onnxruntime (built-in style 0, batch 1: its API takes one "
         "image) and its video function, which writes mp4v.",
         *clip_notes,

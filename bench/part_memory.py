@@ -72,7 +72,7 @@ def run(cfg: MemoryBench, clip: Path, clip_note: str, work: Path) -> Section:
         title="Flat memory (feedforward job, whole process)",
         setup=(
             f"`stylecore stylize CLIP --mode feedforward --size {cfg.size}` in a fresh process, CPU; peak resident set "
-            f"size from the child's own `wait4` rusage (includes Python, torch and the decoder); median of {cfg.runs} run(s)."
+            f"size (`VmHWM` of the child, polled every 20 ms; includes Python, torch and the decoder); median of {cfg.runs} run(s)."
         ),
         columns=["frames", "peak RSS MiB", "wall s", "frames/s"],
         rows=rows,

@@ -112,6 +112,7 @@ def bar_groups(
     ax.set_title(title, fontsize=10)
     if log:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -143,18 +144,28 @@ def horizontal_bars(path: Path, labels: Sequence[str], values: Sequence[float], 
 
 def lines(path: Path, series: dict[str, Sequence[float | None]], *, xlabel: str, ylabel: str, title: str) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=110)
+    fig, ax = plt.subplots(figsize=(10.0, 4.0), dpi=110)
     for name, values in series.items():
         xs = [i for i, v in enumerate(values) if v is not None]
         ax.plot(xs, [values[i] for i in xs], marker=".", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _plain_log_ticks(axis) -> None:  # type: ignore[no-untyped-def]
+    """Label a log axis 0.3, 1, 4 rather than 3x10^-1, 10^0, 4x10^0."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    # Minor ticks: label only 2x and 5x each decade, so the labels never crowd.
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
 def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]

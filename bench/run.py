@@ -38,8 +38,8 @@ from .common import (
     Machine,
     Section,
     describe_machine,
-    load_average,
     extract_clip,
+    load_average,
     read_frames,
     synthetic_clip,
 )

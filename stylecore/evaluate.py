@@ -33,7 +33,13 @@ from torch import Tensor
 from . import flow as flowlib
 from .errors import InputError
 from .imageops import resize, to_tensor
-from .losses import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, content_loss, gram_matrix, style_loss
+from .losses import (
+    GATYS_CONTENT_LAYERS,
+    GATYS_STYLE_LAYERS,
+    content_loss,
+    gram_matrix,
+    style_loss,
+)
 
 
 @dataclass(frozen=True)

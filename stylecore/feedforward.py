@@ -5,10 +5,10 @@ batches, the calling thread runs the network, and a writer thread encodes and wr
 PNGs, so the network does not wait on I/O (OpenCV releases the GIL while it decodes and
 encodes). On CUDA the network runs on whole batches in bfloat16 (float16 where bf16 is
 missing), channels-last, under ``torch.inference_mode``, fed from pinned memory with
-non-blocking copies. On the CPU it runs one frame at a time, channels-last, in bfloat16
-where the CPU has it natively (AVX512-BF16 / AMX), else float32. ``JobSpec.compile`` adds
-``torch.compile`` (on the CPU it fuses the normalisation and activation passes: about
-twice the frame rate, after a compilation of a minute or so). A frame that does not fit
+non-blocking copies. On the CPU it runs one frame at a time, channels-last, in float32;
+``JobSpec.compile`` adds ``torch.compile``, which on the CPU fuses the normalisation and
+activation passes and, where the CPU has native bfloat16 (AVX512-BF16 / AMX), runs in
+bfloat16: a few times the eager frame rate, after a compilation of a minute or so. A frame that does not fit
 in memory is stylized in overlapping tiles (``tiling.py``), automatically on
 out-of-memory.
 """
@@ -50,12 +50,14 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def half_dtype(device: torch.device) -> torch.dtype:
-    """The reduced precision this device runs fast: bf16 on CUDA (fp16 on older GPUs) and on
-    CPUs with native bf16; float32 elsewhere."""
+def inference_dtype(device: torch.device, compiled: bool) -> torch.dtype:
+    """The precision this device runs fastest: bf16 on CUDA (fp16 on older GPUs). On the CPU
+    bf16 pays only when compiled on a CPU with native bf16: eager bf16 normalisation and
+    activation kernels are slower than float32 ones, which outweighs the faster
+    convolutions."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and compiled and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
 
@@ -78,7 +80,7 @@ class Stylizer:
     ) -> None:
         self.info = info
         self.device = device
-        self.dtype = half_dtype(device) if dtype is None else dtype
+        self.dtype = inference_dtype(device, compile) if dtype is None else dtype
         self.channels_last = device.type in ("cuda", "cpu")
         model = model.to(device=device, dtype=self.dtype).eval().requires_grad_(False)
         if self.channels_last:

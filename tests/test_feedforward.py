@@ -20,7 +20,7 @@ from stylecore.jobspec import JobSpec
 from stylecore.model_file import ModelInfo, save_model
 from stylecore.transformer import StyleTransformer, TransformerConfig
 
-LEVEL = 4.5 / 255  # 8-bit PNG rounding plus bfloat16 (on CPUs that have it) through the network
+LEVEL = 4.5 / 255  # 8-bit PNG rounding, plus reduced precision where a device runs it
 
 
 def _model(conditioned: bool = True) -> StyleTransformer:
@@ -178,14 +178,13 @@ def test_shipped_model_stronger_weight_moves_further_from_the_content() -> None:
 
 @pytest.mark.slow
 def test_compiled_network_matches_eager(tmp_path: Path, clip: Path) -> None:
-    """``--compile`` (torch.compile, static shapes; the last batch is padded) gives the
-    same frames as eager inference."""
-    model = str(_save(tmp_path))
-    eager = JobSpec(content=str(clip), output=str(tmp_path / "eager"), mode="feedforward", model=model, batch_size=4)
-    compiled = JobSpec(content=str(clip), output=str(tmp_path / "compiled"), mode="feedforward", model=model, batch_size=4, compile=True)
+    """``--compile`` (torch.compile, static shapes, bfloat16 where the CPU has it) gives the
+    same frames as eager float32 inference, to rounding. Uses the shipped model."""
+    eager = JobSpec(content=str(clip), output=str(tmp_path / "eager"), mode="feedforward", batch_size=4)
+    compiled = JobSpec(content=str(clip), output=str(tmp_path / "compiled"), mode="feedforward", batch_size=4, compile=True)
     a, _ = _run(eager, range(6))
     b, _ = _run(compiled, range(6))
     for n in range(1, 7):
         diff = np.abs(load_image(a.frame_path(n)) - load_image(b.frame_path(n)))
-        # Fused kernels round bfloat16 intermediates differently: a few levels at most.
+        # bfloat16 rounding: under a level on average, a few levels at most.
         assert float(diff.mean()) < 1 / 255 and float(diff.max()) <= 8 / 255
