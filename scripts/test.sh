@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 venv=${VENV:-.venv}
 venv5=${VENV_BPY5:-.venv-bpy5}
-scripts/setup_env.sh "$venv" "pytest>=7" "bpy==4.5.*" "numpy<2" "onnx" "onnxruntime"
+scripts/setup_env.sh "$venv" "pytest>=7" "bpy==4.5.*" "numpy<2" "onnx" "onnxscript" "onnxruntime"
 if [ ! -x "$venv5/bin/python" ]; then python3 -m venv "$venv5"; fi
 "$venv5/bin/python" -m pip install -q --disable-pip-version-check "bpy==5.0.*" "pytest>=7" 2>&1 \
   | grep -v '^WARNING: Location' || true

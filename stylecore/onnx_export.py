@@ -71,7 +71,9 @@ def export_onnx(model_path: str | Path, out_path: str | Path, *, check: bool = T
         raise InputError(f"the output folder {out.parent} does not exist")
     model, info = load_model(model_path, "cpu")
     graph = _Graph(model.float().eval())
-    example = (torch.rand(1, 3, 64, 64), torch.ones(1))
+    # A batch of 2: torch.export specialises a dimension whose example size is 1, which
+    # would pin the exported batch (and the style_weight vector) to one frame.
+    example = (torch.rand(2, 3, 64, 64), torch.ones(2))
     batch = torch.export.Dim("batch", min=1)
     height = torch.export.Dim("height", min=8)
     width = torch.export.Dim("width", min=8)
