@@ -100,6 +100,12 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and (name.endswith(TEMP_MARK) or stem.endswith(TEMP_MARK))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent, the old file, or whole."""
     path = Path(path)
@@ -110,6 +116,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             # fsync so a power loss right after the rename cannot leave an empty frame.
             os.fsync(f.fileno())
+        # The temp file is created private; the result gets the usual permissions so
+        # other users (a render farm, a colleague) can read the frames.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
