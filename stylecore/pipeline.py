@@ -190,20 +190,21 @@ class _StyleTargets:
         if self._video is not None:
             self._video.close()
 
-    def grams(self, k: int, content: np.ndarray | None) -> dict[str, torch.Tensor]:
-        """Targets for output frame k (0-based). ``content`` is the shot's colour reference."""
+    def grams(self, k: int, content: np.ndarray | None, shot: int) -> dict[str, torch.Tensor]:
+        """Targets for output frame k (0-based). ``content`` is the colour reference of the
+        shot that starts at output frame ``shot``; the shot number keys the cache."""
         histogram = self._spec.preserve_colors == "histogram"
         if self._video is not None:
             info = self._video.info
             mapping = StyleMapping(self._spec.style_sync, self._spec.style_rate, self._spec.style_offset,
                                    self._spec.style_end)
             s = style_index(k, mapping, content_fps=self._content_fps, style_fps=info.fps, style_count=info.count)
-            key: Any = ("video", s, id(content) if histogram else None)
+            key: Any = ("video", s, shot if histogram else None)
             if key not in self._cache:
                 self._cache.clear()  # one style frame at a time: memory stays flat
                 self._cache[key] = self._compute([self._video.read(s)], [1.0], content if histogram else None)
             return self._cache[key]
-        key = ("images", id(content) if histogram else None)
+        key = ("images", shot if histogram else None)
         if key not in self._cache:
             self._cache.clear()
             self._cache[key] = self._compute(self._images, self._weights, content if histogram else None)
@@ -249,6 +250,7 @@ def _run_optimization(
     temporal_on = spec.temporal_weight > 0
     first_scales = spec.scales or auto_scales(size[1], size[0])
     shot_reference: np.ndarray | None = None  # first content frame of the current shot
+    shot_start = 0  # its output number
     previous: tuple[int, np.ndarray] | None = None  # (output number, processed content)
 
     def content_at(k: int) -> np.ndarray:
@@ -282,7 +284,7 @@ def _run_optimization(
                         torch.from_numpy(np.ascontiguousarray(pair.mask, dtype=np.float32))[None, None].to(device),
                     )
             if shot_reference is None or not temporal_on:
-                shot_reference = content
+                shot_reference, shot_start = content, number
             config = OptimConfig(
                 iterations=spec.iterations if temporal else spec.first_iterations,
                 optimizer=base.optimizer,
@@ -298,7 +300,7 @@ def _run_optimization(
                 result = optimize_frame(
                     encoder,
                     content_t,
-                    targets.grams(k, shot_reference),
+                    targets.grams(k, shot_reference, shot_start),
                     config,
                     init=temporal.warped if temporal else None,
                     temporal=temporal,
