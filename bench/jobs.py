@@ -39,17 +39,17 @@ def run_timed(spec: JobSpec) -> JobTiming:
 
 
 def loss_network() -> tuple[str, str | None]:
-    """``("vgg19", None)`` when the ImageNet weights are on this machine, else the random
-    network and a note saying why (nothing is downloaded during a benchmark)."""
+    """The network ``auto`` picks here (nothing is downloaded during a benchmark) and a note
+    naming it; the weights-free ``random-vgg19`` with a warning when there is none."""
     from stylecore.errors import WeightsError
-    from stylecore.vgg import resolve_vgg_weights
+    from stylecore.loss_nets import resolve_loss_net
 
     try:
-        resolve_vgg_weights(download=False)
-        return "vgg19", None
+        net = resolve_loss_net("auto")
+        return net, f"optimization used the `{net}` loss network (what `--loss-net auto` picks on this machine)."
     except WeightsError:
         return (
             "random-vgg19",
-            "the ImageNet VGG19 weights are not on this machine, so optimization uses `random-vgg19` "
-            "(same architecture and cost per iteration; lower visual quality)",
+            "no loss network weights on this machine, so optimization uses `random-vgg19` "
+            "(low visual quality; `stylecore weights get hed-vgg16` installs a real one)",
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stylecore.evaluate import TemporalConfig, TemporalScores, temporal_scores
+from stylecore.evaluate import TemporalConfig, TemporalScores, feature_losses, temporal_scores
 from stylecore.jobspec import JobSpec
 
 from . import peers
@@ -128,6 +128,11 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
     # The content itself is the floor: what flow error alone costs on this clip.
     floor = temporal_scores({"content": content}, content, config)["content"]
     scores = temporal_scores(produced, content, config) if produced else {}
+    # Next to the eye and the warping error: how much style and how much content each
+    # output carries (a blurry, smooth output has a low warping error and a high style loss).
+    judged = {"content": content, **produced}
+    feature, judge_note = _feature_losses(judged, content, style)
+    notes.append(judge_note)
 
     rows: list[list[object]] = [
         [
@@ -135,6 +140,7 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
             fmt(floor.warping_error),
             fmt(floor.long_term_error),
             fmt(floor.temporal_difference),
+            *_loss_cells(feature.get("content")),
             "",
             "",
         ]
@@ -142,7 +148,7 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
     data: dict[str, object] = {"content": _score_dict(floor)}
     for method in methods:
         if method.job is None:
-            rows.append([method.label, "n/a", "n/a", "n/a", "", method.settings])
+            rows.append([method.label, "n/a", "n/a", "n/a", "n/a", "n/a", "", method.settings])
             continue
         s = scores[method.label]
         sec = seconds[method.label]
@@ -152,11 +158,12 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
                 fmt(s.warping_error),
                 fmt(s.long_term_error),
                 fmt(s.temporal_difference),
+                *_loss_cells(feature.get(method.label)),
                 fmt(sec),
                 method.settings,
             ]
         )
-        data[method.label] = _score_dict(s) | {"seconds_per_frame": sec}
+        data[method.label] = _score_dict(s) | {"seconds_per_frame": sec} | _loss_dict(feature.get(method.label))
     if floor.cuts:
         notes.append(f"scene cut(s) at clip frame(s) {', '.join(map(str, floor.cuts))}: those pairs are left out.")
     notes.extend(cfg.ff_notes)
@@ -178,6 +185,8 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
             "warping error",
             f"long-term (t-{cfg.long_term_gap})",
             "temporal diff.",
+            "style loss",
+            "content loss",
             "s/frame",
             "settings",
         ],
@@ -186,6 +195,47 @@ def run(cfg: QualityBench, clip: Path, style: Path, work: Path) -> tuple[Section
         data=data,
     )
     return section, outputs
+
+
+JUDGE = "hed-vgg16"
+
+
+def _feature_losses(
+    clips: dict[str, list[np.ndarray]], content: list[np.ndarray], style: Path
+) -> tuple[dict[str, tuple[float, float]], str]:
+    """(style loss, content loss) of every clip, judged by hed-vgg16 with the Gatys layers."""
+    import torch
+
+    from stylecore.errors import WeightsError
+    from stylecore.imageops import load_image, resize, scaled_size
+    from stylecore.loss_nets import load_loss_network
+    from stylecore.optimize import RECIPE
+
+    try:
+        net = load_loss_network(JUDGE, RECIPE.layers, torch.device("cpu"), pooling=RECIPE.pooling)
+    except WeightsError as exc:
+        return {}, f"style/content losses not measured: {exc}"
+    h, w = content[0].shape[:2]
+    image = load_image(style)
+    image = resize(image, scaled_size(image.shape[1], image.shape[0], max(h, w)))
+    out = {}
+    for label, frames in clips.items():
+        result = feature_losses(frames, content, net, style=image)
+        out[label] = (float(result.style_loss or 0.0), result.content_loss)
+    return out, (
+        f"style loss and content loss: the normalised losses of `stylecore evaluate` (relative Gram and feature "
+        f"errors, Gatys layers) judged by `{JUDGE}` for every method, the style image at the frame's long side, "
+        "mean over frames; lower style loss = more of the painting, lower content loss = more of the source. "
+        "The content row is the style loss of doing nothing."
+    )
+
+
+def _loss_cells(pair: tuple[float, float] | None) -> list[str]:
+    return ["n/a", "n/a"] if pair is None else [fmt(pair[0]), fmt(pair[1])]
+
+
+def _loss_dict(pair: tuple[float, float] | None) -> dict[str, object]:
+    return {} if pair is None else {"style_loss": pair[0], "content_loss": pair[1]}
 
 
 def _score_dict(s: TemporalScores) -> dict[str, object]:

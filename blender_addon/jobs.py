@@ -22,6 +22,7 @@ from . import props, timing, vse
 MODES = {"FEEDFORWARD": "feedforward", "OPTIMIZATION": "optimization", "STYLE_VIDEO": "style-video"}
 PRESERVE = {"NONE": "none", "LUMINANCE": "luminance", "HISTOGRAM": "histogram"}
 DEVICES = {"AUTO": "auto", "CPU": "cpu", "CUDA": "cuda", "MPS": "mps"}
+LOSS_NETS = {"AUTO": "auto", "HED_VGG16": "hed-vgg16", "VGG19": "vgg19", "RANDOM_VGG19": "random-vgg19"}
 # The files stylecore reads from an image folder (stylecore.frames.IMAGE_EXTENSIONS).
 WORKER_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp"})
 FRAME_NAME = "frame_{:06d}.png"
@@ -251,6 +252,7 @@ def _style_fields(scene: Any, source: Any, st: Any, frames: list[int]) -> dict[s
             fields["model"] = str(path)
         return fields
     fields["iterations"] = int(st.iterations)
+    fields["loss_net"] = LOSS_NETS[st.loss_net]
     style = _style_path(scene, source, st, video=mode == "style-video")
     if mode == "style-video":
         fields["style_video"] = style

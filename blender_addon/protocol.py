@@ -25,6 +25,8 @@ WORKER_MODULE = "stylecore.worker"
 # Pseudo-event the reader queues when the worker's stdout closes (the process ended).
 EXIT_EVENT = "worker-exit"
 _STDERR_TAIL = 60
+# How long the exit report waits for the stderr reader to reach the end of the pipe.
+_STDERR_DRAIN_S = 5.0
 
 
 class WorkerError(Exception):
@@ -90,8 +92,10 @@ class WorkerClient:
             )
         except OSError as exc:
             raise WorkerError(f"cannot start the stylecore worker ({self.command[0]}): {exc.strerror or exc}") from None
-        threading.Thread(target=self._read_stdout, args=(self._proc, self._events), daemon=True).start()
-        threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True).start()
+        stderr_reader = threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True)
+        stderr_reader.start()
+        threading.Thread(target=self._read_stdout, args=(self._proc, self._events, stderr_reader),
+                         daemon=True).start()
 
     @property
     def alive(self) -> bool:
@@ -104,7 +108,8 @@ class WorkerClient:
     def stderr_tail(self, lines: int = 10) -> list[str]:
         return list(self._stderr)[-lines:]
 
-    def _read_stdout(self, proc: subprocess.Popen[str], events: queue.Queue[dict[str, Any]]) -> None:
+    def _read_stdout(self, proc: subprocess.Popen[str], events: queue.Queue[dict[str, Any]],
+                     stderr_reader: threading.Thread) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             text = line.strip()
@@ -122,6 +127,9 @@ class WorkerClient:
                 self.info = _parse_hello(event)
             events.put(event)
         code = proc.wait()
+        # The exit is reported with the worker's last words: let the stderr reader drain the
+        # pipe first (it ends at EOF; bounded, in case a grandchild keeps the pipe open).
+        stderr_reader.join(timeout=_STDERR_DRAIN_S)
         events.put({"event": EXIT_EVENT, "returncode": code})
 
     def _read_stderr(self, proc: subprocess.Popen[str]) -> None:

@@ -8,6 +8,7 @@ for the worker's hello), ``running``, ``cancelling``, then one of ``done``, ``ca
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,25 @@ HELLO_TIMEOUT_S = 120.0
 CANCEL_GRACE_S = 120.0
 
 EventHook = Callable[[dict[str, Any]], None]
+
+# The engine's messages name settings by their job field, in backticks (`loss_net`); a
+# Blender user sees the panel field or preference instead (docs/worker-protocol.md).
+PANEL_NAMES = {
+    "loss_net": "the Loss Network field of the Stylize panel",
+    "vgg_weights": "the STYLECORE_VGG_WEIGHTS variable of the worker",
+    "size": "Processing Size",
+    "iterations": "Iterations",
+    "style_weight": "Style Weight",
+    "device": "the Device preference",
+}
+_SETTING = re.compile(r"`([a-z_]+)`")
+
+
+def for_blender(message: str) -> str:
+    """An engine message in Blender's words: panel fields, and the worker's own Python for
+    the commands it suggests."""
+    message = _SETTING.sub(lambda m: PANEL_NAMES.get(m.group(1), m.group(1)), message)
+    return message.replace("'stylecore weights", "'<Worker Python> -m stylecore weights")
 
 
 @dataclass
@@ -154,7 +174,7 @@ class JobRun:
         elif kind == "cancelled":
             self._finish(CANCELLED)
         elif kind == "error":
-            self._fail(str(event.get("message", "the worker reported an error")))
+            self._fail(for_blender(str(event.get("message", "the worker reported an error"))))
 
     def _check_timeouts(self) -> None:
         waited = time.monotonic() - self._since

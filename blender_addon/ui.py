@@ -73,6 +73,7 @@ def _draw_settings(layout: "bpy.types.UILayout", scene: "bpy.types.Scene", strip
     col.prop(st, "temporal_weight")
     if st.mode != "FEEDFORWARD":
         col.prop(st, "iterations")
+        col.prop(st, "loss_net")
     col.prop(st, "preserve_colors")
     col.prop(st, "size")
     col.prop(st, "batch")

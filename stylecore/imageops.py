@@ -100,7 +100,7 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and (name.endswith(TEMP_MARK) or stem.endswith(TEMP_MARK))
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -118,7 +118,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         # The temp file is created private; the result gets the usual permissions so
         # other users (a render farm, a colleague) can read the frames.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
+from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 MODES = ("optimization", "style-video", "feedforward")
-LOSS_NETS = ("vgg19", "random-vgg19")
 PRESERVE_COLORS = ("none", "luminance", "histogram")
 STYLE_SYNC = ("index", "time")
 STYLE_END = ("loop", "pingpong", "hold")
@@ -48,7 +48,7 @@ class JobSpec:
     frame_map: tuple[int, ...] | None = None
     size: int | None = None  # long side in pixels; None = mode default
     iterations: int = 150  # later frames (warm-started)
-    first_iterations: int = 500
+    first_iterations: int = 300  # at most: L-BFGS stops earlier once the loss stops falling
     optimizer: str = "lbfgs"
     scales: int = 0  # coarse-to-fine levels; 0 = automatic from the frame size
     content_weight: float = 1.0
@@ -60,7 +60,9 @@ class JobSpec:
     temporal_weight: float = 1.0
     preserve_colors: str = "none"
     style_scale: float = 1.0
-    loss_net: str = "vgg19"
+    # "auto" is resolved to the concrete network when the job runs; the job folder records
+    # the concrete one, so results of different networks never mix.
+    loss_net: str = DEFAULT_LOSS_NET
     vgg_weights: str | None = None
     seed: int = 0
     device: str = "auto"
@@ -132,6 +134,9 @@ class JobSpec:
     def fingerprint(self) -> dict[str, Any]:
         """The parameters that decide the pixels of a frame (see ``_NOT_FINGERPRINTED``)."""
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        if self.mode == "feedforward":  # the model alone decides its pixels
+            data.pop("loss_net")
+            data.pop("vgg_weights")
         # The same file named relatively or absolutely is the same job.
         for key in ("content", "style_video", "model", "vgg_weights"):
             if data.get(key):

@@ -7,13 +7,16 @@ Layer-weight dicts map the same names to scalar weights.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 # Gatys et al. 2016: content at conv4_2 (we take its ReLU), style on the first ReLU of
-# each block, equally weighted.
+# each block, equally weighted. "Equally" holds here because every layer's loss is
+# normalised by its target's energy (see ``style_loss``); in the paper the raw Gram errors
+# of shallow layers dominate by orders of magnitude.
 GATYS_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
 GATYS_STYLE_LAYERS: dict[str, float] = {
     "relu1_1": 0.2,
@@ -31,8 +34,41 @@ HUANG_STYLE_LAYERS: dict[str, float] = {
     "relu4_2": 0.25,
 }
 
-# Keeps the normalised style loss finite for a layer whose target Gram is all zeros.
-_NORM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One paper's layers and the base scales that make every user weight 1.0 a good default.
+
+    The total loss is ``content_weight * content + style_weight * style_scale * style +
+    tv_weight * tv_scale * tv + temporal_weight * temporal_scale * temporal``. Content and
+    style are normalised (see ``content_loss``/``style_loss``), so the scales hold for every
+    loss network; TV and temporal act on [0, 1] pixels. Calibrated by eye with hed-vgg16 on
+    four paintings and several contents (docs/images/calibration.png).
+    """
+
+    content_layers: Mapping[str, float]
+    style_layers: Mapping[str, float]
+    style_scale: float
+    tv_scale: float
+    temporal_scale: float
+    pooling: str = "max"  # of the loss network
+    layers: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(dict.fromkeys([*self.content_layers, *self.style_layers])))
+
+
+# Gatys et al. image optimisation, with Ruder et al.'s temporal term (optimization and
+# style-video modes). Max pooling, as the networks were trained: average pooling (which
+# Gatys et al. suggest) gave smoother strokes here but lost faces and brightened borders.
+GATYS_RUDER = Recipe(GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, style_scale=8.0, tv_scale=2e1, temporal_scale=2e3)
+# Huang et al. feedforward training.
+HUANG = Recipe(HUANG_CONTENT_LAYERS, HUANG_STYLE_LAYERS, style_scale=1e1, tv_scale=1e1, temporal_scale=5e2)
+
+# Keeps a normalised loss finite when its target is all zeros (a black frame's deep layers);
+# far below any real layer's energy, so it does not break scale invariance.
+_NORM_EPS = 1e-20
 
 
 def gram_matrix(features: Tensor) -> Tensor:
@@ -47,26 +83,35 @@ def gram_matrix(features: Tensor) -> Tensor:
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error between feature maps of the same shape."""
-    return F.mse_loss(features, target)
+    """Relative squared error ``sum((F - P)^2) / sum(P^2)`` of each image, averaged over the batch.
+
+    Departs from Gatys et al. (``1/2 sum((F - P)^2)``): dividing by the target's energy makes
+    the value independent of the network's activation scale (Caffe VGGs see [0, 255]
+    inputs, torchvision's see standardised ones), so one content weight fits every network.
+    """
+    n = features.shape[0]
+    target = target.to(features.dtype)
+    error = ((features - target) ** 2).reshape(n, -1).sum(dim=1)
+    energy = (target.detach() ** 2).reshape(target.shape[0], -1).sum(dim=1)
+    return (error / (energy + _NORM_EPS)).mean()
 
 
-def style_loss(features: Tensor, target_gram: Tensor, *, normalized: bool = False) -> Tensor:
-    """``mean((gram(features) - target_gram)^2)``.
+def style_loss(features: Tensor, target_gram: Tensor) -> Tensor:
+    """Relative Gram error ``sum((G - A)^2) / sum(A^2)`` of each image, averaged over the batch.
 
     ``target_gram`` is ``(C, C)`` or ``(N or 1, C, C)`` and broadcasts over the batch.
-    With ``normalized=True`` the error is divided by ``mean(target_gram^2) + eps``, so every
-    layer contributes on the same scale whatever its activation magnitude (needed for the
-    random loss network, whose layers differ by orders of magnitude).
+    Departs from Gatys et al. (``sum((G - A)^2) / (4 N^2 M^2)``, whose size follows the
+    layer's activation magnitude to the fourth power): normalised by the target's energy,
+    every layer weighs what its layer weight says and multiplying a layer's features by a
+    constant leaves the loss unchanged, on any loss network.
     """
     gram = gram_matrix(features)
     target = target_gram.to(gram.dtype)
     if target.dim() == 2:
         target = target.unsqueeze(0)
-    loss = ((gram - target) ** 2).mean()
-    if normalized:
-        loss = loss / ((target.detach() ** 2).mean() + _NORM_EPS)
-    return loss
+    error = ((gram - target) ** 2).sum(dim=(1, 2))
+    energy = (target.detach() ** 2).sum(dim=(1, 2))
+    return (error / (energy + _NORM_EPS)).mean()
 
 
 def tv_loss(image: Tensor) -> Tensor:
@@ -122,16 +167,15 @@ class ContentLoss(nn.Module):
 class StyleLoss(nn.Module):
     """Weighted sum of ``style_loss`` over layers, against fixed target Gram matrices."""
 
-    def __init__(self, target_grams: Mapping[str, Tensor], layers: Mapping[str, float], normalized: bool = False) -> None:
+    def __init__(self, target_grams: Mapping[str, Tensor], layers: Mapping[str, float]) -> None:
         super().__init__()
         self.layers = dict(layers)
-        self.normalized = normalized
         self.target_grams = {name: target_grams[name].detach() for name in self.layers}
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         return sum(
             (
-                weight * style_loss(features[name], self.target_grams[name], normalized=self.normalized)
+                weight * style_loss(features[name], self.target_grams[name])
                 for name, weight in self.layers.items()
             ),
             start=torch.zeros((), device=next(iter(features.values())).device),

@@ -22,13 +22,8 @@ from . import losses
 from .errors import Cancelled, InputError
 from .vgg import VGGEncoder
 
-# Base scales that make weight 1.0 a sensible default for each loss network. With the
-# Gram matrix normalised by C*H*W, ImageNet VGG19's style term is ~1e-6 of its content
-# term; the random network's per-layer normalised Gram loss is O(1) by construction.
-_STYLE_SCALE = {False: 1e6, True: 1e1}
-# Total variation and temporal terms act on [0, 1] pixels, independent of the network.
-_TV_SCALE = 1e1
-_TEMPORAL_SCALE = 2e3
+# The loss's base scales and layers (one home: ``losses.GATYS_RUDER``).
+RECIPE = losses.GATYS_RUDER
 
 # Below this long side a coarser level is not worth solving (VGG's receptive field).
 _MIN_LEVEL_SIDE = 192
@@ -46,8 +41,8 @@ class OptimConfig:
     tv_weight: float = 1.0
     temporal_weight: float = 1.0
     scales: int = 1  # coarse-to-fine levels (1 = single scale)
-    content_layers: Mapping[str, float] = field(default_factory=lambda: dict(losses.GATYS_CONTENT_LAYERS))
-    style_layers: Mapping[str, float] = field(default_factory=lambda: dict(losses.GATYS_STYLE_LAYERS))
+    content_layers: Mapping[str, float] = field(default_factory=lambda: dict(RECIPE.content_layers))
+    style_layers: Mapping[str, float] = field(default_factory=lambda: dict(RECIPE.style_layers))
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -116,19 +111,22 @@ def _solve(
     with torch.no_grad():
         content_feats = encoder(content)
     content_loss = losses.ContentLoss({k: content_feats[k] for k in config.content_layers}, config.content_layers)
-    style_loss = losses.StyleLoss(dict(grams), config.style_layers, encoder.normalized_style)
-    style_scale = _STYLE_SCALE[bool(encoder.normalized_style)]
+    style_loss = losses.StyleLoss(dict(grams), config.style_layers)
+    # TV smooths the noise that stylization brings; it fades out with the style, so that
+    # style weight 0 gives back the content frame untouched (a keyframed fade works).
+    tv_weight = config.tv_weight * min(1.0, max(config.style_weight, 0.0))
 
     image = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def objective() -> torch.Tensor:
         feats = encoder(image)
         total = config.content_weight * content_loss(feats)
-        total = total + config.style_weight * style_scale * style_loss(feats)
-        if config.tv_weight:
-            total = total + config.tv_weight * _TV_SCALE * losses.tv_loss(image)
+        if config.style_weight:
+            total = total + config.style_weight * RECIPE.style_scale * style_loss(feats)
+        if tv_weight:
+            total = total + tv_weight * RECIPE.tv_scale * losses.tv_loss(image)
         if temporal is not None and config.temporal_weight:
-            total = total + config.temporal_weight * _TEMPORAL_SCALE * losses.temporal_loss(
+            total = total + config.temporal_weight * RECIPE.temporal_scale * losses.temporal_loss(
                 image, temporal.warped, temporal.mask
             )
         return total
@@ -146,6 +144,10 @@ def _solve(
 _CHUNK = 10
 # The strong-Wolfe line search may evaluate the loss a few times per iteration.
 _MAX_EVALS_PER_ITER = 2
+# Stop once a chunk lowers the loss by less than this fraction: measured on 256 px frames
+# with hed-vgg16, the loss falls ~30% from iteration 20 to 100 and ~10% from 100 to 300,
+# and the last few percent change nothing visible.
+CONVERGED = 2e-3
 
 
 def _run_lbfgs(
@@ -164,6 +166,7 @@ def _run_lbfgs(
         return loss
 
     done = 0
+    previous = float("inf")
     while done < iterations:
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
@@ -189,6 +192,10 @@ def _run_lbfgs(
         evals = state.get("func_evals", 0) - evals_before
         if iters < chunk and evals < group["max_eval"]:
             break
+        current = float(loss.detach())
+        if previous - current < CONVERGED * abs(previous):
+            break  # the loss has stopped falling
+        previous = current
 
 
 def _run_adam(

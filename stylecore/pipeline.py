@@ -8,6 +8,7 @@ the frames with the source's audio.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,10 +24,10 @@ from .errors import Cancelled, InputError
 from .frames import FrameSource, encode_video, open_source, resolve_range
 from .jobdir import JobDir
 from .jobspec import JobSpec
-from .optimize import OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
+from .optimize import RECIPE, OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
 from .losses import blend_grams
 from .style_video import StyleMapping, style_index
-from .vgg import load_loss_network
+from .loss_nets import load_loss_network, resolve_loss_net, weights_location
 
 EventSink = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], bool]
@@ -84,11 +85,16 @@ def run_job(
     emit = _ProgressEmitter(on_event)
     should_cancel = cancel or (lambda: False)
     _check_inputs(spec)
+    net: dict[str, str] = {}
+    if spec.mode != "feedforward":
+        # The concrete network goes into the fingerprint: frames of different networks never mix.
+        spec = dataclasses.replace(spec, loss_net=resolve_loss_net(spec.loss_net, spec.vgg_weights))
+        net = {"loss_net": spec.loss_net, "loss_net_weights": weights_location(spec.loss_net, spec.vgg_weights)}
     with open_source(spec.content) as source:
         indices = resolve_indices(spec, source.info.count)
         jobdir = JobDir(frames_dir_for(spec.output), spec.fingerprint(), overwrite=overwrite)
         todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
-        emit.start(total=len(indices), todo=todo, output=str(jobdir.folder))
+        emit.start(total=len(indices), todo=todo, output=str(jobdir.folder), **net)
         if spec.mode == "feedforward":
             from .feedforward import run_feedforward  # heavy imports only when needed
 
@@ -138,9 +144,9 @@ class _ProgressEmitter:
         self._worked = 0
         self._seconds = 0.0
 
-    def start(self, *, total: int, todo: int, output: str) -> None:
+    def start(self, *, total: int, todo: int, output: str, **extra: str) -> None:
         self.total = total
-        self(dict(event="start", total=total, todo=todo, output=output))
+        self(dict(event="start", total=total, todo=todo, output=output, **extra))
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self._sink is not None:
@@ -245,7 +251,8 @@ def _run_optimization(
         tv_weight=spec.tv_weight,
         temporal_weight=spec.temporal_weight,
     )
-    encoder = load_loss_network(spec.loss_net, base.layers, device, weights_path=spec.vgg_weights)
+    encoder = load_loss_network(spec.loss_net, base.layers, device, weights_path=spec.vgg_weights,
+                                pooling=RECIPE.pooling)
     targets = _StyleTargets(spec, encoder, base, device, size, info.fps)
     temporal_on = spec.temporal_weight > 0
     first_scales = spec.scales or auto_scales(size[1], size[0])

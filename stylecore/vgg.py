@@ -1,6 +1,8 @@
-"""VGG19 loss network, defined here (no torchvision): named layers, truncated encoder,
-weight loading (explicit path, env var, torch hub cache, download) and a weights-free
-``random-vgg19`` variant.
+"""VGG loss networks, defined here (no torchvision): VGG16 and VGG19 with named layers,
+an encoder that runs only as deep as the deepest requested layer, ImageNet VGG19 weight
+loading (explicit path, env var, torch hub cache, download) and the weights-free
+``random-vgg19``. Which network a job uses is decided in ``loss_nets.py``; the HED VGG16
+weights are converted in ``hed.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from torch.nn.utils import skip_init
 
 from .errors import InputError, WeightsError
 
-# VGG19 ("E") feature extractor: output channels of each 3x3 conv, "M" = 2x2 pooling.
+# VGG16 ("D") and VGG19 ("E") feature extractors: output channels of each 3x3 conv,
+# "M" = 2x2 pooling (Simonyan and Zisserman 2015, table 1).
+_VGG16_CONFIG: tuple[int | str, ...] = (
+    64, 64, "M",
+    128, 128, "M",
+    256, 256, 256, "M",
+    512, 512, 512, "M",
+    512, 512, 512, "M",
+)  # fmt: skip
 _VGG19_CONFIG: tuple[int | str, ...] = (
     64, 64, "M",
     128, 128, "M",
@@ -45,6 +55,11 @@ def _layer_names(config: Sequence[int | str]) -> tuple[str, ...]:
 
 
 VGG19_LAYERS: tuple[str, ...] = _layer_names(_VGG19_CONFIG)
+VGG16_LAYERS: tuple[str, ...] = _layer_names(_VGG16_CONFIG)
+_CONFIGS: dict[str, tuple[tuple[int | str, ...], tuple[str, ...]]] = {
+    "vgg16": (_VGG16_CONFIG, VGG16_LAYERS),
+    "vgg19": (_VGG19_CONFIG, VGG19_LAYERS),
+}
 
 # torchvision's ``vgg19().features`` is an ``nn.Sequential`` with exactly one module per
 # entry of VGG19_LAYERS, in the same order (conv, ReLU, ..., max-pool), so a layer's
@@ -54,13 +69,17 @@ _CONV_LAYERS: tuple[str, ...] = tuple(name for name in VGG19_LAYERS if name.star
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe-trained VGGs (HED among them) take BGR in [0, 255] minus this per-channel mean
+# (B, G, R), without dividing by a standard deviation.
+CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+# How an RGB [0, 1] image becomes the network's input.
+PREPROCESSING = ("imagenet", "caffe")
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
 VGG19_HASH_PREFIX = "dcbb9e9d"  # first hex digits of the file's SHA-256 (torch hub convention)
 WEIGHTS_ENV = "STYLECORE_VGG_WEIGHTS"
 OFFLINE_ENV = "STYLECORE_OFFLINE"
-LOSS_NETWORKS = ("vgg19", "random-vgg19")
 POOLINGS = ("max", "avg")
 # Seconds without a byte before a download gives up: fail fast on machines with no network.
 DOWNLOAD_TIMEOUT_S = 15.0
@@ -74,34 +93,49 @@ def vgg_cache_path() -> Path:
 
 
 class VGGEncoder(nn.Module):
-    """VGG19 features up to the deepest requested layer; returns the requested activations.
+    """VGG features up to the deepest requested layer; returns the requested activations.
 
-    Input: ``N x 3 x H x W`` RGB in ``[0, 1]``; ImageNet normalisation happens inside.
-    Parameters are frozen and the module stays in eval mode. Weights start at zero: fill
-    them with ``load_state_dict``/``load_vgg19_weights`` or ``randomize_``, or build the
-    encoder with ``load_loss_network``.
+    Input: ``N x 3 x H x W`` RGB in ``[0, 1]``; the network's own input normalisation
+    (``preprocessing``: ImageNet mean/std, or Caffe's BGR [0, 255] minus the mean) happens
+    inside. ``ceil_mode`` pools odd sizes up, as Keras "same" pooling does. Parameters are
+    frozen and the module stays in eval mode. Weights start at zero: fill them with
+    ``load_state_dict``/``load_vgg19_weights`` or ``randomize_``, or build the encoder
+    with ``loss_nets.load_loss_network``.
     """
 
-    normalized_style: bool
-
-    def __init__(self, layers: Sequence[str], *, pooling: str = "max") -> None:
+    def __init__(
+        self,
+        layers: Sequence[str],
+        *,
+        arch: str = "vgg19",
+        pooling: str = "max",
+        preprocessing: str = "imagenet",
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
-        unknown = [name for name in layers if name not in TORCHVISION_FEATURE_INDEX]
+        if arch not in _CONFIGS:
+            raise InputError(f"unknown VGG architecture {arch!r}; choose one of {', '.join(_CONFIGS)}")
+        config, names = _CONFIGS[arch]
+        index = {name: i for i, name in enumerate(names)}
+        unknown = [name for name in layers if name not in index]
         if not layers or unknown:
-            raise InputError(f"unknown VGG19 layer(s) {unknown or list(layers)}; valid names are {', '.join(VGG19_LAYERS)}")
+            raise InputError(f"unknown {arch.upper()} layer(s) {unknown or list(layers)}; valid names are {', '.join(names)}")
         if pooling not in POOLINGS:
             raise InputError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if preprocessing not in PREPROCESSING:
+            raise InputError(f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSING)}")
+        self.arch = arch
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
         self.pooling = pooling
-        self.normalized_style = False
-        deepest = max(TORCHVISION_FEATURE_INDEX[name] for name in self.layers)
+        self.preprocessing = preprocessing
+        deepest = max(index[name] for name in self.layers)
 
         modules: OrderedDict[str, nn.Module] = OrderedDict()
         in_channels = 3
-        config = iter(_VGG19_CONFIG)
-        for name in VGG19_LAYERS[: deepest + 1]:
+        channels = iter(config)
+        for name in names[: deepest + 1]:
             if name.startswith("conv"):
-                out_channels = next(config)
+                out_channels = next(channels)
                 assert isinstance(out_channels, int)
                 # skip_init: no default random init, which would be overwritten anyway and
                 # would consume the global RNG (random-vgg19 must not disturb user seeds).
@@ -115,17 +149,27 @@ class VGGEncoder(nn.Module):
                 # Not in place: the conv output must survive when it is itself requested.
                 modules[name] = nn.ReLU(inplace=False)
             else:
-                next(config)  # the "M" entry
-                modules[name] = nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2)
+                next(channels)  # the "M" entry
+                pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
+                modules[name] = pool(2, 2, ceil_mode=ceil_mode)
         self.features = nn.Sequential(modules)
         # Not persistent: they are constants, and torchvision state dicts do not hold them.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if preprocessing == "imagenet":
+            mean, scale = torch.tensor(IMAGENET_MEAN), 1.0 / torch.tensor(IMAGENET_STD)
+            order = [0, 1, 2]
+        else:
+            mean, scale = torch.tensor(CAFFE_MEAN_BGR) / 255.0, torch.full((3,), 255.0)
+            order = [2, 1, 0]
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.channel_order = order
         self.requires_grad_(False)
         self.eval()
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        h = (x - self.mean) / self.std  # a new tensor: the caller's image is untouched
+        if self.channel_order != [0, 1, 2]:
+            x = x[:, self.channel_order]
+        h = (x - self.mean) * self.scale  # a new tensor: the caller's image is untouched
         wanted = set(self.layers)
         out: dict[str, Tensor] = {}
         for name, module in self.features.named_children():
@@ -135,10 +179,10 @@ class VGGEncoder(nn.Module):
         return {name: out[name] for name in self.layers}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load our own keys (``features.conv1_1.weight``) or torchvision VGG19 keys
+        """Load our own keys (``features.conv1_1.weight``) or torchvision keys
         (``features.0.weight``); classifier keys and layers past the deepest are ignored.
         """
-        by_index = {str(index): name for name, index in TORCHVISION_FEATURE_INDEX.items()}
+        by_index = {str(index): name for index, name in enumerate(_CONFIGS[self.arch][1])}
         own = set(self.state_dict())
         mapped: dict[str, Any] = {}
         for key, value in state_dict.items():
@@ -187,8 +231,8 @@ def _offline() -> bool:
 def _missing_message(reason: str) -> str:
     return (
         f"VGG19 weights not available ({reason}): on a connected machine download {VGG19_URL} "
-        f"and put it at {vgg_cache_path()}, or pass --vgg-weights PATH / set {WEIGHTS_ENV}=PATH; "
-        "or use --loss-net random-vgg19 (no weights needed, lower quality)"
+        f"and put it at {vgg_cache_path()}, or give its path as `vgg_weights` / set {WEIGHTS_ENV}=PATH; "
+        "or choose `loss_net` hed-vgg16 ('stylecore weights get hed-vgg16')"
     )
 
 
@@ -197,7 +241,7 @@ def resolve_vgg_weights(path: str | None = None, *, download: bool = True, progr
     cache > download into the cache (unless ``download=False`` or ``STYLECORE_OFFLINE=1``).
     """
     if path:
-        return _check_file(Path(path).expanduser(), "--vgg-weights")
+        return _check_file(Path(path).expanduser(), "`vgg_weights`")
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return _check_file(Path(env).expanduser(), WEIGHTS_ENV)
@@ -249,31 +293,6 @@ def load_vgg19_weights(encoder: VGGEncoder, path: Path) -> None:
         raise WeightsError(f"{path} is not a torchvision VGG19 state dict ({detail}); use {VGG19_URL}") from None
 
 
-def load_loss_network(
-    name: str,
-    layers: Sequence[str],
-    device: torch.device,
-    *,
-    weights_path: str | None = None,
-    download: bool = True,
-    pooling: str = "max",
-) -> VGGEncoder:
-    """A frozen encoder for ``--loss-net`` ``vgg19`` (pretrained) or ``random-vgg19``.
-
-    ``random-vgg19`` needs no file and sets ``normalized_style`` so callers use per-layer
-    normalised Gram losses.
-    """
-    if name not in LOSS_NETWORKS:
-        raise InputError(f"unknown loss network {name!r}; choose one of {', '.join(LOSS_NETWORKS)}")
-    encoder = VGGEncoder(layers, pooling=pooling)
-    if name == "vgg19":
-        load_vgg19_weights(encoder, resolve_vgg_weights(weights_path, download=download))
-    else:
-        encoder.randomize_()
-        encoder.normalized_style = True
-    return encoder.to(device)
-
-
 def _sha256_prefix(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -282,28 +301,10 @@ def _sha256_prefix(path: Path) -> str:
     return digest.hexdigest()[: len(VGG19_HASH_PREFIX)]
 
 
-def _describe(path: Path) -> str:
+def describe_vgg19_file(path: Path) -> str:
     if not path.is_file():
         return "not found"
     size_mb = path.stat().st_size / 1e6
     prefix = _sha256_prefix(path)
     verdict = "ok" if prefix == VGG19_HASH_PREFIX else f"MISMATCH, expected {VGG19_HASH_PREFIX}: re-download"
     return f"found, {size_mb:.1f} MB, sha256 {prefix}... {verdict}"
-
-
-def weights_report() -> str:
-    """Human-readable account of where the VGG19 weights are looked for and what was found."""
-    env = os.environ.get(WEIGHTS_ENV)
-    cache = vgg_cache_path()
-    lines = [
-        "VGG19 loss-network weights (--loss-net vgg19), looked for in this order:",
-        "  1. --vgg-weights PATH (command line)",
-        f"  2. ${WEIGHTS_ENV}: " + (f"{env} ({_describe(Path(env).expanduser())})" if env else "not set"),
-        f"  3. torch hub cache: {cache} ({_describe(cache)})",
-        f"  4. download from {VGG19_URL} "
-        + (f"(disabled: {OFFLINE_ENV}=1)" if _offline() else f"(into the cache; set {OFFLINE_ENV}=1 to disable)"),
-        "Offline: download the URL on a connected machine and copy the file to the cache path above,",
-        f"  or anywhere and pass --vgg-weights PATH / set {WEIGHTS_ENV}=PATH.",
-        "Without weights: --loss-net random-vgg19 (no download, lower quality).",
-    ]
-    return "\n".join(lines)

@@ -16,6 +16,23 @@ import pytest
 os.environ.setdefault("STYLECORE_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# scripts/test.sh installs the HED weights and sets this: there, a test that needs them
+# fails instead of skipping.
+REQUIRE_HED_ENV = "STYLECORE_TEST_REQUIRE_HED"
+
+
+def require_hed_weights() -> Path:
+    """The converted HED VGG16 weights of this machine (``stylecore weights get hed-vgg16``)."""
+    from stylecore import hed
+    from stylecore.errors import WeightsError
+
+    try:
+        return hed.resolve_hed_weights()
+    except WeightsError as exc:
+        if os.environ.get(REQUIRE_HED_ENV):
+            pytest.fail(f"the HED weights should have been installed by scripts/test.sh: {exc}")
+        pytest.skip(f"needs the HED weights ('stylecore weights get hed-vgg16'): {exc}")
 
 
 def smooth_texture(height: int, width: int, seed: int = 0, sigma: float = 3.0) -> np.ndarray:

@@ -72,6 +72,21 @@ def test_crash_is_reported_with_exit_code_and_last_stderr_line(clients) -> None:
     assert "\n" not in run.error
 
 
+def test_crash_report_waits_for_a_slow_stderr_reader(clients, monkeypatch) -> None:
+    # Under load the stderr thread can lag behind the stdout thread that sees the exit:
+    # a reader slowed on purpose makes that lag certain, and the last line must still come.
+    original = WorkerClient._read_stderr
+
+    def slow(self, proc):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)
+        original(self, proc)
+
+    monkeypatch.setattr(WorkerClient, "_read_stderr", slow)
+    run = JobRun(clients("crash"), {})
+    assert run.wait(timeout=30) == FAILED
+    assert "exit code 3" in run.error and "RuntimeError: simulated crash in the worker" in run.error
+
+
 def test_interpreter_without_stylecore_says_how_to_install(clients) -> None:
     run = JobRun(clients("no-stylecore"), {})
     assert run.wait(timeout=30) == FAILED
@@ -132,3 +147,14 @@ def test_output_root_beside_blend_or_in_temp(tmp_path: Path) -> None:
     unsaved = output_root("//stylized/", "")
     assert unsaved.name == "stylized" and unsaved.parent.name == "stylecore"
     assert output_root(str(tmp_path / "abs"), str(blend)) == (tmp_path / "abs").resolve()
+
+
+def test_engine_messages_reach_blender_users_in_panel_words() -> None:
+    from blender_addon.runner import for_blender
+
+    engine = ("no loss network weights on this machine: run 'stylecore weights get hed-vgg16' once, or give its "
+              "file as `vgg_weights`; `loss_net` random-vgg19 needs no weights")
+    shown = for_blender(engine)
+    assert "`" not in shown and "--" not in shown
+    assert "the Loss Network field of the Stylize panel" in shown
+    assert "'<Worker Python> -m stylecore weights get hed-vgg16'" in shown

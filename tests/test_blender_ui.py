@@ -92,7 +92,8 @@ def test_panel_shows_each_modes_settings(scene, movie) -> None:
     assert "style_image" not in feedforward and "iterations" not in feedforward
     props.strip_settings(strip).mode = "OPTIMIZATION"
     optimization = drawn_props(draw_panel())
-    assert {"style_source", "style_image", "iterations"} <= set(optimization) and "model" not in optimization
+    assert {"style_source", "style_image", "iterations", "loss_net"} <= set(optimization) and "model" not in optimization
+    assert "loss_net" not in feedforward  # a feedforward model needs no loss network
     props.strip_settings(strip).style_source = "STRIP"
     assert "style_strip" in drawn_props(draw_panel())
     calls = draw_panel()

@@ -235,6 +235,20 @@ def test_stale_until_the_result_matches(scene, media) -> None:
     assert jobs.is_stale(scene, strip, settings)
 
 
+def test_loss_network_field_goes_into_the_job_and_its_hash(media, tmp_path) -> None:
+    scene = bh.fresh_scene(tmp_path, job_options={})  # the test default would set loss_net itself
+    strip = bh.add_movie(scene, media["movie"])
+    st = props.strip_settings(strip)
+    st.mode = "OPTIMIZATION"
+    st.style_image = str(bh.save_png(media["root"] / "style.png", bh.frame_pixels(3)))
+    auto = plan(scene, strip)
+    assert auto.job["loss_net"] == "auto"
+    st.loss_net = "HED_VGG16"
+    hed = plan(scene, strip)
+    assert hed.job["loss_net"] == "hed-vgg16" and hed.job_hash != auto.job_hash
+    assert set(jobs.LOSS_NETS) == {item[0] for item in props.LOSS_NET_ITEMS}
+
+
 def test_result_geometry_matches_the_source_on_screen(scene, media) -> None:
     strip = bh.add_movie(scene, media["movie"])
     strip.transform.scale_x = strip.transform.scale_y = 0.5

@@ -67,9 +67,17 @@ def test_weights_missing_offline(tmp_path: Path, capsys, monkeypatch, pan_folder
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("STYLECORE_OFFLINE", "1")
     monkeypatch.delenv("STYLECORE_VGG_WEIGHTS", raising=False)
+    monkeypatch.delenv("STYLECORE_HED_WEIGHTS", raising=False)
+    from stylecore import hed
+
+    monkeypatch.setattr(hed, "installed_h5", lambda: None)
     code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png), "-o", str(tmp_path / "o"),
                            "--first-iterations", "2", "--quiet")
-    assert_one_line_error(code, err, "random-vgg19", "--vgg-weights")
+    # The default network (auto) finds none: the line names both ways to get one, in flags.
+    assert_one_line_error(code, err, "stylecore weights get hed-vgg16", "--vgg-weights", "--loss-net random-vgg19")
+    assert "`" not in err
+    # Nothing was created: the corrected command starts clean.
+    assert not (tmp_path / "o").exists()
 
 
 def test_stylize_writes_frames_and_resumes(tmp_path: Path, capsys, style_png: Path) -> None:
@@ -104,5 +112,5 @@ def test_help_teaches_every_option() -> None:
                           text=True, check=True).stdout
     for option in ("--style", "--style-video", "--output", "--mode", "--size", "--frames", "--iterations",
                    "--first-iterations", "--style-weight", "--temporal-weight", "--preserve-colors",
-                   "--loss-net", "--device", "--seed", "random-vgg19", "LOWER QUALITY"):
+                   "--loss-net", "--device", "--seed", "auto", "hed-vgg16", "random-vgg19", "LOW QUALITY"):
         assert option in text, option

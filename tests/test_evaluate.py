@@ -188,8 +188,6 @@ def test_noise_stability_known_models() -> None:
 class _Toy(torch.nn.Module):
     """Two-layer stand-in for a loss network, with named layer outputs."""
 
-    normalized_style = False
-
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
@@ -214,7 +212,8 @@ def test_feature_losses_zero_when_identical_and_match_formula() -> None:
     with torch.no_grad():
         f_out = net(torch.from_numpy(style).permute(2, 0, 1)[None])
         f_ref = net(torch.from_numpy(content[1]).permute(2, 0, 1)[None])
-    expected = float(((f_out["l2"] - f_ref["l2"]) ** 2).mean())
+    # The normalised content loss: relative squared error of the l2 features.
+    expected = float(((f_out["l2"] - f_ref["l2"]) ** 2).sum() / (f_ref["l2"] ** 2).sum())
     assert res.per_frame_content[1] == pytest.approx(expected, rel=1e-5)
     none = feature_losses(content, content, net, style=None, content_layers={"l2": 1.0})
     assert none.style_loss is None and none.per_frame_style is None
@@ -348,3 +347,26 @@ def test_cli_noise_stability_of_a_model_file(tmp_path, capsys, clips: dict[str, 
     direct = noise_stability(model, frames, sigma=0.02)
     assert data["noise_amplification"] == pytest.approx(direct.amplification, rel=1e-5)
     assert data["noise_amplification"] > 0
+
+
+def test_cli_without_any_loss_network_skips_the_losses_with_a_note(
+    tmp_path, capsys, monkeypatch, clips: dict[str, list[np.ndarray]]
+) -> None:
+    from stylecore import hed, vgg
+    from stylecore.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(vgg.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(hed.HED_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(hed, "installed_h5", lambda: None)
+    _write_folder(tmp_path / "out", [f[:32, :48] for f in clips["consistent"][:3]])
+    _write_folder(tmp_path / "src", [f[:32, :48] for f in clips["content"][:3]])
+    args = ["evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--long-term", "0"]
+    assert main(args) == 0  # auto: temporal metrics still, losses skipped
+    out = capsys.readouterr().out
+    assert "warping error (t-1)" in out and "stylecore weights get hed-vgg16" in out
+    assert "content loss " not in out
+    # A network asked for by name must be there: one line that says how to get it.
+    assert main([*args, "--loss-net", "hed-vgg16"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stylecore weights get hed-vgg16" in err and "--no-losses" in err

@@ -34,27 +34,48 @@ def test_gram_matrix_is_size_independent_for_a_tiled_pattern() -> None:
     torch.testing.assert_close(losses.gram_matrix(tiled), losses.gram_matrix(feats))
 
 
-def test_content_loss_is_mse() -> None:
-    a, b = _rand(1, 2, 3, 3, seed=1), _rand(1, 2, 3, 3, seed=2)
-    expected = np.mean((a.numpy() - b.numpy()) ** 2)
+def test_content_loss_is_relative_squared_error_per_image() -> None:
+    a, b = _rand(2, 2, 3, 3, seed=1), _rand(2, 2, 3, 3, seed=2)
+    an, bn = a.numpy(), b.numpy()
+    expected = np.mean([((an[i] - bn[i]) ** 2).sum() / (bn[i] ** 2).sum() for i in range(2)])
     assert losses.content_loss(a, b).item() == pytest.approx(expected, rel=1e-12)
     assert losses.content_loss(a, a).item() == 0.0
+    # Features 10x larger (another network's scale) give the same loss.
+    assert losses.content_loss(a * 10, b * 10).item() == pytest.approx(expected, rel=1e-12)
 
 
-def test_style_loss_plain_and_normalized() -> None:
-    feats = _rand(1, 3, 4, 4, seed=3)
+def test_style_loss_is_relative_gram_error() -> None:
+    feats = _rand(2, 3, 4, 4, seed=3)
     target_feats = _rand(1, 3, 4, 4, seed=4) * 3.0
     g = losses.gram_matrix(feats).numpy()
     t = losses.gram_matrix(target_feats)
-    plain = np.mean((g - t.numpy()) ** 2)
-    assert losses.style_loss(feats, t).item() == pytest.approx(plain, rel=1e-12)
+    tn = t.numpy()[0]
+    expected = np.mean([((g[i] - tn) ** 2).sum() / (tn**2).sum() for i in range(2)])
+    assert losses.style_loss(feats, t).item() == pytest.approx(expected, rel=1e-12)
     # A (C, C) target broadcasts the same way.
-    assert losses.style_loss(feats, t[0]).item() == pytest.approx(plain, rel=1e-12)
-    norm = plain / (np.mean(t.numpy() ** 2) + 1e-8)
-    assert losses.style_loss(feats, t, normalized=True).item() == pytest.approx(norm, rel=1e-9)
-    # The normalised loss does not change when features and target are scaled together.
-    scaled = losses.style_loss(feats * 10, losses.gram_matrix(target_feats * 10), normalized=True)
-    assert scaled.item() == pytest.approx(norm, rel=1e-6)
+    assert losses.style_loss(feats, t[0]).item() == pytest.approx(expected, rel=1e-12)
+    assert losses.style_loss(target_feats, t).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("factor", [1e-3, 0.5, 255.0, 1e4])
+def test_losses_are_scale_invariant(factor: float) -> None:
+    # Multiplying a layer's features (and so its target) by a constant, as another network's
+    # activation scale does, leaves both normalised losses unchanged.
+    feats, target_feats = _rand(1, 4, 5, 5, seed=20), _rand(1, 4, 5, 5, seed=21)
+    gram = losses.gram_matrix(target_feats)
+    style = losses.style_loss(feats, gram).item()
+    content = losses.content_loss(feats, target_feats).item()
+    assert style > 0.01 and content > 0.01
+    scaled_gram = losses.gram_matrix(target_feats * factor)
+    assert losses.style_loss(feats * factor, scaled_gram).item() == pytest.approx(style, rel=1e-6)
+    assert losses.content_loss(feats * factor, target_feats * factor).item() == pytest.approx(content, rel=1e-6)
+
+
+def test_zero_target_stays_finite() -> None:
+    feats = _rand(1, 2, 3, 3, seed=22)
+    zero = torch.zeros(1, 2, 3, 3, dtype=torch.float64)
+    assert torch.isfinite(losses.content_loss(feats, zero))
+    assert torch.isfinite(losses.style_loss(feats, losses.gram_matrix(zero)))
 
 
 def test_tv_loss_on_known_image() -> None:
@@ -117,25 +138,27 @@ def test_modules_sum_weighted_layers() -> None:
     torch.testing.assert_close(losses.ContentLoss(target, layers)(feats), expected_c)
 
     grams = {k: losses.gram_matrix(v) for k, v in target.items()}
-    for normalized in (False, True):
-        expected_s = sum(w * losses.style_loss(feats[k], grams[k], normalized=normalized) for k, w in layers.items())
-        torch.testing.assert_close(losses.StyleLoss(grams, layers, normalized)(feats), expected_s)
+    expected_s = 0.3 * losses.style_loss(feats["relu1_1"], grams["relu1_1"]) + 0.7 * losses.style_loss(
+        feats["relu2_1"], grams["relu2_1"])
+    torch.testing.assert_close(losses.StyleLoss(grams, layers)(feats), expected_s)
 
     img, prev = _rand(1, 3, 4, 4, seed=12), _rand(1, 3, 4, 4, seed=13)
     mask = torch.ones(1, 1, 4, 4, dtype=torch.float64)
     torch.testing.assert_close(losses.TVLoss()(img), losses.tv_loss(img))
-    torch.testing.assert_close(losses.TemporalLoss()(img, prev, mask), losses.content_loss(img, prev))
+    torch.testing.assert_close(losses.TemporalLoss()(img, prev, mask), ((img - prev) ** 2).mean())
 
 
 def test_style_loss_gradient_flows_to_features() -> None:
     feats = _rand(1, 2, 3, 3, seed=14).requires_grad_(True)
     target = losses.gram_matrix(_rand(1, 2, 3, 3, seed=15))
-    losses.style_loss(feats, target, normalized=True).backward()
+    losses.style_loss(feats, target).backward()
     assert feats.grad is not None and feats.grad.abs().sum() > 0
 
 
 def test_default_layer_weights() -> None:
     assert losses.GATYS_CONTENT_LAYERS == {"relu4_2": 1.0}
+    assert len(set(losses.GATYS_STYLE_LAYERS.values())) == 1  # equally weighted, as the paper says
+    assert losses.GATYS_RUDER.layers == ("relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     assert sum(losses.GATYS_STYLE_LAYERS.values()) == pytest.approx(1.0)
     assert sum(losses.HUANG_STYLE_LAYERS.values()) == pytest.approx(1.0)
     assert list(losses.HUANG_STYLE_LAYERS) == ["relu1_2", "relu2_2", "relu3_2", "relu4_2"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stylecore import vgg
+from stylecore import loss_nets, vgg
 from stylecore.errors import InputError, WeightsError
 
 CPU = torch.device("cpu")
@@ -110,27 +110,29 @@ def test_bad_layer_and_network_names() -> None:
     with pytest.raises(InputError, match="relu9_9"):
         vgg.VGGEncoder(["relu9_9"])
     with pytest.raises(InputError, match="random-vgg19"):
-        vgg.load_loss_network("resnet", ["relu1_1"], CPU)
+        loss_nets.load_loss_network("resnet", ["relu1_1"], CPU)
+    with pytest.raises(InputError, match="relu5_4"):
+        vgg.VGGEncoder(["relu5_4"], arch="vgg16")  # VGG16 has three convs in block 5
 
 
 def test_random_network_is_deterministic_and_leaves_global_rng_alone() -> None:
     torch.manual_seed(1)
     state = torch.get_rng_state()
-    a = vgg.load_loss_network("random-vgg19", ["relu2_1"], CPU)
+    a = loss_nets.load_loss_network("random-vgg19", ["relu2_1"], CPU)
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(999)
-    b = vgg.load_loss_network("random-vgg19", ["relu2_1"], CPU)
-    assert a.normalized_style and b.normalized_style
+    b = loss_nets.load_loss_network("random-vgg19", ["relu2_1"], CPU)
+    assert a.loss_net == b.loss_net == "random-vgg19"
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     # A deeper encoder shares the same weights for the shared layers.
-    c = vgg.load_loss_network("random-vgg19", ["relu5_1"], CPU)
+    c = loss_nets.load_loss_network("random-vgg19", ["relu5_1"], CPU)
     assert torch.equal(c.features.conv2_1.weight, a.features.conv2_1.weight)
 
 
 def test_random_network_activations_keep_their_scale() -> None:
     layers = [name for name in vgg.VGG19_LAYERS if name.startswith("relu")]
-    enc = vgg.load_loss_network("random-vgg19", layers, CPU)
+    enc = loss_nets.load_loss_network("random-vgg19", layers, CPU)
     out = enc(_image(1, 64, 64, seed=3))
     rms = {name: out[name].pow(2).mean().sqrt().item() for name in layers}
     # Neither vanishing nor exploding through 16 conv layers.
@@ -152,14 +154,14 @@ def test_native_state_dict_round_trip() -> None:
 
 def test_load_torchvision_format_by_path(torchvision_file: tuple[Path, vgg.VGGEncoder]) -> None:
     path, reference = torchvision_file
-    enc = vgg.load_loss_network("vgg19", ["relu1_1", "relu4_2"], CPU, weights_path=str(path))
-    assert not enc.normalized_style
+    enc = loss_nets.load_loss_network("vgg19", ["relu1_1", "relu4_2"], CPU, weights_path=str(path))
+    assert enc.loss_net == "vgg19"
     assert len(enc.features) == vgg.TORCHVISION_FEATURE_INDEX["relu4_2"] + 1
     for name in ("conv1_1", "conv3_4", "conv4_2"):
         assert torch.equal(getattr(enc.features, name).weight, getattr(reference.features, name).weight)
         assert torch.equal(getattr(enc.features, name).bias, getattr(reference.features, name).bias)
     x = _image(1, 32, 32)
-    torch.testing.assert_close(enc(x)["relu4_2"], reference.features[: len(enc.features)]((x - enc.mean) / enc.std))
+    torch.testing.assert_close(enc(x)["relu4_2"], reference.features[: len(enc.features)]((x - enc.mean) * enc.scale))
 
 
 def test_weights_lookup_order(torchvision_file: tuple[Path, vgg.VGGEncoder], tmp_path: Path,
@@ -175,7 +177,7 @@ def test_weights_lookup_order(torchvision_file: tuple[Path, vgg.VGGEncoder], tmp
     explicit = tmp_path / "explicit.pth"
     explicit.write_bytes(b"x")
     assert vgg.resolve_vgg_weights(str(explicit)) == explicit  # explicit path beats both
-    with pytest.raises(WeightsError, match="--vgg-weights"):
+    with pytest.raises(WeightsError, match="`vgg_weights`"):
         vgg.resolve_vgg_weights(str(tmp_path / "missing.pth"))
     monkeypatch.setenv(vgg.WEIGHTS_ENV, str(tmp_path / "missing.pth"))
     with pytest.raises(WeightsError, match=vgg.WEIGHTS_ENV):
@@ -185,10 +187,10 @@ def test_weights_lookup_order(torchvision_file: tuple[Path, vgg.VGGEncoder], tmp
 def test_missing_weights_offline_says_what_to_do() -> None:
     for kwargs in ({}, {"download": False}):
         with pytest.raises(WeightsError) as info:
-            vgg.load_loss_network("vgg19", ["relu1_1"], CPU, **kwargs)
+            loss_nets.load_loss_network("vgg19", ["relu1_1"], CPU, **kwargs)
         message = str(info.value)
         assert "\n" not in message
-        for needed in (vgg.VGG19_URL, str(vgg.vgg_cache_path()), "--vgg-weights", vgg.WEIGHTS_ENV, "random-vgg19"):
+        for needed in (vgg.VGG19_URL, str(vgg.vgg_cache_path()), "`vgg_weights`", vgg.WEIGHTS_ENV, "hed-vgg16"):
             assert needed in message
     assert not vgg.vgg_cache_path().exists()
 
@@ -197,7 +199,7 @@ def test_network_failure_is_a_weights_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv(vgg.OFFLINE_ENV)
     # Port 9 on localhost: nothing listens, the connection is refused at once.
     monkeypatch.setattr(vgg, "VGG19_URL", "http://127.0.0.1:9/vgg19-dcbb9e9d.pth")
-    with pytest.raises(WeightsError, match="download failed.*random-vgg19"):
+    with pytest.raises(WeightsError, match="download failed.*hed-vgg16"):
         vgg.resolve_vgg_weights(progress=False)
     assert not vgg.vgg_cache_path().exists()
 
@@ -216,7 +218,7 @@ def test_download_checks_hash_prefix(torchvision_file: tuple[Path, vgg.VGGEncode
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     monkeypatch.setattr(vgg, "VGG19_HASH_PREFIX", digest[:8])
     assert vgg.resolve_vgg_weights(progress=False) == vgg.vgg_cache_path()
-    enc = vgg.load_loss_network("vgg19", ["relu1_1"], CPU)
+    enc = loss_nets.load_loss_network("vgg19", ["relu1_1"], CPU)
     assert torch.equal(enc.features.conv1_1.weight, reference.features.conv1_1.weight)
 
 
@@ -238,16 +240,39 @@ def test_corrupt_and_wrong_files(torchvision_file: tuple[Path, vgg.VGGEncoder], 
     for bad, pattern in ((garbage, "not a readable"), (truncated, "not a readable"), (not_a_dict, "Tensor"),
                          (wrong_keys, "not a torchvision VGG19"), (wrong_shape, "not a torchvision VGG19")):
         with pytest.raises(WeightsError, match=pattern):
-            vgg.load_loss_network("vgg19", ["relu1_1"], CPU, weights_path=str(bad))
+            loss_nets.load_loss_network("vgg19", ["relu1_1"], CPU, weights_path=str(bad))
 
 
 def test_weights_report(torchvision_file: tuple[Path, vgg.VGGEncoder], monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = torchvision_file
-    report = vgg.weights_report()
+    monkeypatch.setattr(loss_nets, "resolve_loss_net", _no_network)
+    report = loss_nets.weights_report()
     assert vgg.VGG19_URL in report and str(vgg.vgg_cache_path()) in report
-    assert "not found" in report and "random-vgg19" in report and "disabled" in report
+    assert "not found" in report and "random-vgg19" in report
     monkeypatch.setenv(vgg.WEIGHTS_ENV, str(path))
-    report = vgg.weights_report()
+    report = loss_nets.weights_report()
     assert str(path) in report
     # Our test file is not the real one: its hash prefix is reported as a mismatch.
     assert "MISMATCH" in report and f"{path.stat().st_size / 1e6:.1f} MB" in report
+
+
+def _no_network(name: str, weights_path: str | None = None) -> str:
+    raise WeightsError("none")
+
+
+def test_vgg16_layout_and_caffe_preprocessing() -> None:
+    enc = vgg.VGGEncoder(["relu5_3"], arch="vgg16", preprocessing="caffe", ceil_mode=True)
+    names = [name for name, _ in enc.features.named_children()]
+    assert names == [n for n in vgg.VGG16_LAYERS if n != "pool5"]
+    assert sum(isinstance(m, nn.Conv2d) for m in enc.modules()) == 13
+    assert all(m.ceil_mode for m in enc.modules() if isinstance(m, nn.MaxPool2d))
+    # Odd sizes pool up, as Keras "same" pooling does: 33 -> 17 -> 9 -> 5 -> 3.
+    assert enc(_image(1, 33, 33))["relu5_3"].shape == (1, 512, 3, 3)
+    # Identity conv1_1 exposes the input transform: BGR, [0, 255], minus the Caffe mean.
+    first = vgg.VGGEncoder(["conv1_1"], arch="vgg16", preprocessing="caffe")
+    with torch.no_grad():
+        for c in range(3):
+            first.features.conv1_1.weight[c, c, 1, 1] = 1.0
+    x = _image(1, 8, 8)
+    bgr = x[:, [2, 1, 0]] * 255.0 - torch.tensor(vgg.CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+    torch.testing.assert_close(first(x)["conv1_1"][:, :3], bgr, rtol=1e-5, atol=1e-3)

@@ -69,7 +69,8 @@ def test_hello_job_events_and_reuse(tmp_path: Path, style_png: Path, worker: Wor
                                                          style_weights=[1.0, 0.5, 0.0])})
     events = worker.until("done", "error")
     assert events[-1]["event"] == "done", events[-1]
-    assert events[0] == {"event": "start", "id": "a", "total": 3, "todo": 3, "output": str(tmp_path / "a")}
+    assert events[0] == {"event": "start", "id": "a", "total": 3, "todo": 3, "output": str(tmp_path / "a"),
+                         "loss_net": "random-vgg19", "loss_net_weights": "built in, seeded"}
     frames = [e for e in events if e["event"] == "frame"]
     assert [(e["number"], e["index"]) for e in frames] == [(1, 2), (2, 1), (3, 0)]
     assert [e["done"] for e in events if e["event"] == "progress"] == [1, 2, 3]

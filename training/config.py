@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stylecore.errors import InputError
-from stylecore.jobspec import LOSS_NETS
+from stylecore.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class TrainConfig:
     steps: int = 4000
     size: int = 256  # training crops are size x size
     batch_size: int = 4  # frame pairs per step
-    loss_net: str = "vgg19"
+    loss_net: str = DEFAULT_LOSS_NET
     vgg_weights: str | None = None
     device: str = "auto"
     content_weight: float = 1.0

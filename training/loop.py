@@ -19,13 +19,13 @@ from stylecore.imageops import load_image, resize, save_image, scaled_size, to_t
 from stylecore.losses import gram_matrix
 from stylecore.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
 from stylecore.transformer import StyleTransformer, TransformerConfig
-from stylecore.vgg import load_loss_network
+from stylecore.loss_nets import load_loss_network
 
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_sampler, scan_data
 from .flow_cache import FlowCache
-from .objective import LOSS_LAYERS, STYLE_LAYERS, HybridLoss, LossWeights
+from .objective import LOSS_LAYERS, RECIPE, STYLE_LAYERS, HybridLoss, LossWeights
 from .pairs import PairBatch, collate
 from .preview import contact_sheet
 
@@ -105,13 +105,13 @@ def batch_loss(
 
 def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:
     """The loss network, the style targets and the weighted objective; also the style image."""
-    encoder = load_loss_network(config.loss_net, LOSS_LAYERS, device, weights_path=config.vgg_weights)
+    encoder = load_loss_network(config.loss_net, LOSS_LAYERS, device, weights_path=config.vgg_weights,
+                                pooling=RECIPE.pooling)
     grams, style_image = _style_grams(config, encoder, device)
     loss_fn = HybridLoss(
         encoder,
         grams,
         LossWeights(config.content_weight, config.style_weight, config.tv_weight, config.temporal_weight, config.noise_weight),
-        normalized=bool(encoder.normalized_style),
         autocast=autocast,
     )
     return loss_fn, style_image

