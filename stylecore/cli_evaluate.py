@@ -13,22 +13,15 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .devices import DEVICE_CHOICES
 from .errors import InputError, WeightsError
-from .evaluate import (
-    FeatureLosses,
-    NoiseStability,
-    TemporalConfig,
-    TemporalScores,
-    feature_losses,
-    noise_stability,
-    temporal_scores,
-)
-from .imageops import atomic_write_bytes
+
+if TYPE_CHECKING:  # the metrics load torch and OpenCV: only when a command runs
+    from .evaluate import FeatureLosses, NoiseStability, TemporalConfig, TemporalScores
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
@@ -153,6 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .evaluate import TemporalConfig
     from .frames import parse_frame_range
 
     losses = (
@@ -197,6 +191,8 @@ def evaluate_command(
         stylized, content, frames=frames, temporal=temporal, losses=losses, noise=noise, device=device
     )
     if per_frame:
+        from .imageops import atomic_write_bytes
+
         atomic_write_bytes(per_frame, per_frame_csv(report).encode())
     print(json.dumps(report_to_dict(report), indent=2) if as_json else format_table(report))
     return 0
@@ -207,15 +203,17 @@ def evaluate_clip(
     content: str,
     *,
     frames: tuple[int, int] | None = None,
-    temporal: TemporalConfig = TemporalConfig(),
+    temporal: TemporalConfig | None = None,
     losses: LossOptions | None = None,
     noise: NoiseOptions | None = None,
     device: str = "auto",
 ) -> EvaluationReport:
     """Read the clips and run every requested metric."""
     from .devices import resolve_device
+    from .evaluate import TemporalConfig, feature_losses, noise_stability, temporal_scores
     from .frames import open_source
 
+    temporal = temporal or TemporalConfig()
     dev = resolve_device(device)
     with open_source(stylized) as out_src, open_source(content) as src:
         n_out = out_src.info.count

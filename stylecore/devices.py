@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -17,6 +19,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
     ``auto`` prefers CUDA, then Apple's MPS, then the CPU.
     """
+    import torch  # here, not at import: the CLI's --help must not wait for torch
+
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -42,6 +46,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def is_oom(exc: BaseException) -> bool:
     """True when ``exc`` is an accelerator (or CPU allocator) out-of-memory error."""
+    import torch
+
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     text = str(exc).lower()
@@ -56,6 +62,8 @@ def oom_guard(what: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - filtered by is_oom
         if not is_oom(exc):
             raise
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise DeviceError(

@@ -193,13 +193,19 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def luminance_transfer(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     """Stylized luminance with the content's chroma (Gatys et al. 2016, YIQ).
 
-    ``content`` is resized to the stylized image's size when they differ.
+    As in the paper's luminance-only transfer, the stylized luminance is first matched to
+    the content's mean and standard deviation: a dark painting would otherwise darken a
+    light content, and its own chroma on that darker luminance reads as another colour
+    (a pink sky turned maroon). Departs from the paper in matching after stylization
+    (the paper matches the style image before), which keeps one optimisation for all
+    colour modes. ``content`` is resized to the stylized image's size when they differ.
     """
     h, w = stylized.shape[:2]
     content = resize(content, (w, h))
     y = stylized.astype(np.float64) @ _RGB_TO_YIQ[0]
     yiq = content.astype(np.float64) @ _RGB_TO_YIQ.T
-    yiq[..., 0] = y
+    y_content = yiq[..., 0]
+    yiq[..., 0] = (y - y.mean()) * (y_content.std() / max(float(y.std()), 1e-6)) + y_content.mean()
     return np.clip(yiq @ _YIQ_TO_RGB.T, 0.0, 1.0).astype(np.float32)
 
 

@@ -44,7 +44,7 @@ class Recipe:
     tv_weight * tv_scale * tv + temporal_weight * temporal_scale * temporal``. Content and
     style are normalised (see ``content_loss``/``style_loss``), so the scales hold for every
     loss network; TV and temporal act on [0, 1] pixels. Calibrated by eye with hed-vgg16 on
-    four paintings and several contents (docs/images/calibration.png).
+    four paintings and several contents (docs/images/calibration.jpg).
     """
 
     content_layers: Mapping[str, float]

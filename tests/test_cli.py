@@ -114,3 +114,14 @@ def test_help_teaches_every_option() -> None:
                    "--first-iterations", "--style-weight", "--temporal-weight", "--preserve-colors",
                    "--loss-net", "--device", "--seed", "auto", "hed-vgg16", "random-vgg19", "LOW QUALITY"):
         assert option in text, option
+
+
+@pytest.mark.parametrize("command", [[], ["stylize"], ["evaluate"], ["weights"], ["export"]])
+def test_help_answers_without_loading_torch_or_opencv(command: list[str]) -> None:
+    # Heavy imports happen where a command runs, so '--help' answers at once.
+    code = ("import sys, contextlib, io\nfrom stylecore.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    try: main({command + ['--help']!r})\n    except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

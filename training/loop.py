@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from stylecore.imageops import load_image, resize, save_image, scaled_size, to_t
 from stylecore.losses import gram_matrix
 from stylecore.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
 from stylecore.transformer import StyleTransformer, TransformerConfig
-from stylecore.loss_nets import load_loss_network
+from stylecore.loss_nets import load_loss_network, resolve_loss_net
 
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -129,6 +130,9 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     interruption; ``resume=True`` continues from it. Preview sheets go to
     ``OUT_previews/step_NNNNNN.png``.
     """
+    # The concrete network ('auto' resolved) goes into the log, the checkpoint's settings and
+    # the model's metadata.
+    config = dataclasses.replace(config, loss_net=resolve_loss_net(config.loss_net, config.vgg_weights))
     out = Path(config.out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out}: model files end in .safetensors")
