@@ -57,8 +57,8 @@ def run(cfg: OptimizationBench, clips: dict[tuple[int, int], Path], style: Path,
         data[f"{size[0]}x{size[1]}"] = {"first_s": f, "later_s": l_, "first_runs": first, "later_runs": later}
     notes = [
         "s/iteration includes the optical flow, warping and PNG writing of the frame, spread over its iterations.",
-        "The last column extrapolates a later frame to the default `--iterations 150` (first frames default to 500); "
-        "L-BFGS may stop early on convergence, so real frames can be faster.",
+        f"The last column extrapolates a later frame to the default `--iterations {JobSpec.iterations}` (first frames: "
+        f"at most {JobSpec.first_iterations}); L-BFGS stops once the loss stops falling, so real frames are often faster.",
     ]
     if net_note:
         notes.append(net_note)
