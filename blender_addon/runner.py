@@ -39,8 +39,15 @@ PANEL_NAMES = {
     "vgg_weights": "the STYLECORE_VGG_WEIGHTS variable of the worker",
     "size": "Processing Size",
     "iterations": "Iterations",
+    "first_iterations": "the first_iterations Extra Job Option",
     "style_weight": "Style Weight",
+    "style": "Style Image",
+    "style_video": "Style Video",
+    "model": "Model",
     "device": "the Device preference",
+    "output": "the Output Folder preference",
+    "overwrite": "Re-stylize",
+    "frames": "the strip's frame range",
 }
 _SETTING = re.compile(r"`([a-z_]+)`")
 

@@ -31,13 +31,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError(
-                f"--device {name}: no CUDA GPU is visible to this PyTorch build "
-                f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of torch"
+                f"`device` {name}: no CUDA GPU is visible to this PyTorch build "
+                f"(torch {torch.__version__}); use `device` cpu, or install a CUDA build of torch"
             )
         return torch.device(name)
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise DeviceError("--device mps: Apple MPS is not available here; use --device cpu")
+            raise DeviceError("`device` mps: Apple MPS is not available here; use `device` cpu")
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
@@ -67,5 +67,5 @@ def oom_guard(what: str) -> Iterator[None]:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise DeviceError(
-            f"out of memory while {what}; lower --size, or use --device cpu"
+            f"out of memory while {what}; lower `size`, or use `device` cpu"
         ) from None

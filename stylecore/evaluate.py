@@ -239,7 +239,7 @@ def _zip_clips(
             short = "the content" if items[0] is None else "a stylized clip"
             raise InputError(
                 f"{short} ends after {count} frames while the other goes on; evaluate the same frames "
-                "(select the content's range with --frames START:END)"
+                "(select the content's range with `frames` START:END)"
             )
         count += 1
         yield tuple(items)  # type: ignore[misc]

@@ -92,7 +92,7 @@ class Stylizer:
             # Static shapes: a video has one frame size; the last batch is padded to full.
             self.compiled = torch.compile(model, dynamic=False)
         if 0 < tile < min_tile(model):
-            raise InputError(f"--tile {tile} is too small for this model; use at least {min_tile(model)} (or 0 = automatic)")
+            raise InputError(f"`tile` {tile} is too small for this model; use at least {min_tile(model)} (or 0 = automatic)")
         self.tile = tile
 
     @property
@@ -149,8 +149,8 @@ class Stylizer:
                 if not is_oom(exc):
                     raise
                 self._release()
-        hint = "use --batch-size 1, a smaller --size" if frames.shape[0] > 1 else "use a smaller --size"
-        raise DeviceError(f"out of memory on {self.device} even in {sizes[-1]}px tiles; {hint}, or --device cpu")
+        hint = "use `batch_size` 1, a smaller `size`" if frames.shape[0] > 1 else "use a smaller `size`"
+        raise DeviceError(f"out of memory on {self.device} even in {sizes[-1]}px tiles; {hint}, or `device` cpu")
 
     def _release(self) -> None:
         if self.device.type == "cuda":
@@ -292,7 +292,7 @@ def run_feedforward(
     info = source.info
     work_size = scaled_size(info.width, info.height, spec.size) if spec.size else (info.width, info.height)
     if min(work_size) < 8:
-        raise InputError(f"frames of {work_size[0]}x{work_size[1]} are too small to stylize; use a larger --size")
+        raise InputError(f"frames of {work_size[0]}x{work_size[1]} are too small to stylize; use a larger `size`")
     out_size = (info.width, info.height)
 
     todo: list[tuple[int, int]] = []

@@ -93,7 +93,7 @@ class FrameSource:
         if not 0 <= index < self.info.count:
             raise InputError(
                 f"frame {index} is outside {self.info.path}, which has frames 0..{self.info.count - 1}; "
-                "check --frames"
+                "check `frames`"
             )
 
 
@@ -148,7 +148,7 @@ class VideoSource(FrameSource):
         return InputError(
             f"could not decode frame {index} of {self._path} although it reports {self.info.count} frames"
             f"{f' ({said})' if said else ''}; the file may be truncated: re-encode it with ffmpeg, "
-            f"or use --frames 0:{index}"
+            f"or use `frames` 0:{index}"
         )
 
     def close(self) -> None:
@@ -669,13 +669,13 @@ def parse_frame_range(text: str) -> tuple[int, int]:
     """``"START:END"`` (0-based, END exclusive) -> ``(start, end)``; ``"START:"`` gives end ``-1``."""
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d*)\s*", text or "")
     if not m:
-        raise InputError(f"--frames {text!r} is not START:END (0-based, END exclusive), e.g. 0:48 or 24:")
+        raise InputError(f"`frames` {text!r} is not START:END (0-based, END exclusive), e.g. 0:48 or 24:")
     start = int(m.group(1))
     end = int(m.group(2)) if m.group(2) else -1
     if end != -1 and end <= start:
         raise InputError(
-            f"--frames {start}:{end} selects no frame; END is exclusive and must be larger than START "
-            f"(e.g. --frames {start}:{start + 1})"
+            f"`frames` {start}:{end} selects no frame; END is exclusive and must be larger than START "
+            f"(e.g. `frames` {start}:{start + 1})"
         )
     return start, end
 
@@ -687,7 +687,7 @@ def resolve_range(rng: tuple[int, int] | None, count: int) -> range:
     start, end = rng
     if start >= count:
         raise InputError(
-            f"--frames {start}:{'' if end == -1 else end} starts after the last frame; "
+            f"`frames` {start}:{'' if end == -1 else end} starts after the last frame; "
             f"the source has {count} frames (0..{count - 1})"
         )
     stop = count if end == -1 else min(end, count)

@@ -168,7 +168,7 @@ def scaled_size(width: int, height: int, long_side: int | None, multiple: int = 
     if multiple < 1:
         raise ValueError("multiple must be >= 1")
     if long_side is not None and long_side < 1:
-        raise InputError(f"--size {long_side} must be a positive number of pixels")
+        raise InputError(f"`size` {long_side} must be a positive number of pixels")
     scale = 1.0 if long_side is None else long_side / max(width, height)
 
     def fit(side: int) -> int:

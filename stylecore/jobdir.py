@@ -35,7 +35,7 @@ class JobDir:
         # JSON round trip so tuples and lists (and int/float keys) compare as they are stored.
         self.fingerprint: dict[str, Any] = json.loads(json.dumps(fingerprint, sort_keys=True))
         if self.folder.exists() and not self.folder.is_dir():
-            raise InputError(f"--output {self.folder} is a file; give a folder for the frames")
+            raise InputError(f"`output` {self.folder} is a file; give a folder for the frames")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -62,12 +62,12 @@ class JobDir:
             if not overwrite:
                 if old is None:
                     raise JobMismatchError(
-                        f"{self.folder} holds an unreadable {JOB_FILE}; use another --output folder or --overwrite"
+                        f"{self.folder} holds an unreadable {JOB_FILE}; use another `output` folder or `overwrite`"
                     )
                 changed = ", ".join(_changed_keys(old, self.fingerprint))
                 raise JobMismatchError(
                     f"{self.folder} holds frames of a different job (changed: {changed}); "
-                    "use another --output folder or --overwrite"
+                    "use another `output` folder or `overwrite`"
                 )
             self._clear()
         else:
@@ -79,7 +79,7 @@ class JobDir:
                 shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
                 raise JobMismatchError(
                     f"{self.folder} is not empty and is not a stylecore job folder ({shown}); "
-                    "use an empty or new --output folder, or --overwrite to replace its frame_NNNNNN.png files"
+                    "use an empty or new `output` folder, or `overwrite` to replace its frame_NNNNNN.png files"
                 )
             if foreign:
                 self._clear()

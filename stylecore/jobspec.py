@@ -88,19 +88,19 @@ class JobSpec:
         _check_choice("style_end", self.style_end, STYLE_END)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.mode == "optimization" and not self.styles:
-            raise InputError("optimization mode needs a style image: --style PATH")
+            raise InputError("optimization mode needs a style image: `style` PATH")
         if self.mode == "style-video" and not self.style_video:
-            raise InputError("style-video mode needs a style video: --style-video PATH")
+            raise InputError("style-video mode needs a style video: `style_video` PATH")
         if self.frames is not None and self.frames[1] != -1 and self.frames[1] <= self.frames[0]:
             raise InputError(
-                f"--frames {self.frames[0]}:{self.frames[1]} selects no frame; END must be larger than START"
+                f"`frames` {self.frames[0]}:{self.frames[1]} selects no frame; END must be larger than START"
             )
         if self.frame_map is not None and len(self.frame_map) == 0:
             raise InputError("the job's frame_map is empty: there is no frame to stylize")
         if self.size is not None and self.size < 16:
-            raise InputError(f"--size {self.size} is too small; use at least 16 pixels")
+            raise InputError(f"`size` {self.size} is too small; use at least 16 pixels")
         if self.iterations < 0 or self.first_iterations < 1:
-            raise InputError("--iterations must be >= 0 and --first-iterations >= 1")
+            raise InputError("`iterations` must be >= 0 and `first_iterations` >= 1")
 
     def style_weight_at(self, number: int) -> float:
         """Style weight for output frame ``number`` (1-based)."""

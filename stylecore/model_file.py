@@ -188,7 +188,7 @@ def _existing(path: str | Path) -> Path:
     if not path.is_file():
         if path == default_model_path():
             raise WeightsError(f"the shipped model {path} is missing; reinstall stylecore")
-        raise InputError(f"model file {path} not found; pass an existing .safetensors model to --model")
+        raise InputError(f"model file {path} not found; pass an existing .safetensors model to `model`")
     return path
 
 

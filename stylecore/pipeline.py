@@ -190,7 +190,7 @@ class _StyleTargets:
         self._images = [imageops.load_image(p) for p, _ in spec.styles]
         self._weights = [w for _, w in spec.styles]
         if any(w < 0 for w in self._weights) or (self._weights and sum(self._weights) <= 0):
-            raise InputError("style blend weights must be >= 0 and not all zero (--style a.jpg:0.7 --style b.jpg:0.3)")
+            raise InputError("style blend weights must be >= 0 and not all zero (`style` a.jpg:0.7 `style` b.jpg:0.3)")
 
     def close(self) -> None:
         if self._video is not None:
@@ -243,7 +243,7 @@ def _run_optimization(
     if min(size) < _MIN_OPTIMIZATION_SIDE:
         raise InputError(
             f"frames of {size[0]}x{size[1]} px are too small for the VGG loss network (it pools 4 times): "
-            f"use --size so the short side is at least {_MIN_OPTIMIZATION_SIDE} px"
+            f"use `size` so the short side is at least {_MIN_OPTIMIZATION_SIDE} px"
         )
     base = OptimConfig(
         optimizer=spec.optimizer,

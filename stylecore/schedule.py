@@ -31,9 +31,9 @@ def parse_style_weight(text: str) -> float | Path:
         if path.is_file():
             return path
         raise InputError(
-            f"--style-weight {text!r} is neither a number nor an existing schedule file (.json or .csv)"
+            f"`style_weight` {text!r} is neither a number nor an existing schedule file (.json or .csv)"
         ) from None
-    _check_weight(value, f"--style-weight {text}")
+    _check_weight(value, f"`style_weight` {text}")
     return value
 
 

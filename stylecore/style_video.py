@@ -31,22 +31,22 @@ class StyleMapping:
 
     def __post_init__(self) -> None:
         if self.sync not in SYNCS:
-            raise InputError(f"--style-sync must be one of {', '.join(SYNCS)}, not {self.sync!r}")
+            raise InputError(f"`style_sync` must be one of {', '.join(SYNCS)}, not {self.sync!r}")
         if self.end not in ENDS:
-            raise InputError(f"--style-end must be one of {', '.join(ENDS)}, not {self.end!r}")
+            raise InputError(f"`style_end` must be one of {', '.join(ENDS)}, not {self.end!r}")
         if not math.isfinite(self.rate) or self.rate < 0:
-            raise InputError(f"--style-rate {self.rate} must be a number >= 0")
+            raise InputError(f"`style_rate` {self.rate} must be a number >= 0")
 
 
 def style_index(k: int, mapping: StyleMapping, *, content_fps: float, style_fps: float, style_count: int) -> int:
     """0-based style frame for output position ``k`` (0-based)."""
     if style_count < 1:
-        raise InputError("the style video has no frames; give another --style-video")
+        raise InputError("the style video has no frames; give another `style_video`")
     if mapping.sync == "index":
         step = k * mapping.rate
     else:
         if content_fps <= 0 or style_fps <= 0:
-            raise InputError("--style-sync time needs both videos' frame rates; use --style-sync index")
+            raise InputError("`style_sync` time needs both videos' frame rates; use `style_sync` index")
         step = k / content_fps * style_fps * mapping.rate
     return fold(mapping.offset + math.floor(step + _EPS), style_count, mapping.end)
 
@@ -73,4 +73,4 @@ def fold(s: int, n: int, end: str) -> int:
         period = 2 * n - 2  # 0 1 .. n-1 n-2 .. 1, then again; the ends are not repeated
         m = s % period
         return m if m < n else period - m
-    raise InputError(f"--style-end must be one of {', '.join(ENDS)}, not {end!r}")
+    raise InputError(f"`style_end` must be one of {', '.join(ENDS)}, not {end!r}")

@@ -125,3 +125,15 @@ def test_help_answers_without_loading_torch_or_opencv(command: list[str]) -> Non
             "print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_python_api_names_arguments_and_the_cli_names_flags(tmp_path: Path, capsys, pan_folder: Path) -> None:
+    import stylecore
+    from stylecore.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        stylecore.stylize(str(pan_folder), str(tmp_path / "py"), size=8)
+    assert "`size` 8" in str(info.value) and "--size" not in str(info.value)
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "-o", str(tmp_path / "cli"), "--size", "8")
+    assert_one_line_error(code, err, "--size 8 is too small")
+    assert "`" not in err

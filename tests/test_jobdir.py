@@ -46,7 +46,7 @@ def test_same_fingerprint_resumes(tmp_path: Path) -> None:
 def test_different_fingerprint_is_refused_naming_changes(tmp_path: Path) -> None:
     JobDir(tmp_path, FP).write_frame(1, _img(0.2))
     changed = {**FP, "style_weight": 5.0, "size": 512}
-    with pytest.raises(JobMismatchError, match=r"changed: size, style_weight\).*--overwrite"):
+    with pytest.raises(JobMismatchError, match=r"changed: size, style_weight\).*`overwrite`"):
         JobDir(tmp_path, changed)
     assert (tmp_path / "frame_000001.png").exists()  # refused without touching anything
 

@@ -59,11 +59,11 @@ def test_fold_negative_positions() -> None:
 
 
 def test_bad_mappings() -> None:
-    with pytest.raises(InputError, match="style-sync"):
+    with pytest.raises(InputError, match="`style_sync`"):
         StyleMapping(sync="frames")
-    with pytest.raises(InputError, match="style-end"):
+    with pytest.raises(InputError, match="`style_end`"):
         StyleMapping(end="bounce")
-    with pytest.raises(InputError, match="style-rate"):
+    with pytest.raises(InputError, match="`style_rate`"):
         StyleMapping(rate=-1.0)
     with pytest.raises(InputError, match="no frames"):
         style_index(0, StyleMapping(), content_fps=24, style_fps=24, style_count=0)
