@@ -99,7 +99,8 @@ def weights_location(name: str, weights_path: str | None = None) -> str:
     from . import hed, vgg
 
     if name == "vgg19":
-        return str(vgg.resolve_vgg_weights(weights_path, download=False))
+        # Asked for by name, VGG19 may be downloaded here (``auto`` only picks it when present).
+        return str(vgg.resolve_vgg_weights(weights_path, download=True))
     if name == "hed-vgg16":
         return str(hed.resolve_hed_weights(weights_path))
     return "built in, seeded"
