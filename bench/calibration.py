@@ -14,6 +14,7 @@ every cell (with the job's own loss network) are printed and written as JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import time
@@ -78,17 +79,24 @@ def run_cell(content: Path, style: Path, options: dict[str, Any]) -> tuple[np.nd
     return load_image(frame), seconds
 
 
+@functools.lru_cache(maxsize=2)
+def _judge(loss_net: str) -> Any:
+    """The loss network that judges every cell (loaded once)."""
+    import torch
+
+    from stylecore.loss_nets import load_loss_network
+    from stylecore.optimize import RECIPE
+
+    return load_loss_network(loss_net, RECIPE.layers, torch.device("cpu"), pooling=RECIPE.pooling)
+
+
 def losses_of(image: np.ndarray, content: np.ndarray, style: np.ndarray, loss_net: str, long_side: int
               ) -> tuple[float, float]:
     """Style and content loss of one result (the normalised losses, Gatys layers)."""
     from stylecore.evaluate import feature_losses
     from stylecore.imageops import resize, scaled_size
-    from stylecore.loss_nets import load_loss_network
-    from stylecore.optimize import RECIPE
 
-    import torch
-
-    net = load_loss_network(loss_net, RECIPE.layers, torch.device("cpu"), pooling=RECIPE.pooling)
+    net = _judge(loss_net)
     # Judged at the processing size: the written-back result is upscaled to the source's.
     h, w = content.shape[:2]
     size = scaled_size(w, h, min(long_side, max(h, w)))

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import Cancelled, StylecoreError, cli_flag, reword
+from .errors import Cancelled, StylecoreError, cli_wording
 
 # Modules with a ``register(subparsers)`` function, in the order ``--help`` lists them.
 COMMANDS = (
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except StylecoreError as exc:
-        print(f"stylecore: error: {reword(str(exc), cli_flag)}", file=sys.stderr)
+        print(f"stylecore: error: {cli_wording(str(exc))}", file=sys.stderr)
         if os.environ.get("STYLECORE_DEBUG"):
             raise
         return 1

@@ -46,12 +46,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def weights_command(get: str | None = None, *, source: str | None = None) -> int:
-    from .errors import cli_flag, reword
+    from .errors import cli_wording
     from .loss_nets import get_weights, weights_report
 
     if get:
         path = get_weights(get, source)
         print(f"{get} weights ready: {path}")
         return 0
-    print(reword(weights_report(), cli_flag))
+    print(cli_wording(weights_report()))
     return 0

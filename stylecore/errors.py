@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
 
 # Library messages name settings by their Python argument, in backticks (`loss_net`); the
 # CLI and the Blender add-on re-word them for their readers (flags, panel fields).
 _SETTING = re.compile(r"`([a-z_]+)`")
 
 
-def reword(message: str, names: Mapping[str, str] | Callable[[str], str]) -> str:
-    """Replace each backticked setting in ``message`` by what ``names`` calls it (a mapping,
-    where unknown names just lose the backticks, or a function)."""
-    if callable(names):
-        return _SETTING.sub(lambda m: names(m.group(1)), message)
-    return _SETTING.sub(lambda m: names.get(m.group(1), m.group(1)), message)
-
-
-def cli_flag(setting: str) -> str:
-    """``loss_net`` -> ``--loss-net``: how the command line names a setting."""
-    return "--" + setting.replace("_", "-")
+def cli_wording(message: str) -> str:
+    """``message`` as the command line says it: each backticked setting becomes its flag
+    (`loss_net` -> --loss-net). The Blender add-on has its own wording (runner.for_blender)."""
+    return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 class StylecoreError(Exception):

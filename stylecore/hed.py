@@ -242,11 +242,14 @@ def read_converted(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         ) from None
 
 
-def hed_encoder(layers: tuple[str, ...] | list[str], path: Path, *, pooling: str = "max") -> VGGEncoder:
+def hed_encoder(layers: tuple[str, ...] | list[str], path: Path, *, pooling: str = "max",
+                state: dict[str, Tensor] | None = None) -> VGGEncoder:
     """A VGG16 encoder with HED's weights, Caffe preprocessing and Keras "same" pooling
-    (HED was trained with max pooling; ``avg`` is a choice of the loss, see losses.py)."""
+    (HED was trained with max pooling; ``avg`` is a choice of the loss, see losses.py).
+    ``state``: the file's tensors when the caller has read them already."""
     encoder = VGGEncoder(layers, arch="vgg16", preprocessing="caffe", ceil_mode=True, pooling=pooling)
-    state, _ = read_converted(path)
+    if state is None:
+        state, _ = read_converted(path)
     try:
         encoder.load_state_dict({k: v for k, v in state.items() if k.startswith("features.")})
     except RuntimeError as exc:
@@ -264,8 +267,8 @@ class HED(nn.Module):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self.encoder = hed_encoder(SIDE_INPUT_LAYERS, path)
         state, _ = read_converted(path)
+        self.encoder = hed_encoder(SIDE_INPUT_LAYERS, path, state=state)
         self.side = nn.ModuleDict()
         for name in _SIDE_LAYERS:
             weight = state[f"side.{name}.weight"]

@@ -125,6 +125,7 @@ class VGGEncoder(nn.Module):
         if preprocessing not in PREPROCESSING:
             raise InputError(f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSING)}")
         self.arch = arch
+        self.loss_net = ""  # which --loss-net this is; set by loss_nets.load_loss_network
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
         self.pooling = pooling
         self.preprocessing = preprocessing

