@@ -35,10 +35,11 @@ def stylize(
     """Stylize ``content`` into ``output`` (a PNG folder or a video file).
 
     ``style`` is an image path, or several as paths / ``(path, weight)`` pairs. The mode
-    defaults like the CLI's: optimization with a style, style-video with ``style_video``,
-    otherwise the shipped feedforward model.
+    defaults like the CLI's (``jobspec.guess_mode``): style-video with ``style_video``,
+    feedforward with ``model``, optimization with a style, otherwise the default
+    feedforward model.
     """
-    from .jobspec import JobSpec
+    from .jobspec import JobSpec, guess_mode
     from .pipeline import run_job
 
     styles: tuple[tuple[str, float], ...] = ()
@@ -47,6 +48,6 @@ def stylize(
     elif style:
         styles = tuple((s, 1.0) if isinstance(s, str) else (str(s[0]), float(s[1])) for s in style)
     if "mode" not in options:
-        options["mode"] = "style-video" if options.get("style_video") else "optimization" if styles else "feedforward"
+        options["mode"] = guess_mode(styles, options.get("style_video"), options.get("model"))
     spec = JobSpec(content=str(content), output=str(output), styles=styles, **options)
     return run_job(spec, on_event, overwrite=overwrite)

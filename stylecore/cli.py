@@ -14,6 +14,7 @@ from .errors import Cancelled, StylecoreError, cli_wording
 # Modules with a ``register(subparsers)`` function, in the order ``--help`` lists them.
 COMMANDS = (
     "stylecore.cli_stylize",
+    "stylecore.cli_models",
     "stylecore.cli_weights",
     "stylecore.cli_evaluate",
     "stylecore.cli_export",
@@ -25,6 +26,7 @@ examples:
   stylecore stylize clip.mp4 --style starry_night.jpg -o out.mp4    an encoded video (with the audio)
   stylecore stylize frames/ --style-video style_clip.mp4 -o out/    style changes over time
   stylecore stylize clip.mp4 -o out.mp4                             the shipped real-time model
+  stylecore stylize clip.mp4 --model scream -o out.mp4              another shipped model ('stylecore models')
   stylecore weights                                                 where the VGG19 weights are
 
 Run 'stylecore COMMAND --help' for every option of a command.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import DEVICE_CHOICES
-from .jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, JobSpec
+from .jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, JobSpec, guess_mode
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
@@ -38,7 +38,8 @@ examples:
   stylecore stylize clip.mp4 --style a.jpg:0.7 --style b.jpg:0.3 -o out.mp4
   stylecore stylize clip.mp4 --style scream.jpg --preserve-colors -o out/ --frames 0:48
   stylecore stylize frames/ --style-video style_clip.mp4 --style-sync time -o out/
-  stylecore stylize clip.mp4 --mode feedforward --model my_style.safetensors -o out.mp4
+  stylecore stylize clip.mp4 --model scream -o out.mp4       (a shipped model; see 'stylecore models')
+  stylecore stylize clip.mp4 --model my_style.safetensors -o out.mp4
   stylecore stylize clip.mp4 --style s.jpg --loss-net hed-vgg16 -o out/      (a chosen loss network)
 """
 
@@ -55,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output folder for PNG frames, or a video file (.mp4, .mov, .mkv, .webm, .avi)")
     p.add_argument("--mode", choices=("auto", "optimization", "style-video", "feedforward"), default="auto",
-                   help="auto (default): feedforward without --style, style-video with --style-video, "
-                        "optimization with --style")
+                   help="auto (default): style-video with --style-video, feedforward with --model, "
+                        "optimization with --style, else feedforward with the starry_night model; "
+                        "feedforward with --style uses the model trained on that image")
 
     g = p.add_argument_group("style")
     g.add_argument("--style", action="append", default=[], metavar="IMAGE[:WEIGHT]",
@@ -64,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--style a.jpg:0.7 --style b.jpg:0.3")
     g.add_argument("--style-video", metavar="VIDEO",
                    help="style video or image folder: content frame i takes the style of its matching frame")
-    g.add_argument("--model", metavar="FILE.safetensors",
-                   help="feedforward model trained with 'python -m training.train' (default: the shipped model)")
+    g.add_argument("--model", metavar="NAME|FILE",
+                   help="feedforward model: a name from 'stylecore models' (starry_night, scream, shipwreck, "
+                        "woman_with_a_hat, or your own) or a .safetensors file (default: starry_night)")
     g.add_argument("--style-weight", default="1.0", metavar="W|FILE",
                    help="style strength (default 1.0); or a schedule file with a weight per frame "
                         "(JSON list, JSON {frame: weight} interpolated, or CSV 'frame,weight')")
@@ -143,7 +146,7 @@ def job_from_args(args: argparse.Namespace) -> JobSpec:
     styles = tuple(_parse_style(text) for text in args.style)
     mode = args.mode
     if mode == "auto":
-        mode = "style-video" if args.style_video else "optimization" if styles else "feedforward"
+        mode = guess_mode(styles, args.style_video, args.model)
     weight = parse_style_weight(args.style_weight)
     spec_args: dict[str, Any] = dict(
         content=args.content,

@@ -33,7 +33,8 @@ from .frames import FrameSource
 from .imageops import luminance_transfer, match_color, resize, scaled_size
 from .jobdir import JobDir
 from .jobspec import JobSpec
-from .model_file import ModelInfo, default_model_path, load_model
+from .catalog import model_for, resolve_model
+from .model_file import ModelInfo, load_model
 from .tiling import min_tile, stylize_tiled
 from .transformer import StyleTransformer
 
@@ -164,7 +165,7 @@ _CACHE_SIZE = 2
 
 def get_stylizer(path: str | Path | None, device: torch.device, *, compile: bool = False, tile: int = 0) -> Stylizer:
     """Load (or reuse: the Blender worker runs many jobs) the model at ``path``."""
-    model_path = Path(path).expanduser() if path else default_model_path()
+    model_path = resolve_model(path)
     try:
         stat = model_path.stat()
         stamp: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
@@ -287,7 +288,7 @@ def run_feedforward(
     batches; a cancelled job keeps every frame already written and raises ``Cancelled``.
     """
     device = resolve_device(spec.device)
-    stylizer = get_stylizer(spec.model, device, compile=spec.compile, tile=spec.tile)
+    stylizer = get_stylizer(model_for(spec.model, spec.styles), device, compile=spec.compile, tile=spec.tile)
     stylizer.tile = spec.tile  # an earlier job's out-of-memory fallback need not apply here
     info = source.info
     work_size = scaled_size(info.width, info.height, spec.size) if spec.size else (info.width, info.height)

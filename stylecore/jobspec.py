@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import InputError
@@ -137,6 +138,11 @@ class JobSpec:
         if self.mode == "feedforward":  # the model alone decides its pixels
             data.pop("loss_net")
             data.pop("vgg_weights")
+        if self.mode == "feedforward":
+            # A model's name and its file are the same job.
+            from .catalog import model_for
+
+            data["model"] = str(model_for(self.model, self.styles))
         # The same file named relatively or absolutely is the same job.
         for key in ("content", "style_video", "model", "vgg_weights"):
             if data.get(key):
@@ -147,6 +153,16 @@ class JobSpec:
     def fingerprint_hash(self) -> str:
         text = json.dumps(self.fingerprint(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def guess_mode(styles: Sequence[object], style_video: str | None, model: str | None) -> str:
+    """The mode when none is asked for: style-video with a style video, feedforward with a
+    model, optimization with style images, else the default feedforward model."""
+    if style_video:
+        return "style-video"
+    if model:
+        return "feedforward"
+    return "optimization" if styles else "feedforward"
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
 from . import __version__
+from .catalog import default_model_path
 from .errors import InputError, WeightsError
 from .imageops import atomic_write_bytes
 from .transformer import StyleTransformer, TransformerConfig
@@ -31,7 +32,6 @@ from .transformer import StyleTransformer, TransformerConfig
 FORMAT_NAME = "stylecore-feedforward"
 FORMAT_VERSION = 1
 METADATA_KEY = "stylecore"
-DEFAULT_MODEL_NAME = "starry_night"
 _THUMBNAIL_SIDE = 32
 # Limits on architecture numbers read from a file: a hostile header must not make us
 # allocate absurd networks.
@@ -94,11 +94,6 @@ class ModelInfo:
         if min(channels) < 1 or max(channels) > _MAX_CHANNELS or config.res_blocks > _MAX_RES_BLOCKS:
             raise WeightsError(f"{source} declares an implausible network ({config}); the file is corrupt")
         return info
-
-
-def default_model_path() -> Path:
-    """The model shipped inside the package (the default for ``--mode feedforward``)."""
-    return Path(__file__).resolve().parent / "models" / f"{DEFAULT_MODEL_NAME}.safetensors"
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -23,6 +23,7 @@ from .devices import oom_guard, resolve_device
 from .errors import Cancelled, InputError
 from .frames import FrameSource, encode_video, open_source, resolve_range
 from .jobdir import JobDir
+from .catalog import model_for
 from .jobspec import JobSpec
 from .optimize import RECIPE, OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
 from .losses import blend_grams
@@ -116,8 +117,8 @@ def _check_inputs(spec: JobSpec) -> None:
             raise InputError(f"style image not found: {path}")
     if spec.style_video and not Path(spec.style_video).exists() and "%" not in spec.style_video:
         raise InputError(f"style video not found: {spec.style_video}")
-    if spec.model and not Path(spec.model).is_file():
-        raise InputError(f"model file not found: {spec.model}")
+    if spec.mode == "feedforward":
+        model_for(spec.model, spec.styles)  # a missing file, unknown name or untrained style stops here
     if is_video_output(spec.output) and not Path(spec.output).parent.exists():
         raise InputError(f"the output's folder does not exist: {Path(spec.output).parent}")
 

@@ -13,6 +13,15 @@ every instance normalisation, so one network renders any style strength in
 ``[0, max_style_weight]``. An unconditioned network ignores ``w`` inside the network and
 instead mixes its output with the input: ``x + w * (stylized - x)``.
 
+Output (departs from the paper, whose last layer predicts the image itself): the last
+convolution predicts a change of the input in logit space, scaled by the style weight:
+``out = sigmoid(logit(x) + w * delta(x, w))``. Style weight 0 therefore returns the frame
+itself (to within the logit clamp), which makes a keyframed fade of the style exact at
+its ends, and strength grows with ``w`` from the first step of training; the conditioned
+network still decides what ``delta`` is at each weight, so 0.5 is a weaker stylization
+(textures and colours both), not a mix of pixels. Files written before this
+(``output: "absolute"``) keep the paper's output.
+
 Any frame size works: the input is reflect-padded to a multiple of 4 (two stride-2
 layers) and the output cropped back.
 """
@@ -29,6 +38,9 @@ from torch.nn import functional as F
 # Spatial size must be divisible by 2 ** (number of stride-2 layers).
 SIZE_MULTIPLE = 4
 _EPS = 1e-5
+# Inputs are clamped this far inside (0, 1) before the logit, so it stays finite.
+_LOGIT_EPS = 1e-3
+OUTPUTS = ("residual", "absolute")
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,11 @@ class TransformerConfig:
     conditioned: bool = True
     cond_hidden: int = 32
     max_style_weight: float = 2.0  # conditioned range is [0, max_style_weight]
+    output: str = "residual"  # "residual" (logit change of the input) or "absolute" (older files)
 
     def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"TransformerConfig: output must be one of {OUTPUTS}")
         if len(self.down_channels) != 3 or len(self.up_channels) != 2:
             raise ValueError("TransformerConfig needs 3 down_channels and 2 up_channels")
         if self.edge_kernel % 2 != 1 or self.res_blocks < 0 or self.max_style_weight <= 0:
@@ -65,6 +80,8 @@ class TransformerConfig:
             conditioned=bool(data["conditioned"]),
             cond_hidden=int(data["cond_hidden"]),
             max_style_weight=float(data["max_style_weight"]),
+            # Files from before the residual output have no entry.
+            output=str(data.get("output", "absolute")),
         )
 
 
@@ -224,7 +241,11 @@ class StyleTransformer(nn.Module):
             y = y + normed(nrms[1], convs[1](r))
         for conv, nrm in zip(self.up, self.up_norms):
             y = F.relu(normed(nrm, conv(F.interpolate(y, scale_factor=2.0, mode="nearest"))))
-        out = torch.sigmoid(self.final(y))[:, :, :h, :w]
+        delta = self.final(y)[:, :, :h, :w]
+        if self.config.output == "residual":
+            strength = style_weight.clamp(0.0, self.config.max_style_weight).to(delta.dtype)[:, None, None, None]
+            return torch.sigmoid(torch.logit(image.to(delta.dtype), eps=_LOGIT_EPS) + strength * delta)
+        out = torch.sigmoid(delta)
         if self.cond is None:
             # Unconditioned: the weight can only mix stylized and original pixels.
             mix = style_weight.clamp(0.0, 1.0).to(out.dtype)[:, None, None, None]

@@ -62,8 +62,9 @@ def test_padding_only_adds_to_the_bottom_right() -> None:
         assert torch.allclose(model(x), model(padded)[:, :, :30, :42], atol=1e-6)
 
 
-def test_unconditioned_weight_mixes_pixels() -> None:
-    model = _perturbed(TransformerConfig(conditioned=False))
+def test_unconditioned_absolute_output_weight_mixes_pixels() -> None:
+    """Files from before the residual output: an unconditioned network mixes pixels."""
+    model = _perturbed(TransformerConfig(conditioned=False, output="absolute"))
     x = torch.rand(3, 3, 20, 24)
     with torch.no_grad():
         full = model(x, torch.ones(3))
@@ -71,6 +72,35 @@ def test_unconditioned_weight_mixes_pixels() -> None:
     assert torch.allclose(out[0], x[0], atol=1e-6)
     assert torch.allclose(out[1], 0.5 * (x[1] + full[1]), atol=1e-6)
     assert torch.allclose(out[2], full[2], atol=1e-6)
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_residual_output_at_style_weight_zero_is_the_input(conditioned: bool) -> None:
+    model = _perturbed(TransformerConfig(conditioned=conditioned))
+    x = torch.rand(2, 3, 20, 24)
+    x[0, :, :2] = 0.0  # saturated pixels survive the logit clamp
+    x[1, :, :2] = 1.0
+    with torch.no_grad():
+        out = model(x, torch.zeros(2))
+        styled = model(x, torch.ones(2))
+    assert float((out - x).abs().max()) <= 1.01e-3
+    assert float((styled - x).abs().mean()) > 0.05  # and a perturbed network does change the frame
+
+
+def test_residual_output_grows_with_the_weight() -> None:
+    """The change of the frame grows continuously with the weight (same network, same frame)."""
+    model = _perturbed(TransformerConfig(conditioned=False))
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        changes = [float((model(x, torch.tensor([w])) - x).abs().mean()) for w in (0.0, 0.01, 0.25, 0.5, 1.0, 2.0)]
+    assert changes == sorted(changes) and changes[0] < 1e-3 < changes[1] < 0.05
+
+
+def test_old_files_without_an_output_entry_rebuild_the_absolute_output() -> None:
+    data = TransformerConfig().to_dict()
+    del data["output"]
+    assert TransformerConfig.from_dict(data).output == "absolute"
+    assert TransformerConfig.from_dict(TransformerConfig().to_dict()).output == "residual"
 
 
 def test_conditioned_weight_changes_the_normalisation_and_is_clamped() -> None:
@@ -91,7 +121,12 @@ def test_fresh_conditioned_network_starts_unmodulated() -> None:
     model = StyleTransformer(TransformerConfig()).eval()
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(model(x, torch.tensor([0.0])), model(x, torch.tensor([2.0])))
+        # The zero-initialised modulation does not change the network: only the output's
+        # strength differs, so delta(x, 0.5) == delta(x, 2.0).
+        logit = torch.logit(x, eps=1e-3)
+        delta_half = (torch.logit(model(x, torch.tensor([0.5])), eps=1e-6) - logit) / 0.5
+        delta_two = (torch.logit(model(x, torch.tensor([2.0])), eps=1e-6) - logit) / 2.0
+        assert torch.allclose(delta_half, delta_two, atol=1e-3)
 
 
 def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:

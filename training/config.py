@@ -15,7 +15,7 @@ class TrainConfig:
     loss network (each term has a base scale, see ``objective.py``)."""
 
     style: str
-    data: str
+    data: str | tuple[str, ...]  # one path, or several (repeated --data)
     out: str
     steps: int = 4000
     size: int = 256  # training crops are size x size
@@ -49,6 +49,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # One canonical form: a tuple of paths.
+        object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
         if self.loss_net not in LOSS_NETS:
             raise InputError(f"--loss-net must be one of {', '.join(LOSS_NETS)}, not {self.loss_net!r}")
         if self.steps < 1 or self.batch_size < 1:

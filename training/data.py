@@ -43,8 +43,22 @@ class DataSources:
         return not self.clips and not self.stills
 
 
-def scan_data(path: str | Path) -> DataSources:
-    """Classify what ``--data`` holds (see the module docstring)."""
+def scan_data(paths: str | Path | tuple[str | Path, ...] | list[str | Path]) -> DataSources:
+    """Classify what the ``--data`` paths hold (see the module docstring)."""
+    if isinstance(paths, (str, Path)):
+        return _scan_one(paths)
+    clips: list[Path] = []
+    stills: list[Path] = []
+    for path in paths:
+        found = _scan_one(path)
+        clips += [c for c in found.clips if c not in clips]
+        stills += [s for s in found.stills if s not in stills]
+    if not clips and not stills:
+        raise InputError("no --data was given; give a folder of videos, image sequences or images")
+    return DataSources(tuple(clips), tuple(stills))
+
+
+def _scan_one(path: str | Path) -> DataSources:
     root = Path(path).expanduser()
     if root.is_file():
         if root.suffix.lower() in IMAGE_EXTENSIONS:

@@ -69,7 +69,7 @@ def _preview_weights(model_config: TransformerConfig) -> list[float]:
     if not model_config.conditioned:
         return [1.0]
     top = model_config.max_style_weight
-    return [0.25 * top, 0.5 * top, top]
+    return [0.0, 0.25 * top, 0.5 * top, top]
 
 
 def draw_style_weights(config: TrainConfig, n: int, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
@@ -215,7 +215,7 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
         training={
             **{k: v for k, v in settings.items() if k not in ("resume", "restart", "cache_dir")},
             "style": Path(config.style).name,
-            "data": Path(config.data).name,
+            "data": [Path(d).name for d in config.data],
             "out": out.name,
             "bf16": use_bf16,
             "command": command,

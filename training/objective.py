@@ -6,7 +6,8 @@
 - style: Gram matrices at ``relu1_2, relu2_2, relu3_2, relu4_2`` vs the style image's,
   per output image ``i`` weighted by its sampled style weight ``w_i`` (the input the
   conditioned network sees; Babaeizadeh and Ghiasi 2018);
-- TV: total variation of the outputs;
+- TV: total variation of each output, weighted by ``min(1, w_i)`` so that it fades with
+  the style (at weight 0 the target is the input itself, not a smoothed input);
 - temporal: the previous frame's output warped by the input pair's flow vs the current
   output, masked by occlusion;
 - noise (optional): output of a frame vs output of the same frame plus small noise, a
@@ -101,7 +102,9 @@ class HybridLoss:
         outputs = outputs.float()
         content = losses.ContentLoss(content_targets, CONTENT_LAYERS)(features)
         style = self.style(features, style_weights)
-        tv = losses.tv_loss(outputs)
+        tv_fade = style_weights.float().clamp(0.0, 1.0)
+        tv = sum((tv_fade[i] * losses.tv_loss(outputs[i : i + 1]) for i in range(outputs.shape[0])),
+                 start=torch.zeros((), device=outputs.device)) / outputs.shape[0]
         terms = {
             "content": w.content * content,
             "style": w.style * self.style_scale * style,

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a feedforward stylizing network (Huang et al. 2017) for one style.",
     )
     p.add_argument("--style", required=True, help="style image")
-    p.add_argument("--data", required=True, help="video file, or folder of videos / image-sequence folders / still images")
+    p.add_argument("--data", required=True, action="append",
+                   help="video file, still image, or folder of videos / image-sequence folders / still images; repeat to combine")
     p.add_argument("--out", required=True, help="model file to write (.safetensors; a .json copy of its metadata goes beside it)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--size", type=int, default=d.size, help="training crop size in pixels (default %(default)s)")
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         style=args.style,
-        data=args.data,
+        data=tuple(args.data),
         out=args.out,
         steps=args.steps,
         size=args.size,

@@ -1,0 +1,62 @@
+"""``stylecore models``: the feedforward models you can pass to ``--model``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the feedforward models (shipped and your own) for --model",
+        description=(
+            "Feedforward mode stylizes with a small network trained for one style. This lists the models "
+            "shipped with stylecore and those in your model folder (trained with 'python -m training.train' "
+            "or Blender's Train Style): name, style, loss network and training settings. Pass the name to "
+            "'stylecore stylize --model NAME', or give --style IMAGE in feedforward mode to pick the model "
+            "trained on that image."
+        ),
+        epilog=(
+            "examples:\n"
+            "  stylecore models\n"
+            "  stylecore models --json\n"
+            "  stylecore stylize clip.mp4 --model scream -o out.mp4\n"
+            "\n"
+            "Your model folder is $STYLECORE_MODELS, else the platform's data folder (shown below the list).\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print the list as JSON (for scripts)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .catalog import broken_models, list_models, user_models_dir
+
+    entries = list_models()
+    if args.json:
+        print(json.dumps([
+            {
+                "name": e.name,
+                "origin": e.origin,
+                "path": str(e.path),
+                "style": e.style_name,
+                "thumbnail": str(e.thumbnail) if e.thumbnail else None,
+                "loss_network": e.loss_network,
+                "training": e.training,
+            }
+            for e in entries
+        ], indent=2))
+        return 0
+    for e in entries:
+        t = e.training
+        steps = f"{t.get('steps', '?')} steps at {t.get('size', '?')} px" if t else "training settings unknown"
+        print(f"{e.name:<20} {e.origin:<8} style {e.style_name or '?'}; {e.loss_network or '?'} loss network; {steps}")
+        print(f"{'':<20} {e.path}")
+        if e.thumbnail:
+            print(f"{'':<20} style thumbnail: {e.thumbnail}")
+    for path, reason in broken_models():
+        print(f"unreadable: {path}: {reason}")
+    print(f"\nyour model folder: {user_models_dir()}")
+    return 0
