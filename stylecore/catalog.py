@@ -16,11 +16,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError, WeightsError
 
 MODEL_SUFFIX = ".safetensors"
 THUMBNAIL_SUFFIX = ".jpg"
+THUMBNAIL_SIDE = 256
 MODELS_ENV = "STYLECORE_MODELS"
+# Mean difference (8-bit levels) below which two 32 px style thumbnails are the same
+# painting: re-encoding and resizing move them by 1-2 levels, different paintings by tens.
+_SAME_STYLE = 4.0
 # The model used when neither a model nor a style is given.
 DEFAULT_MODEL = "starry_night"
 
@@ -42,6 +48,16 @@ class ModelEntry:
         """The style image's thumbnail beside the model, when there is one."""
         path = self.path.with_suffix(THUMBNAIL_SUFFIX)
         return path if path.is_file() else None
+
+
+def write_thumbnail(model_path: str | Path, style_image: np.ndarray) -> Path:
+    """Save the style's thumbnail (``THUMBNAIL_SIDE`` px long side) beside a model."""
+    from .imageops import resize, save_image, scaled_size
+
+    h, w = style_image.shape[:2]
+    path = Path(model_path).with_suffix(THUMBNAIL_SUFFIX)
+    save_image(path, resize(style_image, scaled_size(w, h, min(THUMBNAIL_SIDE, max(w, h)))))
+    return path
 
 
 def shipped_models_dir() -> Path:
@@ -136,25 +152,39 @@ def model_for(model: str | Path | None, styles: tuple[tuple[str, float], ...] = 
     if model or not styles:
         return resolve_model(model)
     if len(styles) > 1:
-        raise InputError("a feedforward model renders one style; give one style image, or use mode optimization "
+        raise InputError("a feedforward model renders one style; give one style image, or use `mode` optimization "
                          "to blend several")
     entry = find_by_style(styles[0][0])
     if entry is None:
         raise InputError(
             f"no feedforward model was trained on {Path(styles[0][0]).name}; train one "
             f"(`python -m training.train --style {styles[0][0]} ...`), choose a `model` from `stylecore models`, "
-            f"or use mode optimization, which takes any style image"
+            f"or use `mode` optimization, which takes any style image"
         )
     return entry.path
 
 
 def find_by_style(style_image: str | Path) -> ModelEntry | None:
-    """The model trained on this style image (same thumbnail hash), user models first."""
-    from .imageops import load_image
-    from .model_file import style_thumbnail_hash
+    """The model trained on this style image, user models first.
 
-    wanted = style_thumbnail_hash(load_image(style_image))
-    for entry in list_models():
+    The same file matches by its thumbnail hash; a re-saved or resized copy matches by the
+    model's style thumbnail (``NAME.jpg``), when the two 32 px thumbnails differ by less
+    than ``_SAME_STYLE`` on average."""
+    from .imageops import load_image
+    from .model_file import style_thumbnail, style_thumbnail_hash
+
+    image = load_image(style_image)
+    wanted = style_thumbnail_hash(image)
+    entries = list_models()
+    for entry in entries:
         if entry.style_thumbnail_sha256 == wanted:
             return entry
-    return None
+    small = style_thumbnail(image).astype(np.float32)
+    best: tuple[float, ModelEntry] | None = None
+    for entry in entries:
+        if entry.thumbnail is None:
+            continue
+        distance = float(np.abs(style_thumbnail(load_image(entry.thumbnail)).astype(np.float32) - small).mean())
+        if distance < _SAME_STYLE and (best is None or distance < best[0]):
+            best = (distance, entry)
+    return best[1] if best else None

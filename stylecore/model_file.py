@@ -100,11 +100,16 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def style_thumbnail_hash(style: np.ndarray) -> str:
-    """SHA-256 of a 32x32 8-bit thumbnail: identifies a style image across re-encodings
-    and sizes better than a hash of its file."""
+def style_thumbnail(style: np.ndarray) -> np.ndarray:
+    """The 32x32 8-bit thumbnail that identifies a style image."""
     thumb = cv2.resize(np.asarray(style, dtype=np.float32), (_THUMBNAIL_SIDE, _THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA)
-    return hashlib.sha256(np.clip(thumb * 255.0 + 0.5, 0, 255).astype(np.uint8).tobytes()).hexdigest()
+    return np.clip(thumb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def style_thumbnail_hash(style: np.ndarray) -> str:
+    """SHA-256 of the 32x32 thumbnail: the same painting in another file format or at
+    another size often hashes the same (``catalog.find_by_style`` also compares pictures)."""
+    return hashlib.sha256(style_thumbnail(style).tobytes()).hexdigest()
 
 
 def now_iso() -> str:

@@ -148,12 +148,19 @@ def test_thumbnail_hash_ignores_resolution_but_not_content() -> None:
     assert style_thumbnail_hash(base) != style_thumbnail_hash(1.0 - base)
 
 
-def test_shipped_default_model_loads() -> None:
+def test_shipped_models_load_and_are_listed_by_name() -> None:
+    from stylecore.catalog import list_models, shipped_models_dir
+
     path = default_model_path()
     assert path.is_file(), "the package must ship its default model"
+    shipped = {e.name: e for e in list_models() if e.origin == "shipped"}
+    assert set(shipped) >= {"starry_night", "scream", "shipwreck", "woman_with_a_hat"}
+    for entry in shipped.values():
+        assert entry.path.parent == shipped_models_dir() and entry.thumbnail is not None
+        assert entry.loss_network == "hed-vgg16" and entry.training.get("command")
+        assert entry.path.stat().st_size < 2_000_000
     model, info = load_model(path)
     assert info.config.conditioned
-    assert path.stat().st_size < 2_000_000
     with torch.no_grad():
         out = model(torch.rand(1, 3, 36, 52), torch.ones(1))
     assert out.shape == (1, 3, 36, 52)

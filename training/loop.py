@@ -18,6 +18,7 @@ from stylecore.errors import InputError
 from stylecore.feedforward import cpu_has_native_bf16
 from stylecore.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
+from stylecore.catalog import write_thumbnail
 from stylecore.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
 from stylecore.transformer import StyleTransformer, TransformerConfig
 from stylecore.loss_nets import load_loss_network, resolve_loss_net
@@ -224,6 +225,7 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
         created=now_iso(),
     )
     save_model(out, model.eval(), info)
+    write_thumbnail(out, style_image)  # shown in model lists; lets a copy of the painting find the model
     ckpt.unlink(missing_ok=True)  # the finished model supersedes the checkpoint
-    log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name}")
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {out.with_suffix('.json').name} and {out.with_suffix('.jpg').name}")
     return out
