@@ -25,15 +25,8 @@ GATYS_STYLE_LAYERS: dict[str, float] = {
     "relu4_1": 0.2,
     "relu5_1": 0.2,
 }
-# Huang et al. 2017 (real-time video style transfer): shallower style layers.
+# Huang et al. 2017 (real-time video style transfer): content at relu4_2.
 HUANG_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
-HUANG_STYLE_LAYERS: dict[str, float] = {
-    "relu1_2": 0.25,
-    "relu2_2": 0.25,
-    "relu3_2": 0.25,
-    "relu4_2": 0.25,
-}
-
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,11 @@ class Recipe:
 # Gatys et al. suggest) gave smoother strokes here but lost faces and brightened borders.
 GATYS_RUDER = Recipe(GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, style_scale=8.0, tv_scale=2e1, temporal_scale=2e3)
 # Huang et al. feedforward training.
-HUANG = Recipe(HUANG_CONTENT_LAYERS, HUANG_STYLE_LAYERS, style_scale=1e1, tv_scale=1e1, temporal_scale=5e2)
+# Style layers depart from Huang et al. (relu1_2, relu2_2, relu3_2, relu4_2): with
+# hed-vgg16 those layers let the network satisfy the style with fine horizontal stripes
+# over every surface (seen in training previews, with and without the temporal loss);
+# Gatys' relu*_1 layers, the ones optimization mode uses, give brush strokes instead.
+HUANG = Recipe(HUANG_CONTENT_LAYERS, GATYS_STYLE_LAYERS, style_scale=1e1, tv_scale=1e1, temporal_scale=5e2)
 
 # Keeps a normalised loss finite when its target is all zeros (a black frame's deep layers);
 # far below any real layer's energy, so it does not break scale invariance.

@@ -25,6 +25,9 @@ from .vgg import VGGEncoder
 # The loss's base scales and layers (one home: ``losses.GATYS_RUDER``).
 RECIPE = losses.GATYS_RUDER
 
+# ``trace(level, iterations_done, loss)``: see ``optimize_frame``.
+Trace = Callable[[int, int, float], None]
+
 # Below this long side a coarser level is not worth solving (VGG's receptive field).
 _MIN_LEVEL_SIDE = 192
 
@@ -73,10 +76,12 @@ def optimize_frame(
     init: torch.Tensor | None = None,
     temporal: TemporalTarget | None = None,
     cancel: Callable[[], bool] | None = None,
+    trace: Trace | None = None,
 ) -> torch.Tensor:
     """Stylize one frame and return it as a 1x3xHxW tensor in [0, 1].
 
-    ``init`` defaults to the content frame. With ``config.scales > 1`` the problem is
+    ``init`` defaults to the content frame. ``trace(level, iterations, loss)`` is called
+    after every chunk of iterations (convergence curves for the bench). With ``config.scales > 1`` the problem is
     solved on a pyramid, each level starting from the upsampled result of the last.
     """
     if content.dim() != 4 or content.shape[:2] != (1, 3):
@@ -93,7 +98,8 @@ def optimize_frame(
         level_temporal = None
         if temporal is not None:
             level_temporal = TemporalTarget(_resize(temporal.warped, size), _resize(temporal.mask, size))
-        image = _solve(encoder, level_content, grams, config, level_init, level_temporal, iterations, cancel)
+        level_trace = None if trace is None else (lambda n, loss, d=depth: trace(d, n, loss))
+        image = _solve(encoder, level_content, grams, config, level_init, level_temporal, iterations, cancel, level_trace)
     return image.clamp(0.0, 1.0)
 
 
@@ -106,6 +112,7 @@ def _solve(
     temporal: TemporalTarget | None,
     iterations: int,
     cancel: Callable[[], bool] | None,
+    trace: Callable[[int, float], None] | None = None,
 ) -> torch.Tensor:
     """Run the optimizer for ``iterations`` steps on one pyramid level."""
     with torch.no_grad():
@@ -134,7 +141,7 @@ def _solve(
     if iterations <= 0:
         return image.detach()
     if config.optimizer == "lbfgs":
-        _run_lbfgs(image, objective, iterations, config.learning_rate or 1.0, cancel)
+        _run_lbfgs(image, objective, iterations, config.learning_rate or 1.0, cancel, trace)
     else:
         _run_adam(image, objective, iterations, config.learning_rate or 0.02, cancel)
     return image.detach().clamp(0.0, 1.0)
@@ -156,6 +163,7 @@ def _run_lbfgs(
     iterations: int,
     lr: float,
     cancel: Callable[[], bool] | None,
+    trace: Callable[[int, float], None] | None = None,
 ) -> None:
     optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=_CHUNK, history_size=50, line_search_fn="strong_wolfe")
 
@@ -186,6 +194,8 @@ def _run_lbfgs(
                 break
             image.clamp_(0.0, 1.0)
         done += chunk
+        if trace is not None:
+            trace(done, float(loss.detach()))
         # A chunk that ended before its iteration and evaluation budgets means L-BFGS
         # converged (gradient or change below tolerance): further chunks would do nothing.
         iters = state.get("n_iter", 0) - iters_before

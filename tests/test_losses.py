@@ -160,5 +160,5 @@ def test_default_layer_weights() -> None:
     assert len(set(losses.GATYS_STYLE_LAYERS.values())) == 1  # equally weighted, as the paper says
     assert losses.GATYS_RUDER.layers == ("relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     assert sum(losses.GATYS_STYLE_LAYERS.values()) == pytest.approx(1.0)
-    assert sum(losses.HUANG_STYLE_LAYERS.values()) == pytest.approx(1.0)
-    assert list(losses.HUANG_STYLE_LAYERS) == ["relu1_2", "relu2_2", "relu3_2", "relu4_2"]
+    assert sum(losses.HUANG.style_layers.values()) == pytest.approx(1.0)
+    assert list(losses.HUANG.style_layers) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]

@@ -3,7 +3,8 @@
     L = a * content + sum_i w_i * b * style_i / N + c * TV + g * temporal [+ s * noise]
 
 - content: ``relu4_2`` features of each output vs its input frame;
-- style: Gram matrices at ``relu1_2, relu2_2, relu3_2, relu4_2`` vs the style image's,
+- style: Gram matrices at ``relu1_1 ... relu5_1`` vs the style image's (Huang et al. use
+  ``relu*_2``: see ``losses.HUANG`` for why this departs from them),
   per output image ``i`` weighted by its sampled style weight ``w_i`` (the input the
   conditioned network sees; Babaeizadeh and Ghiasi 2018);
 - TV: total variation of each output, weighted by ``min(1, w_i)`` so that it fades with
