@@ -38,7 +38,8 @@ import torch
 
 from stylecore.feedforward import Stylizer, get_stylizer
 from stylecore.frames import ffmpeg_exe, open_source
-from stylecore.model_file import default_model_path, load_model
+from stylecore.catalog import default_model_path
+from stylecore.model_file import load_model
 from stylecore.pipeline import run_job
 from stylecore.jobspec import JobSpec
 

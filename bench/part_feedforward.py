@@ -60,7 +60,8 @@ def models_for_quality() -> QualityModels:
     (``training.temporal_weight``).
     """
     from stylecore.errors import StylecoreError
-    from stylecore.model_file import default_model_path, read_info
+    from stylecore.catalog import default_model_path
+    from stylecore.model_file import read_info
 
     repo = Path(__file__).resolve().parent.parent
     found: dict[bool, str] = {}

@@ -129,7 +129,10 @@ def resolve_model(model: str | Path | None) -> Path:
 
     ``None`` is the default shipped model."""
     if model is None or str(model) == "":
-        return default_model_path()
+        path = default_model_path()
+        if not path.is_file():
+            raise WeightsError(f"the shipped model {path} is missing; reinstall stylecore")
+        return path
     text = str(model)
     path = Path(text).expanduser()
     looks_like_path = path.suffix == MODEL_SUFFIX or os.sep in text or (os.altsep or os.sep) in text

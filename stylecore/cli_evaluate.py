@@ -315,7 +315,8 @@ def _style_image(opts: LossOptions, width: int, height: int) -> np.ndarray | Non
 
 def _load_model(path: str, device: Any) -> Any:
     """A feedforward model as a callable ``1x3xHxW -> 1x3xHxW`` on ``device``."""
-    from .model_file import default_model_path, load_model
+    from .catalog import default_model_path
+    from .model_file import load_model
 
     model, _info = load_model(default_model_path() if path == "default" else path, device)
     return model

@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def export_command(model: str, out: str, check: bool) -> int:
-    from .model_file import default_model_path
+    from .catalog import default_model_path
     from .onnx_export import TOLERANCE, export_onnx
 
     path = default_model_path() if model == "default" else model

@@ -24,7 +24,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
 from . import __version__
-from .catalog import default_model_path
 from .errors import InputError, WeightsError
 from .imageops import atomic_write_bytes
 from .transformer import StyleTransformer, TransformerConfig
@@ -186,8 +185,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[St
 def _existing(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
-        if path == default_model_path():
-            raise WeightsError(f"the shipped model {path} is missing; reinstall stylecore")
         raise InputError(f"model file {path} not found; pass an existing .safetensors model to `model`")
     return path
 

@@ -152,7 +152,7 @@ def test_preview_stylizes_only_the_current_frame(media, tmp_path) -> None:
 
 
 def _shipped_model_exists() -> bool:
-    code = "from stylecore.model_file import default_model_path; print(default_model_path().is_file())"
+    code = "from stylecore.catalog import default_model_path; print(default_model_path().is_file())"
     done = subprocess.run([str(WORKER), "-c", code], capture_output=True, text=True, timeout=300)
     return done.stdout.strip() == "True"
 

@@ -15,7 +15,6 @@ from stylecore.model_file import (
     FORMAT_VERSION,
     METADATA_KEY,
     ModelInfo,
-    default_model_path,
     load_model,
     read_info,
     save_model,
@@ -150,6 +149,8 @@ def test_thumbnail_hash_ignores_resolution_but_not_content() -> None:
 
 def test_shipped_models_load_and_are_listed_by_name() -> None:
     from stylecore.catalog import list_models, shipped_models_dir
+
+    from stylecore.catalog import default_model_path
 
     path = default_model_path()
     assert path.is_file(), "the package must ship its default model"
