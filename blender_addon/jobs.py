@@ -28,6 +28,8 @@ WORKER_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", "
 FRAME_NAME = "frame_{:06d}.png"
 # Job fields the add-on owns: extra options from the preferences may not override them.
 _OWNED_FIELDS = frozenset({"content", "output", "frame_map", "frames"})
+_OWNED_TRAIN_FIELDS = frozenset({"style", "output", "content", "restart", "quality"})
+QUALITY = {"DRAFT": "draft", "GOOD": "good", "BEST": "best"}
 # Job fields that do not change the pixels (not part of the folder hash).
 _UNHASHED_FIELDS = frozenset({"output", "device", "batch_size", "compile", "tile"})
 
@@ -44,21 +46,22 @@ class Settings:
     device: str = "auto"
     output_root: Path = Path("stylized")
     job_options: dict[str, Any] = field(default_factory=dict)
+    train_options: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_job_options(text: str) -> dict[str, Any]:
-    """The preferences' extra job options: a JSON object, or empty."""
+def parse_job_options(text: str, field_name: str = "Extra Job Options") -> dict[str, Any]:
+    """The preferences' extra job (or training) options: a JSON object, or empty."""
     if not text.strip():
         return {}
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise StylizeError(f"Extra Job Options in the add-on's preferences is not valid JSON ({exc})") from None
+        raise StylizeError(f"{field_name} in the add-on's preferences is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise StylizeError('Extra Job Options in the add-on\'s preferences must be a JSON object like {"tv_weight": 2}')
-    owned = sorted(set(value) & _OWNED_FIELDS)
+        raise StylizeError(f'{field_name} in the add-on\'s preferences must be a JSON object like {{"size": 192}}')
+    owned = sorted(set(value) & (_OWNED_FIELDS if field_name == "Extra Job Options" else _OWNED_TRAIN_FIELDS))
     if owned:
-        raise StylizeError(f"Extra Job Options may not set {', '.join(owned)}: the add-on computes them")
+        raise StylizeError(f"{field_name} may not set {', '.join(owned)}: the add-on computes them")
     return value
 
 
@@ -245,11 +248,17 @@ def _style_fields(scene: Any, source: Any, st: Any, frames: list[int]) -> dict[s
         fields["style_weights"] = [round(max(w, 0.0), 6) for w in weights]
     if mode == "feedforward":
         model = st.model.strip()
-        if model:
+        if model and _is_model_path(model):
             path = vse.abspath(model, source)
             if not path.is_file():
                 raise StylizeError(f"the model file of strip '{source.name}' does not exist: {path}")
             fields["model"] = str(path)
+        elif model:
+            fields["model"] = model  # a model name: the worker's catalog resolves it
+        elif _has_style(st):
+            # The style image chooses the model: the worker uses the one trained on it, or
+            # says that there is none (then the panel offers Train Style).
+            fields["styles"] = [[_style_path(scene, source, st, video=False), 1.0]]
         return fields
     fields["iterations"] = int(st.iterations)
     fields["loss_net"] = LOSS_NETS[st.loss_net]
@@ -259,6 +268,49 @@ def _style_fields(scene: Any, source: Any, st: Any, frames: list[int]) -> dict[s
     else:
         fields["styles"] = [[style, 1.0]]
     return fields
+
+
+def _is_model_path(text: str) -> bool:
+    return text.startswith("//") or text.endswith(".safetensors") or "/" in text or "\\" in text
+
+
+def _has_style(st: Any) -> bool:
+    return bool(st.style_strip.strip()) if st.style_source == "STRIP" else bool(st.style_image.strip())
+
+
+def style_image_path(scene: Any, strip: Any) -> str:
+    """The style image set on ``strip`` (for Train Style); raises ``StylizeError`` if none."""
+    source = source_of(scene, strip)
+    st = props.strip_settings(source)
+    if not _has_style(st):
+        raise StylizeError(f"strip '{source.name}': choose a Style Image to train a model for")
+    return _style_path(scene, source, st, video=False)
+
+
+def model_name_for(style: str) -> str:
+    """The model name Train Style gives a style image (``The Scream.jpg`` -> ``the_scream``)."""
+    return re.sub(r"[^\w.-]+", "_", Path(style).stem).strip("._").lower() or "style"
+
+
+def plan_training(scene: Any, strip: Any, settings: Settings) -> dict[str, Any]:
+    """The worker's ``train`` job for the style image of ``strip`` (docs/worker-protocol.md)."""
+    source = source_of(scene, strip)
+    st = props.strip_settings(source)
+    style = style_image_path(scene, source)
+    job: dict[str, Any] = {"style": style, "output": model_name_for(style), "quality": QUALITY[st.train_quality],
+                           "restart": bool(st.train_start_over), "device": settings.device}
+    if st.train_own_frames:
+        check_stylizable(source)
+        if source.type == "MOVIE":
+            job["content"] = [str(vse.movie_path(source))]
+        elif source.type == "IMAGE":
+            folder = vse.image_directory(source)
+            job["content"] = [str(folder if len(source.elements) > 1 else folder / source.elements[0].filename)]
+        else:
+            raise StylizeError(f"strip '{source.name}' is a {source.type.lower()} strip, whose frames are not in a "
+                               "file: untick Train on This Strip, or train on a movie or image strip")
+    job.update(settings.train_options)
+    return job
 
 
 def _style_path(scene: Any, source: Any, st: Any, *, video: bool) -> str:

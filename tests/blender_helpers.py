@@ -269,7 +269,7 @@ def fake_worker(mode: str) -> int:
             print("ModuleNotFoundError: No module named 'torch'", file=sys.stderr, flush=True)
             time.sleep(3600)
         if op == "hello":
-            emit({"event": "hello", "protocol": 2 if mode == "old-protocol" else 1, "stylecore": "9.9",
+            emit({"event": "hello", "protocol": 1 if mode == "old-protocol" else 2, "stylecore": "9.9",
                   "torch": "none", "devices": ["cpu"]})
         elif op == "stylize":
             job_id, job = request["id"], request["job"]
