@@ -80,6 +80,9 @@ class Plan:
     render_folder: Path | None = None
     stamp: str = ""  # hash of the job's inputs; complete once rendering is done
     folder: Path | None = None
+    # The strip's id was made just now (never saved): a folder of the same strip and job
+    # from before a crash is adopted instead of starting over.
+    fresh_uid: bool = False
 
     @property
     def rendered(self) -> bool:
@@ -97,6 +100,13 @@ class Plan:
         self.stamp = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
         kind = "preview" if self.preview else "job"
         self.folder = self.base / f"{kind}-{self.job_hash}"
+        if self.fresh_uid and not self.folder.exists():
+            prefix = self.base.name[: -len(self.uid[:6])]  # "<strip>-"
+            earlier = sorted(self.base.parent.glob(f"{glob_escape(prefix)}*/{kind}-{self.job_hash}"))
+            if earlier:
+                self.base = earlier[0].parent
+                self.uid = self.base.name[len(prefix):]
+                self.folder = earlier[0]
         self.job["output"] = str(self.folder)
 
 
@@ -168,8 +178,9 @@ def plan_strip(scene: Any, strip: Any, settings: Settings, *, preview_frame: int
     """Build the job for ``strip`` (or, for a result strip, for its source)."""
     source = source_of(scene, strip)
     check_stylizable(source)
-    uid = ensure_uid(scene, source)
     st = props.strip_settings(source)
+    old_uid = st.uid
+    uid = ensure_uid(scene, source)
     start, end = int(source.frame_final_start), int(source.frame_final_end)
     if end <= start:
         raise StylizeError(f"strip '{source.name}' has no frames")
@@ -198,10 +209,16 @@ def plan_strip(scene: Any, strip: Any, settings: Settings, *, preview_frame: int
     job.update(settings.job_options)
     plan = Plan(source_name=source.name, uid=uid, job=job, base=base, frame_count=len(frames),
                 preview=preview_frame is not None, shown_size=shown, render_frames=render_frames,
-                render_folder=render_folder)
+                render_folder=render_folder, fresh_uid=uid != old_uid)
     if not plan.rendered:
         plan.finalize()
+        st.uid = plan.uid  # possibly the id of the folder adopted from before a crash
     return plan
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a glob pattern."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _file_content(scene: Any, strip: Any, frames: list[int]) -> tuple[str | None, list[int]]:
@@ -362,6 +379,7 @@ def apply_result(scene: Any, plan: Plan) -> Any:
     files = frame_files(plan.frame_count)
     existing = find_result(scene, source)
     result = vse.place_image_strip(scene, source, existing, result_name(source.name), plan.folder, files)
+    props.strip_settings(source).uid = plan.uid
     st = props.strip_settings(result)
     st.is_result = True
     st.source_uid = plan.uid

@@ -84,7 +84,10 @@ class WorkerClient:
         # A Blender-bundled PYTHONHOME/PYTHONPATH would break a different interpreter.
         for key in ("PYTHONHOME", "PYTHONPATH"):
             env.pop(key, None)
-        flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0
+        # Its own process group: Ctrl+C in the terminal of a headless batch reaches Blender
+        # only, which cancels the job cleanly (whole frames kept), instead of killing the
+        # worker's video decoder mid-frame. The worker still ends when Blender does (stdin closes).
+        flags = (subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP) if sys.platform == "win32" else 0
         try:
             self._proc = subprocess.Popen(
                 self.command,
@@ -97,6 +100,7 @@ class WorkerClient:
                 bufsize=1,
                 env=env,
                 creationflags=flags,
+                start_new_session=sys.platform != "win32",
             )
         except OSError as exc:
             raise WorkerError(f"cannot start the stylecore worker ({self.command[0]}): {exc.strerror or exc}") from None

@@ -177,6 +177,9 @@ class StylizeSession:
         except StopIteration:
             self._render = None
             self._plan.finalize()
+            source = None if self.scene is None else vse.find_strip(self.scene, self._plan.source_name)
+            if source is not None:
+                props.strip_settings(source).uid = self._plan.uid  # possibly adopted from before a crash
             self._submit()
         except (RuntimeError, ValueError) as exc:
             self._render = None
