@@ -7,7 +7,13 @@ Stylizes every strip marked for stylization ("Include in Batch", set on every st
 that was stylized once) whose result is missing or out of date, then renders the
 sequencer to a video (by suffix) or to PNG frames (a folder, or a path with ``#``),
 optionally over a frame range. Progress goes to stdout; the exit status is 0 on
-success, 1 when a strip or the render failed, 2 for bad arguments.
+success, 1 when a strip or the render failed, 2 for bad arguments, 130 when cancelled
+with Ctrl+C (whole frames are kept: running the batch again resumes).
+
+With the ``bpy`` module the user preferences are loaded first (the module does not load
+them by itself), so an installed, enabled copy of the add-on and its saved Worker Python
+apply, as in Blender. A strip that could not be stylized is never rendered from an old
+result without saying so: the render is refused unless ``--allow-stale`` is given.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from types import ModuleType
 
 import bpy
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 # Name this folder is imported under when run as a script and no installed copy is enabled.
 _SCRIPT_PACKAGE = "_stylecore_addon"
 
@@ -46,6 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help='extra stylecore job fields for every strip, e.g. \'{"tv_weight": 2}\' '
                              "(replaces the preferences' Extra Job Options)")
     parser.add_argument("--save", action="store_true", help="save the .blend after stylizing (result strips)")
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="render even when a strip's stylized result is missing or out of date (default: refuse)")
     return parser.parse_args(argv)
 
 
@@ -93,6 +101,10 @@ def main(argv: list[str] | None = None, *, as_addon: bool = True) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     frames = _frame_range(args.frames)
+    if not bpy.app.binary_path:
+        # The bpy module starts without the user's preferences (Blender itself loads them):
+        # without them an installed extension is not enabled and its settings are unknown.
+        bpy.ops.wm.read_userpref()
     if args.blend:
         blend = Path(args.blend).expanduser().resolve()
         if not blend.is_file():
@@ -103,16 +115,35 @@ def main(argv: list[str] | None = None, *, as_addon: bool = True) -> int:
         return _usage("give a .blend file")
     registered_here = _ensure_registered(as_addon)
     try:
-        return _run(args, frames)
+        return _installed_batch()._run(args, frames)
     finally:
         POOL.close_all()
         if registered_here:
             sys.modules[__package__ or ""].unregister()
 
 
+def _installed_batch() -> ModuleType:
+    """This module of the registered add-on: an installed extension's own copy when it is
+    the one enabled (its preferences are the user's), else this one."""
+    registered = getattr(bpy.types, "SEQUENCER_OT_stylize", None)
+    package = registered.__module__.rsplit(".", 1)[0] if registered is not None else __package__
+    if not package or package == __package__:
+        return sys.modules[__name__]
+    return importlib.import_module(f"{package}.batch")
+
+
 def _run(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
     """Stylize, then render; the .blend is open and the add-on registered."""
+    try:
+        return _stylize_and_render(args, frames)
+    except KeyboardInterrupt:
+        print("cancelled (Ctrl+C): whole frames are kept; run the batch again to resume", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+def _stylize_and_render(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
     from . import jobs, operators, props, session, vse
+    from .environment import SetupError, resolve_worker_python
 
     scene = bpy.data.scenes.get(args.scene) if args.scene else bpy.context.scene
     if scene is None:
@@ -134,6 +165,7 @@ def _run(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
     )
 
     failed = False
+    unstylized: list[str] = []  # strips whose result is still missing or out of date
     if args.stylize != "none" and vse.editor(scene) is not None:
         marked = [s for s in vse.all_strips(scene)
                   if props.strip_settings(s).batch and not props.strip_settings(s).is_result]
@@ -144,6 +176,7 @@ def _run(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
             except jobs.StylizeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 failed = True
+                unstylized.append(strip.name)
                 continue
             if stale:
                 todo.append(strip.name)
@@ -151,14 +184,36 @@ def _run(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
                 print(f"{strip.name}: up to date")
         print(f"stylizing {len(todo)} of {len(marked)} marked strip(s)")
         if todo:
+            try:
+                resolve_worker_python(settings.worker_python, headless=True)
+            except SetupError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                todo, unstylized, failed = [], list(todo), True
+        if todo:
             run = session.StylizeSession(scene.name, todo, settings, log=print)
-            for message in run.run():
+            try:
+                run.run()
+            except KeyboardInterrupt:
+                run.cancel()  # the worker stops after the frame in flight; whole frames stay
+                run.run()
+                print("cancelled (Ctrl+C): whole frames are kept; run the batch again to resume", file=sys.stderr)
+                return EXIT_CANCELLED
+            for message in run.messages:
                 if message.level != "INFO":
                     print(f"{message.level.lower()}: {message.text}", file=sys.stderr)
             failed = failed or run.failed
+            unstylized += [name for name in todo if name not in _sources_of(scene, run.results)]
         if args.save and bpy.data.filepath:
             bpy.ops.wm.save_mainfile()
 
+    if args.render and unstylized and not args.allow_stale:
+        print(f"error: not rendering: the stylized result of {', '.join(repr(n) for n in unstylized)} is missing or "
+              "out of date (see above); fix that and run again, or pass --allow-stale to render it as it is",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if args.render and unstylized:
+        print(f"warning: rendering with the missing or out-of-date stylized result of "
+              f"{', '.join(repr(n) for n in unstylized)} (--allow-stale)", file=sys.stderr)
     if args.render:
         total = (frames[1] - frames[0] + 1) if frames else (scene.frame_end - scene.frame_start + 1)
         count = 0
@@ -175,6 +230,18 @@ def _run(args: argparse.Namespace, frames: tuple[int, int] | None) -> int:
             return EXIT_FAILED
         print(f"rendered {count} frame(s) to {out}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _sources_of(scene: object, result_names: list[str]) -> set[str]:
+    """The source strips of the given result strips."""
+    from . import props, vse
+
+    names = set()
+    for name in result_names:
+        result = vse.find_strip(scene, name)
+        if result is not None:
+            names.add(props.strip_settings(result).source_name)
+    return names
 
 
 def _package_for_script() -> ModuleType:

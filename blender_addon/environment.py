@@ -23,12 +23,22 @@ _HOW_TO = (
 )
 
 
+# Headless (the batch command), preferences are out of reach: name the flag and the variable.
+_HOW_TO_HEADLESS = (
+    "pass --worker-python PATH or set STYLECORE_WORKER_PYTHON=PATH, PATH being the Python of an environment "
+    "with stylecore (python -m venv ENV, then ENV/bin/pip install stylecore); the Worker Python saved in the "
+    "installed add-on's preferences is used too"
+)
+
+
 class SetupError(Exception):
     """The add-on is not set up to run the worker; the message says how to fix it."""
 
 
-def resolve_worker_python(configured: str = "", env: dict[str, str] | None = None) -> tuple[str, str]:
-    """``(interpreter, how it was found)``; raises ``SetupError`` with instructions."""
+def resolve_worker_python(configured: str = "", env: dict[str, str] | None = None, *,
+                          headless: bool = False) -> tuple[str, str]:
+    """``(interpreter, how it was found)``; raises ``SetupError`` with instructions
+    (``headless``: for the batch command, naming its flag instead of the preferences)."""
     env = dict(os.environ) if env is None else env
     if configured.strip():
         path = Path(configured.strip()).expanduser()
@@ -46,7 +56,7 @@ def resolve_worker_python(configured: str = "", env: dict[str, str] | None = Non
     # checkout that merely sits on sys.path (e.g. the current folder) cannot run the worker.
     if sys.executable and all(importlib.util.find_spec(name) is not None for name in ("stylecore", "torch")):
         return sys.executable, "stylecore is importable in Blender's Python"
-    raise SetupError(f"no Python with stylecore found: {_HOW_TO}")
+    raise SetupError(f"no Python with stylecore found: {_HOW_TO_HEADLESS if headless else _HOW_TO}")
 
 
 def output_root(configured: str, blend_path: str) -> Path:

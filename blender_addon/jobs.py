@@ -28,6 +28,8 @@ WORKER_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", "
 FRAME_NAME = "frame_{:06d}.png"
 # Job fields the add-on owns: extra options from the preferences may not override them.
 _OWNED_FIELDS = frozenset({"content", "output", "frame_map", "frames"})
+_OWNED_TRAIN_FIELDS = frozenset({"style", "output", "content", "restart", "quality"})
+QUALITY = {"DRAFT": "draft", "GOOD": "good", "BEST": "best"}
 # Job fields that do not change the pixels (not part of the folder hash).
 _UNHASHED_FIELDS = frozenset({"output", "device", "batch_size", "compile", "tile"})
 
@@ -44,21 +46,22 @@ class Settings:
     device: str = "auto"
     output_root: Path = Path("stylized")
     job_options: dict[str, Any] = field(default_factory=dict)
+    train_options: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_job_options(text: str) -> dict[str, Any]:
-    """The preferences' extra job options: a JSON object, or empty."""
+def parse_job_options(text: str, field_name: str = "Extra Job Options") -> dict[str, Any]:
+    """The preferences' extra job (or training) options: a JSON object, or empty."""
     if not text.strip():
         return {}
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise StylizeError(f"Extra Job Options in the add-on's preferences is not valid JSON ({exc})") from None
+        raise StylizeError(f"{field_name} in the add-on's preferences is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise StylizeError('Extra Job Options in the add-on\'s preferences must be a JSON object like {"tv_weight": 2}')
-    owned = sorted(set(value) & _OWNED_FIELDS)
+        raise StylizeError(f'{field_name} in the add-on\'s preferences must be a JSON object like {{"size": 192}}')
+    owned = sorted(set(value) & (_OWNED_FIELDS if field_name == "Extra Job Options" else _OWNED_TRAIN_FIELDS))
     if owned:
-        raise StylizeError(f"Extra Job Options may not set {', '.join(owned)}: the add-on computes them")
+        raise StylizeError(f"{field_name} may not set {', '.join(owned)}: the add-on computes them")
     return value
 
 
@@ -77,6 +80,9 @@ class Plan:
     render_folder: Path | None = None
     stamp: str = ""  # hash of the job's inputs; complete once rendering is done
     folder: Path | None = None
+    # The strip's id was made just now (never saved): a folder of the same strip and job
+    # from before a crash is adopted instead of starting over.
+    fresh_uid: bool = False
 
     @property
     def rendered(self) -> bool:
@@ -94,6 +100,13 @@ class Plan:
         self.stamp = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
         kind = "preview" if self.preview else "job"
         self.folder = self.base / f"{kind}-{self.job_hash}"
+        if self.fresh_uid and not self.folder.exists():
+            prefix = self.base.name[: -len(self.uid[:6])]  # "<strip>-"
+            earlier = sorted(self.base.parent.glob(f"{glob_escape(prefix)}*/{kind}-{self.job_hash}"))
+            if earlier:
+                self.base = earlier[0].parent
+                self.uid = self.base.name[len(prefix):]
+                self.folder = earlier[0]
         self.job["output"] = str(self.folder)
 
 
@@ -165,8 +178,9 @@ def plan_strip(scene: Any, strip: Any, settings: Settings, *, preview_frame: int
     """Build the job for ``strip`` (or, for a result strip, for its source)."""
     source = source_of(scene, strip)
     check_stylizable(source)
-    uid = ensure_uid(scene, source)
     st = props.strip_settings(source)
+    old_uid = st.uid
+    uid = ensure_uid(scene, source)
     start, end = int(source.frame_final_start), int(source.frame_final_end)
     if end <= start:
         raise StylizeError(f"strip '{source.name}' has no frames")
@@ -195,10 +209,16 @@ def plan_strip(scene: Any, strip: Any, settings: Settings, *, preview_frame: int
     job.update(settings.job_options)
     plan = Plan(source_name=source.name, uid=uid, job=job, base=base, frame_count=len(frames),
                 preview=preview_frame is not None, shown_size=shown, render_frames=render_frames,
-                render_folder=render_folder)
+                render_folder=render_folder, fresh_uid=uid != old_uid)
     if not plan.rendered:
         plan.finalize()
+        st.uid = plan.uid  # possibly the id of the folder adopted from before a crash
     return plan
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a glob pattern."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _file_content(scene: Any, strip: Any, frames: list[int]) -> tuple[str | None, list[int]]:
@@ -245,11 +265,17 @@ def _style_fields(scene: Any, source: Any, st: Any, frames: list[int]) -> dict[s
         fields["style_weights"] = [round(max(w, 0.0), 6) for w in weights]
     if mode == "feedforward":
         model = st.model.strip()
-        if model:
+        if model and _is_model_path(model):
             path = vse.abspath(model, source)
             if not path.is_file():
                 raise StylizeError(f"the model file of strip '{source.name}' does not exist: {path}")
             fields["model"] = str(path)
+        elif model:
+            fields["model"] = model  # a model name: the worker's catalog resolves it
+        elif _has_style(st):
+            # The style image chooses the model: the worker uses the one trained on it, or
+            # says that there is none (then the panel offers Train Style).
+            fields["styles"] = [[_style_path(scene, source, st, video=False), 1.0]]
         return fields
     fields["iterations"] = int(st.iterations)
     fields["loss_net"] = LOSS_NETS[st.loss_net]
@@ -259,6 +285,49 @@ def _style_fields(scene: Any, source: Any, st: Any, frames: list[int]) -> dict[s
     else:
         fields["styles"] = [[style, 1.0]]
     return fields
+
+
+def _is_model_path(text: str) -> bool:
+    return text.startswith("//") or text.endswith(".safetensors") or "/" in text or "\\" in text
+
+
+def _has_style(st: Any) -> bool:
+    return bool(st.style_strip.strip()) if st.style_source == "STRIP" else bool(st.style_image.strip())
+
+
+def style_image_path(scene: Any, strip: Any) -> str:
+    """The style image set on ``strip`` (for Train Style); raises ``StylizeError`` if none."""
+    source = source_of(scene, strip)
+    st = props.strip_settings(source)
+    if not _has_style(st):
+        raise StylizeError(f"strip '{source.name}': choose a Style Image to train a model for")
+    return _style_path(scene, source, st, video=False)
+
+
+def model_name_for(style: str) -> str:
+    """The model name Train Style gives a style image (``The Scream.jpg`` -> ``the_scream``)."""
+    return re.sub(r"[^\w.-]+", "_", Path(style).stem).strip("._").lower() or "style"
+
+
+def plan_training(scene: Any, strip: Any, settings: Settings) -> dict[str, Any]:
+    """The worker's ``train`` job for the style image of ``strip`` (docs/worker-protocol.md)."""
+    source = source_of(scene, strip)
+    st = props.strip_settings(source)
+    style = style_image_path(scene, source)
+    job: dict[str, Any] = {"style": style, "output": model_name_for(style), "quality": QUALITY[st.train_quality],
+                           "restart": bool(st.train_start_over), "device": settings.device}
+    if st.train_own_frames:
+        check_stylizable(source)
+        if source.type == "MOVIE":
+            job["content"] = [str(vse.movie_path(source))]
+        elif source.type == "IMAGE":
+            folder = vse.image_directory(source)
+            job["content"] = [str(folder if len(source.elements) > 1 else folder / source.elements[0].filename)]
+        else:
+            raise StylizeError(f"strip '{source.name}' is a {source.type.lower()} strip, whose frames are not in a "
+                               "file: untick Train on This Strip, or train on a movie or image strip")
+    job.update(settings.train_options)
+    return job
 
 
 def _style_path(scene: Any, source: Any, st: Any, *, video: bool) -> str:
@@ -310,6 +379,7 @@ def apply_result(scene: Any, plan: Plan) -> Any:
     files = frame_files(plan.frame_count)
     existing = find_result(scene, source)
     result = vse.place_image_strip(scene, source, existing, result_name(source.name), plan.folder, files)
+    props.strip_settings(source).uid = plan.uid
     st = props.strip_settings(result)
     st.is_result = True
     st.source_uid = plan.uid

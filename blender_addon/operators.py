@@ -8,17 +8,17 @@ from bpy.props import BoolProperty, StringProperty
 from . import jobs, props, vse
 from .environment import SetupError, output_root, resolve_worker_python
 from .protocol import POOL, WorkerError, worker_command
-from .session import StylizeSession
+from .session import StylizeSession, TrainSession, store_models
 
 # The run the panel shows. One at a time: the worker runs one job at a time anyway.
-_ACTIVE: "StylizeSession | None" = None
+_ACTIVE: "StylizeSession | TrainSession | None" = None
 TIMER_STEP_S = 0.1
 # Inside one timer tick, keep rendering source frames for at most this long.
 _TICK_BUDGET_S = 0.05
 HELLO_CHECK_TIMEOUT_S = 180.0
 
 
-def active_session() -> "StylizeSession | None":
+def active_session() -> "StylizeSession | TrainSession | None":
     return _ACTIVE if _ACTIVE is not None and not _ACTIVE.finished else None
 
 
@@ -34,6 +34,7 @@ def settings_for(context: "bpy.types.Context") -> jobs.Settings:
         device=jobs.DEVICES[prefs.device],
         output_root=output_root(folder, blend),
         job_options=jobs.parse_job_options(prefs.job_options),
+        train_options=jobs.parse_job_options(prefs.train_options, "Extra Training Options"),
     )
 
 
@@ -68,52 +69,30 @@ def _tag_redraw(context: "bpy.types.Context") -> None:
             area.tag_redraw()
 
 
-class SEQUENCER_OT_stylize(bpy.types.Operator):
-    """Stylize the selected strips into image strips above them (Esc cancels; re-running resumes)"""
-
-    bl_idname = "sequencer.stylize"
-    bl_label = "Stylize"
-    bl_options = {"REGISTER", "UNDO"}
-
-    strip: StringProperty(name="Strip", description="Strip to stylize; empty for the selected strips",
-                          options={"SKIP_SAVE", "HIDDEN"})
-    preview: BoolProperty(name="Preview", description="Stylize the current frame only and show it in the panel",
-                          options={"SKIP_SAVE"})
+class _SessionOperator:
+    """A long job as a modal operator: a timer steps the session, Esc cancels, the status
+    bar shows progress; in background mode (and from scripts via ``execute``) the job runs
+    to the end before returning. Subclasses build the session in ``_session``."""
 
     _timer = None
 
-    @classmethod
-    def poll(cls, context: "bpy.types.Context") -> bool:
-        return context.scene is not None and vse.editor(context.scene) is not None and active_session() is None
+    def _session(self, context: "bpy.types.Context") -> "StylizeSession | TrainSession | None":
+        raise NotImplementedError
 
-    def _session(self, context: "bpy.types.Context") -> "StylizeSession | None":
-        scene = context.scene
-        names, sounds = _target_names(scene, self.strip)
-        if not names:
-            self.report({"ERROR"}, "Select a movie, image, meta, scene or effect strip to stylize")
-            return None
-        for name in sounds:
-            self.report({"WARNING"}, f"Skipped sound strip '{name}': only visual strips can be stylized")
-        try:
-            settings = settings_for(context)
-        except jobs.StylizeError as exc:
-            self.report({"ERROR"}, str(exc))
-            return None
-        log = print if bpy.app.background else None
-        return StylizeSession(scene.name, names, settings, preview=self.preview, log=log)
-
-    def _finish(self, session: StylizeSession) -> set[str]:
+    def _finish(self, session: "StylizeSession | TrainSession") -> set[str]:
         for message in session.messages:
             if message.level != "INFO" or bpy.app.background:
                 self.report({message.level}, message.text)
         if session.results or (session.preview and not session.failed and not session.cancelled):
-            if not bpy.app.background and session.results:
+            if not bpy.app.background and session.results and isinstance(session, StylizeSession):
                 self.report({"INFO"}, f"Stylized {len(session.results)} strip(s)")
+            elif not bpy.app.background and session.results:
+                self.report({"INFO"}, session.messages[-1].text)
             return {"FINISHED"}
         return {"CANCELLED"}
 
     def execute(self, context: "bpy.types.Context") -> set[str]:
-        """Synchronous: runs every job to the end (background mode and scripts)."""
+        """Synchronous: runs the job to the end (background mode and scripts)."""
         global _ACTIVE
         session = self._session(context)
         if session is None:
@@ -163,7 +142,7 @@ class SEQUENCER_OT_stylize(bpy.types.Operator):
             _ACTIVE.cancel()
         self._stop(context, None)
 
-    def _stop(self, context: "bpy.types.Context", session: "StylizeSession | None") -> set[str]:
+    def _stop(self, context: "bpy.types.Context", session: "StylizeSession | TrainSession | None") -> set[str]:
         global _ACTIVE
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
@@ -175,8 +154,71 @@ class SEQUENCER_OT_stylize(bpy.types.Operator):
         return self._finish(session) if session is not None else {"CANCELLED"}
 
 
+class SEQUENCER_OT_stylize(_SessionOperator, bpy.types.Operator):
+    """Stylize the selected strips into image strips above them (Esc cancels; re-running resumes)"""
+
+    bl_idname = "sequencer.stylize"
+    bl_label = "Stylize"
+    bl_options = {"REGISTER", "UNDO"}
+
+    strip: StringProperty(name="Strip", description="Strip to stylize; empty for the selected strips",
+                          options={"SKIP_SAVE", "HIDDEN"})
+    preview: BoolProperty(name="Preview", description="Stylize the current frame only and show it in the panel",
+                          options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return context.scene is not None and vse.editor(context.scene) is not None and active_session() is None
+
+    def _session(self, context: "bpy.types.Context") -> "StylizeSession | None":
+        scene = context.scene
+        names, sounds = _target_names(scene, self.strip)
+        if not names:
+            self.report({"ERROR"}, "Select a movie, image, meta, scene or effect strip to stylize")
+            return None
+        for name in sounds:
+            self.report({"WARNING"}, f"Skipped sound strip '{name}': only visual strips can be stylized")
+        try:
+            settings = settings_for(context)
+        except jobs.StylizeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        log = print if bpy.app.background else None
+        return StylizeSession(scene.name, names, settings, preview=self.preview, log=log)
+
+
+class SEQUENCER_OT_stylize_train(_SessionOperator, bpy.types.Operator):
+    """Train a real-time model for the active strip's Style Image in the worker (Esc cancels; training again \
+resumes). The model goes to your model folder and Stylize uses it for this style"""
+
+    bl_idname = "sequencer.stylize_train"
+    bl_label = "Train Style"
+    bl_options = {"REGISTER"}
+
+    strip: StringProperty(name="Strip", description="Strip whose style to train; empty for the active strip",
+                          options={"SKIP_SAVE", "HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return context.scene is not None and vse.editor(context.scene) is not None and active_session() is None
+
+    def _session(self, context: "bpy.types.Context") -> "TrainSession | None":
+        scene = context.scene
+        strip = vse.find_strip(scene, self.strip) if self.strip else vse.active_strip(scene)
+        if strip is None or vse.is_sound(strip):
+            self.report({"ERROR"}, "Select the movie or image strip whose Style Image to train")
+            return None
+        try:
+            settings = settings_for(context)
+        except jobs.StylizeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        log = print if bpy.app.background else None
+        return TrainSession(scene.name, strip.name, settings, log=log)
+
+
 class SEQUENCER_OT_stylize_cancel(bpy.types.Operator):
-    """Stop the running stylize job after the current frame (frames already made stay)"""
+    """Stop the running job after the current frame or training step (work done so far stays)"""
 
     bl_idname = "sequencer.stylize_cancel"
     bl_label = "Cancel Stylize"
@@ -265,12 +307,41 @@ class SEQUENCER_OT_stylize_check_worker(bpy.types.Operator):
             self.report({"ERROR"}, client.death_message() if not client.alive else "the worker did not answer")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Worker OK ({how}): stylecore {info.stylecore}, torch {info.torch}, "
-                              f"devices {', '.join(info.devices)}")
+                              f"devices {info.describe_devices()}")
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_stylize_refresh_models(bpy.types.Operator):
+    """Ask the worker which feedforward models exist (shipped and trained), for the Model field"""
+
+    bl_idname = "sequencer.stylize_refresh_models"
+    bl_label = "Refresh Models"
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return context.scene is not None and active_session() is None
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        from .runner import DONE, JobRun
+
+        try:
+            python, _ = resolve_worker_python(settings_for(context).worker_python)
+            run = JobRun(POOL.get(worker_command(python)), {}, op="models")
+        except (SetupError, WorkerError, jobs.StylizeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if run.wait(timeout=HELLO_CHECK_TIMEOUT_S) != DONE or run.models is None:
+            self.report({"ERROR"}, run.error or "the worker did not list its models")
+            return {"CANCELLED"}
+        store_models(context.scene, run.models)
+        self.report({"INFO"}, f"{len(run.models)} model(s): {', '.join(m['name'] for m in run.models)}")
         return {"FINISHED"}
 
 
 CLASSES = (
     SEQUENCER_OT_stylize,
+    SEQUENCER_OT_stylize_train,
+    SEQUENCER_OT_stylize_refresh_models,
     SEQUENCER_OT_stylize_cancel,
     SEQUENCER_OT_stylize_open_folder,
     SEQUENCER_OT_stylize_select_source,

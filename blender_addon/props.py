@@ -10,7 +10,7 @@ of these classes as objects, so they must not become strings.
 """
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import vse
 
@@ -40,6 +40,12 @@ LOSS_NET_ITEMS = (
     ("VGG19", "ImageNet VGG19", "The reference network of Gatys et al. (548 MB download)"),
     ("RANDOM_VGG19", "Random VGG19 (low quality)", "No weights needed; moves colours and texture only"),
 )
+# Training length presets: the engine's TrainJob quality names (training/job.py).
+QUALITY_ITEMS = (
+    ("DRAFT", "Draft", "Shortest training (300 steps): shows the style, rough details"),
+    ("GOOD", "Good", "1500 steps: good for most shots"),
+    ("BEST", "Best", "4000 steps: the quality of the shipped models"),
+)
 DEVICE_ITEMS = (
     ("AUTO", "Automatic", "CUDA if available, then Apple MPS, then the CPU"),
     ("CPU", "CPU", "Always use the processor"),
@@ -57,7 +63,8 @@ class StylecoreStripSettings(bpy.types.PropertyGroup):
                                 description="Style image (Style Video: a video file or a folder of frames)")
     style_strip: StringProperty(name="Style Strip", description="Movie or image strip that holds the style")
     model: StringProperty(name="Model", subtype="FILE_PATH",
-                          description="Feedforward model file (.safetensors); empty for the shipped default")
+                          description="Feedforward model: a name from the model list or a .safetensors file; empty "
+                                      "to use the model trained on the Style Image (the shipped default without one)")
     temporal_weight: FloatProperty(name="Temporal Weight", default=1.0, min=0.0, soft_max=10.0,
                                    description="How strongly consecutive frames are held together (less flicker)")
     preserve_colors: EnumProperty(name="Preserve Colours", items=PRESERVE_ITEMS, default="NONE")
@@ -72,6 +79,16 @@ class StylecoreStripSettings(bpy.types.PropertyGroup):
     batch: BoolProperty(name="Include in Batch", default=False,
                         description="Stylize this strip when a batch run (blender_addon.batch) asks for stale strips")
     uid: StringProperty(name="ID", description="Identifies this strip to its result strip (survives renames)")
+    # Train Style (Feedforward mode).
+    train_quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="GOOD",
+                                description="How long Train Style trains")
+    train_own_frames: BoolProperty(name="Train on This Strip", default=True,
+                                   description="Learn from this strip's own frames and motion (best for this shot), "
+                                               "besides the general training data")
+    train_start_over: BoolProperty(name="Start Over", default=False,
+                                   description="Discard an interrupted training of this style instead of resuming it")
+    no_model_style: StringProperty(name="No Model For",
+                                   description="The style image the worker found no trained model for")
     # Result strips only.
     is_result: BoolProperty(name="Is Result", default=False)
     source_uid: StringProperty(name="Source ID")
@@ -80,11 +97,20 @@ class StylecoreStripSettings(bpy.types.PropertyGroup):
     job_hash: StringProperty(name="Job", description="Fingerprint of the settings this result was made with")
 
 
+class StylecoreModelItem(bpy.types.PropertyGroup):
+    """One feedforward model the worker knows (``name`` is the model's name)."""
+
+    path: StringProperty(name="Path", subtype="FILE_PATH")
+    origin: StringProperty(name="Origin", description="shipped, or user (trained)")
+    style_name: StringProperty(name="Style")
+
+
 class StylecoreSceneSettings(bpy.types.PropertyGroup):
-    """Per-scene state the panel shows: the last message and the last preview frame."""
+    """Per-scene state the panel shows: the last message, the last preview frame, the models."""
 
     status: StringProperty(name="Status")
     preview_image: PointerProperty(name="Preview", type=bpy.types.Image)
+    models: CollectionProperty(name="Models", type=StylecoreModelItem)
 
 
 class StylecorePreferences(bpy.types.AddonPreferences):
@@ -105,6 +131,10 @@ class StylecorePreferences(bpy.types.AddonPreferences):
         name="Extra Job Options",
         description='Advanced: JSON object of further stylecore job fields, e.g. {"tv_weight": 2.0}',
     )
+    train_options: StringProperty(
+        name="Extra Training Options",
+        description='Advanced: JSON object of further Train Style settings, e.g. {"size": 192, "batch_size": 2}',
+    )
 
     def draw(self, context: "bpy.types.Context") -> None:
         from .environment import SetupError, resolve_worker_python
@@ -121,9 +151,10 @@ class StylecorePreferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
         layout.prop(self, "job_options")
+        layout.prop(self, "train_options")
 
 
-CLASSES = (StylecoreStripSettings, StylecoreSceneSettings, StylecorePreferences)
+CLASSES = (StylecoreStripSettings, StylecoreModelItem, StylecoreSceneSettings, StylecorePreferences)
 
 
 def register_properties() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: adds the train and models jobs
 WORKER_MODULE = "stylecore.worker"
 # Pseudo-event the reader queues when the worker's stdout closes (the process ended).
 EXIT_EVENT = "worker-exit"
@@ -41,6 +41,14 @@ class WorkerInfo:
     stylecore: str
     torch: str
     devices: tuple[str, ...]
+    device_names: tuple[tuple[str, str], ...] = ()  # ("cuda", "NVIDIA ...")
+    ops: tuple[str, ...] = ("stylize",)
+
+    def describe_devices(self) -> str:
+        """``cuda (NVIDIA H200), cpu``: the best device first, as Automatic would pick it."""
+        names = dict(self.device_names)
+        order = sorted(self.devices, key=lambda d: {"cuda": 0, "mps": 1}.get(d, 2))
+        return ", ".join(f"{d} ({names[d]})" if d in names else d for d in order)
 
 
 def worker_command(python: str) -> list[str]:
@@ -76,7 +84,10 @@ class WorkerClient:
         # A Blender-bundled PYTHONHOME/PYTHONPATH would break a different interpreter.
         for key in ("PYTHONHOME", "PYTHONPATH"):
             env.pop(key, None)
-        flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0
+        # Its own process group: Ctrl+C in the terminal of a headless batch reaches Blender
+        # only, which cancels the job cleanly (whole frames kept), instead of killing the
+        # worker's video decoder mid-frame. The worker still ends when Blender does (stdin closes).
+        flags = (subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP) if sys.platform == "win32" else 0
         try:
             self._proc = subprocess.Popen(
                 self.command,
@@ -89,6 +100,7 @@ class WorkerClient:
                 bufsize=1,
                 env=env,
                 creationflags=flags,
+                start_new_session=sys.platform != "win32",
             )
         except OSError as exc:
             raise WorkerError(f"cannot start the stylecore worker ({self.command[0]}): {exc.strerror or exc}") from None
@@ -161,6 +173,10 @@ class WorkerClient:
     def stylize(self, job_id: str, job: dict[str, Any], *, overwrite: bool = False) -> None:
         self.send({"op": "stylize", "id": job_id, "job": job, "overwrite": overwrite})
 
+    def submit(self, op: str, job_id: str, job: dict[str, Any]) -> None:
+        """A ``train`` or ``models`` job (protocol 2)."""
+        self.send({"op": op, "id": job_id, "job": job})
+
     def cancel(self, job_id: str) -> None:
         with contextlib.suppress(WorkerError):  # a dead worker runs nothing: cancelled either way
             self.send({"op": "cancel", "id": job_id})
@@ -203,6 +219,10 @@ class WorkerClient:
         python = self.command[0] if self.command else "?"
         for line in reversed(self.stderr_tail(20)):
             text = line.strip()
+            # Python's own "-m" failure is "...: Error while finding module specification for
+            # 'stylecore.worker' (ModuleNotFoundError: ...)" or "...: No module named stylecore".
+            if "No module named stylecore" in text or "module specification for 'stylecore" in text:
+                text = "ModuleNotFoundError: No module named 'stylecore'"
             if not text.startswith(("ModuleNotFoundError", "ImportError")):
                 continue
             if "stylecore" in text:
@@ -232,6 +252,8 @@ def _parse_hello(event: dict[str, Any]) -> WorkerInfo:
         stylecore=str(event.get("stylecore", "?")),
         torch=str(event.get("torch", "?")),
         devices=tuple(str(d) for d in event.get("devices", ()) or ()),
+        device_names=tuple((str(k), str(v)) for k, v in (event.get("device_names") or {}).items()),
+        ops=tuple(str(o) for o in event.get("ops", ("stylize",)) or ("stylize",)),
     )
 
 

@@ -48,13 +48,23 @@ PANEL_NAMES = {
     "output": "the Output Folder preference",
     "overwrite": "Re-stylize",
     "frames": "the strip's frame range",
+    "restart": "Start Over (Train Style)",
+    "quality": "Quality (Train Style)",
+    "content": "Train on This Strip",
+    "data": "the training content (this strip, and the data folders in Extra Training Options)",
 }
+# The engine's "no model for this style" message, and what a Blender user does about it.
+_NO_MODEL = re.compile(r"^no feedforward model was trained on (.+?); train one .*$")
 _SETTING = re.compile(r"`([a-z_]+)`")
 
 
 def for_blender(message: str) -> str:
     """An engine message in Blender's words: panel fields, and the worker's own Python for
     the commands it suggests."""
+    no_model = _NO_MODEL.match(message)
+    if no_model:
+        return (f"no feedforward model was trained on {no_model.group(1)}: click Train Style in the Stylize "
+                "panel to train one, choose another Model, or use the Optimization mode")
     message = _SETTING.sub(lambda m: PANEL_NAMES.get(m.group(1), m.group(1)), message)
     return message.replace("'stylecore weights", "'<Worker Python> -m stylecore weights")
 
@@ -66,8 +76,9 @@ class Progress:
     done: int = 0
     total: int = 0
     todo: int = 0
-    seconds_per_frame: float = 0.0
+    seconds_per_frame: float = 0.0  # per training step for a training job
     eta_seconds: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)  # training only
 
     @property
     def fraction(self) -> float:
@@ -81,6 +92,7 @@ class JobRun:
     client: WorkerClient
     job: dict[str, Any]
     overwrite: bool = False
+    op: str = "stylize"  # or "train", "models" (protocol 2)
     on_event: EventHook | None = None
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     state: str = STARTING
@@ -88,6 +100,9 @@ class JobRun:
     error: str | None = None
     output: str | None = None
     frames: dict[int, str] = field(default_factory=dict)  # output number -> path
+    preview: str | None = None  # training: the latest preview sheet
+    model: str | None = None  # training: the model file written
+    models: list[dict[str, Any]] | None = None  # the answer of a models job
     _submitted: bool = False
     _since: float = field(default_factory=time.monotonic)
 
@@ -142,7 +157,14 @@ class JobRun:
         if self.client.info.protocol != PROTOCOL:
             self._fail(_protocol_message(self.client.info.protocol, self.client.info.stylecore))
             return
-        self.client.stylize(self.job_id, self.job, overwrite=self.overwrite)
+        if self.op == "stylize":
+            self.client.stylize(self.job_id, self.job, overwrite=self.overwrite)
+        elif self.op not in self.client.info.ops:
+            self._fail(f"the stylecore worker (stylecore {self.client.info.stylecore}) cannot run {self.op} jobs: "
+                       "update stylecore in the worker's environment (Set Up Worker in the add-on's preferences)")
+            return
+        else:
+            self.client.submit(self.op, self.job_id, self.job)
         self._submitted = True
         self.state = RUNNING
         self._since = time.monotonic()
@@ -172,10 +194,16 @@ class JobRun:
         elif kind == "progress":
             self.progress.done = int(event.get("done", self.progress.done))
             self.progress.total = int(event.get("total", self.progress.total))
-            self.progress.seconds_per_frame = float(event.get("seconds_per_frame", 0.0))
+            self.progress.seconds_per_frame = float(event.get("seconds_per_frame", event.get("seconds_per_step", 0.0)))
             self.progress.eta_seconds = float(event.get("eta_seconds", 0.0))
+            self.progress.losses = dict(event.get("losses") or {})
+        elif kind == "preview":
+            self.preview = str(event.get("path", "")) or self.preview
+        elif kind == "models":
+            self.models = list(event.get("models") or [])
         elif kind == "done":
             self.output = event.get("output") or self.output
+            self.model = event.get("model") or self.model
             self.progress.done = self.progress.total = int(event.get("frames", self.progress.total))
             self._finish(DONE)
         elif kind == "cancelled":

@@ -10,6 +10,7 @@ and scenes are looked up by name at every step, as undo may replace the Python o
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,6 +177,9 @@ class StylizeSession:
         except StopIteration:
             self._render = None
             self._plan.finalize()
+            source = None if self.scene is None else vse.find_strip(self.scene, self._plan.source_name)
+            if source is not None:
+                props.strip_settings(source).uid = self._plan.uid  # possibly adopted from before a crash
             self._submit()
         except (RuntimeError, ValueError) as exc:
             self._render = None
@@ -214,8 +218,19 @@ class StylizeSession:
             self._say(f"{self._plan.source_name}: stopped after {len(run.frames)} new frame(s)")
             self._end_strip()
         else:
+            if run.error and run.error.startswith("no feedforward model was trained on"):
+                self._remember_no_model()
             self._error(f"{self._plan.source_name}: {run.error}")
             self._end_strip()
+
+    def _remember_no_model(self) -> None:
+        """The panel then says that this style has no model yet and offers Train Style."""
+        assert self._plan is not None
+        scene = self.scene
+        strip = None if scene is None else vse.find_strip(scene, self._plan.source_name)
+        styles = self._plan.job.get("styles") or []
+        if strip is not None and styles:
+            props.strip_settings(strip).no_model_style = str(styles[0][0])
 
     def _finish_strip(self) -> None:
         assert self._plan is not None and self._plan.folder is not None
@@ -250,6 +265,167 @@ class StylizeSession:
 
     def _error(self, text: str) -> None:
         self._say(text, "ERROR")
+
+
+@dataclass
+class TrainSession:
+    """Trains a model for one strip's style image on the worker (Train Style), then
+    refreshes the scene's model list. Same interface as ``StylizeSession`` for the
+    operators and the panel."""
+
+    scene_name: str
+    strip_name: str
+    settings: jobs.Settings
+    log: Log | None = None
+    messages: list[Message] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)  # the trained model's name
+    cancelled: bool = False
+    finished: bool = False
+    preview: bool = False
+    rendering: bool = False
+    _job: dict[str, Any] | None = None
+    _run: JobRun | None = None
+    _list: JobRun | None = None
+    _shown_preview: str | None = None
+    _last_logged: int = -1
+
+    @property
+    def scene(self) -> Any:
+        return bpy.data.scenes.get(self.scene_name)
+
+    @property
+    def fraction(self) -> float:
+        return self._run.progress.fraction if self._run is not None else 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(m.level == "ERROR" for m in self.messages)
+
+    @property
+    def status(self) -> str:
+        if self.finished:
+            return "Cancelled" if self.cancelled else "Done"
+        run = self._run
+        name = (self._job or {}).get("output", "")
+        if run is None or run.state == "starting":
+            return f"Starting the worker to train {name}..."
+        if run.state == "cancelling":
+            return f"Cancelling the training of {name}..."
+        p = run.progress
+        eta = f", {_clock(p.eta_seconds)} left" if p.eta_seconds > 0 else ""
+        loss = f", loss {p.losses['total']:.3g}" if "total" in p.losses else ""
+        return f"Training {name}: step {p.done}/{p.total}{eta}{loss}"
+
+    def step(self, wait: float = 0.0) -> bool:
+        if self.finished:
+            return True
+        if self._run is None and self._list is None:
+            self._start()
+        elif self._run is not None:
+            self._step_training(wait)
+        else:
+            self._step_list(wait)
+        return self.finished
+
+    def run(self) -> list[Message]:
+        while not self.step(wait=0.25):
+            pass
+        return self.messages
+
+    def cancel(self) -> None:
+        """Stop after the current step; the checkpoint stays, training again resumes."""
+        if self.finished or self.cancelled:
+            return
+        self.cancelled = True
+        self._say("Cancelled: training again resumes from the last step", "WARNING")
+        if self._run is not None:
+            self._run.cancel()
+        else:
+            self.finished = True
+
+    def _start(self) -> None:
+        scene = self.scene
+        strip = None if scene is None else vse.find_strip(scene, self.strip_name)
+        if strip is None:
+            self._error(f"strip '{self.strip_name}' no longer exists")
+            return
+        try:
+            self._job = jobs.plan_training(scene, strip, self.settings)
+            client = _client(self.settings)
+        except (jobs.StylizeError, SetupError, WorkerError) as exc:
+            self._error(str(exc))
+            return
+        props.strip_settings(jobs.source_of(scene, strip)).train_start_over = False  # once, not every time
+        self._say(f"training model '{self._job['output']}' for {self._job['style']}")
+        self._run = JobRun(client, self._job, op="train")
+
+    def _step_training(self, wait: float) -> None:
+        assert self._run is not None
+        run = self._run
+        run.poll(timeout=wait)
+        if run.preview and run.preview != self._shown_preview and self.scene is not None:
+            self._shown_preview = run.preview
+            _show_preview(self.scene, run.preview)
+        if self.log is not None and run.progress.done != self._last_logged and run.progress.total:
+            self._last_logged = run.progress.done
+            self.log(self.status)
+        if not run.finished:
+            return
+        self._run = None
+        if run.state == DONE:
+            name = Path(run.model or "").stem
+            self.results.append(name)
+            scene = self.scene
+            strip = None if scene is None else vse.find_strip(scene, self.strip_name)
+            if strip is not None:
+                props.strip_settings(jobs.source_of(scene, strip)).no_model_style = ""
+            self._say(f"trained model '{name}': Stylize now uses it for this style image")
+            try:
+                self._list = JobRun(_client(self.settings), {}, op="models")
+            except (SetupError, WorkerError):
+                self.finished = True
+        elif run.state == CANCELLED:
+            self.finished = True
+        else:
+            self._error(f"training failed: {run.error}")
+
+    def _step_list(self, wait: float) -> None:
+        assert self._list is not None
+        if not self._list.poll(timeout=wait):
+            return
+        if self._list.models is not None and self.scene is not None:
+            store_models(self.scene, self._list.models)
+        self._list = None
+        self.finished = True
+
+    def _say(self, text: str, level: str = "INFO") -> None:
+        self.messages.append(Message(level, text))
+        if self.log is not None:
+            self.log(text if level == "INFO" else f"{level}: {text}")
+        scene = self.scene
+        if scene is not None and hasattr(scene, props.SCENE_SETTINGS):
+            props.scene_settings(scene).status = text
+
+    def _error(self, text: str) -> None:
+        self._say(text, "ERROR")
+        self.finished = True
+
+
+def _client(settings: jobs.Settings) -> Any:
+    python, _ = resolve_worker_python(settings.worker_python)
+    return POOL.get(worker_command(python))
+
+
+def store_models(scene: Any, models: list[dict[str, Any]]) -> None:
+    """The worker's model list into the scene's (the Model field searches it)."""
+    collection = props.scene_settings(scene).models
+    collection.clear()
+    for entry in models:
+        item = collection.add()
+        item.name = str(entry.get("name", ""))
+        item.path = str(entry.get("path", ""))
+        item.origin = str(entry.get("origin", ""))
+        item.style_name = str(entry.get("style_name", ""))
 
 
 def _show_preview(scene: Any, path: Any) -> None:

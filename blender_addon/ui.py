@@ -58,17 +58,13 @@ def _draw_settings(layout: "bpy.types.UILayout", scene: "bpy.types.Scene", strip
     st = props.strip_settings(strip)
     col = layout.column()
     col.prop(st, "mode")
-    if st.mode == "FEEDFORWARD":
-        if _HAS_PLACEHOLDER:
-            col.prop(st, "model", placeholder="Shipped default")
-        else:
-            col.prop(st, "model")
+    col.prop(st, "style_source", expand=True)
+    if st.style_source == "STRIP":
+        col.prop_search(st, "style_strip", vse.editor(scene), vse.all_strips_attr(), text="Style Strip")
     else:
-        col.prop(st, "style_source", expand=True)
-        if st.style_source == "STRIP":
-            col.prop_search(st, "style_strip", vse.editor(scene), vse.all_strips_attr(), text="Style Strip")
-        else:
-            col.prop(st, "style_image", text="Style Video" if st.mode == "STYLE_VIDEO" else "Style Image")
+        col.prop(st, "style_image", text="Style Video" if st.mode == "STYLE_VIDEO" else "Style Image")
+    if st.mode == "FEEDFORWARD":
+        _draw_model(col, scene, st)
     col.prop(strip, props.STYLE_WEIGHT, text="Style Weight")
     col.prop(st, "temporal_weight")
     if st.mode != "FEEDFORWARD":
@@ -86,12 +82,43 @@ def _draw_settings(layout: "bpy.types.UILayout", scene: "bpy.types.Scene", strip
     op = row.operator("sequencer.stylize", text="Preview", icon="HIDE_OFF")
     op.strip, op.preview = strip.name, True
 
+    if st.mode == "FEEDFORWARD":
+        _draw_training(layout, st, running)
+
     result = jobs.find_result(scene, strip)
     if result is not None:
         box = layout.box()
         box.label(text=f"Result: {result.name}", icon="IMAGE_DATA")
         box.prop(result, "blend_alpha", text="Mix", slider=True)
         box.operator("sequencer.stylize_open_folder", icon="FILE_FOLDER")
+
+
+def _draw_model(col: "bpy.types.UILayout", scene: "bpy.types.Scene", st: "props.StylecoreStripSettings") -> None:
+    """The Model field: searches the worker's model list once it was fetched."""
+    hint = "Trained on the Style Image" if (st.style_image or st.style_strip) else "Shipped default"
+    row = col.row(align=True)
+    models = props.scene_settings(scene).models
+    if len(models):
+        row.prop_search(st, "model", props.scene_settings(scene), "models", text="Model")
+    elif _HAS_PLACEHOLDER:
+        row.prop(st, "model", placeholder=hint)
+    else:
+        row.prop(st, "model")
+    row.operator("sequencer.stylize_refresh_models", text="", icon="FILE_REFRESH")
+
+
+def _draw_training(layout: "bpy.types.UILayout", st: "props.StylecoreStripSettings", running: bool) -> None:
+    """Train Style: a real-time model for the style image (feedforward mode)."""
+    box = layout.box()
+    style = st.style_image.strip() if st.style_source == "FILE" else st.style_strip.strip()
+    if style and st.no_model_style and not st.model.strip():
+        box.label(text="No model is trained on this style image yet: train one", icon="ERROR")
+    box.prop(st, "train_quality")
+    box.prop(st, "train_own_frames")
+    box.prop(st, "train_start_over")
+    row = box.row()
+    row.enabled = not running and bool(style)
+    row.operator("sequencer.stylize_train", text="Train Style", icon="SHADERFX")
 
 
 def _draw_result(layout: "bpy.types.UILayout", strip: "bpy.types.Strip") -> None:

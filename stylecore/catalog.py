@@ -161,7 +161,7 @@ def model_for(model: str | Path | None, styles: tuple[tuple[str, float], ...] = 
     if entry is None:
         raise InputError(
             f"no feedforward model was trained on {Path(styles[0][0]).name}; train one "
-            f"(`python -m training.train --style {styles[0][0]} ...`), choose a `model` from `stylecore models`, "
+            f"('stylecore train --style {styles[0][0]} -o NAME'), choose a `model` from 'stylecore models', "
             f"or use `mode` optimization, which takes any style image"
         )
     return entry.path

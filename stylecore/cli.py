@@ -15,6 +15,7 @@ from .errors import Cancelled, StylecoreError, cli_wording
 COMMANDS = (
     "stylecore.cli_stylize",
     "stylecore.cli_models",
+    "stylecore.cli_train",
     "stylecore.cli_weights",
     "stylecore.cli_evaluate",
     "stylecore.cli_export",
@@ -27,6 +28,7 @@ examples:
   stylecore stylize frames/ --style-video style_clip.mp4 -o out/    style changes over time
   stylecore stylize clip.mp4 -o out.mp4                             the shipped real-time model
   stylecore stylize clip.mp4 --model scream -o out.mp4              another shipped model ('stylecore models')
+  stylecore train --style painting.jpg --content clip.mp4 -o mine   train a real-time model for any style
   stylecore weights                                                 where the VGG19 weights are
 
 Run 'stylecore COMMAND --help' for every option of a command.

@@ -18,7 +18,11 @@ from typing import IO, Any
 from . import __version__
 from .errors import Cancelled, StylecoreError
 
-PROTOCOL = 1
+PROTOCOL = 2
+# Protocol 2 added the ``train`` and ``models`` requests; a protocol-1 client only stylizes,
+# which protocol 2 still answers unchanged.
+COMPATIBLE_PROTOCOLS = (1, 2)
+JOB_OPS = ("stylize", "train", "models")
 
 
 class _Events:
@@ -106,7 +110,7 @@ def _dispatch_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue
                 state.cancelled.add(str(job_id))
         elif op == "shutdown":
             break
-        elif op == "stylize":
+        elif op in JOB_OPS:
             with state.lock:
                 busy = state.running is not None or not jobs.empty()
                 if not busy:
@@ -118,14 +122,14 @@ def _dispatch_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue
                 jobs.put(request)
         else:
             emit({"event": "error", "id": job_id, "message": f"unknown op {op!r}; expected hello, stylize, "
-                  "cancel or shutdown"})
+                  "train, models, cancel or shutdown"})
 
 
 def _hello(request: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     wanted = request.get("protocol", PROTOCOL)
-    if wanted != PROTOCOL:
+    if wanted not in COMPATIBLE_PROTOCOLS:
         return {"event": "error", "id": None, "message": f"the add-on speaks worker protocol {wanted}, this "
                 f"stylecore {__version__} speaks {PROTOCOL}: update stylecore in the worker's environment"}
     devices = ["cpu"]
@@ -134,7 +138,17 @@ def _hello(request: dict[str, Any]) -> dict[str, Any]:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         devices.append("mps")
     return {"event": "hello", "protocol": PROTOCOL, "stylecore": __version__, "torch": torch.__version__,
-            "devices": devices}
+            "devices": devices, "device_names": _device_names(), "ops": list(JOB_OPS)}
+
+
+def _device_names() -> dict[str, str]:
+    """A readable name per accelerator (``{"cuda": "NVIDIA H200"}``), for Check Worker."""
+    import torch
+
+    names: dict[str, str] = {}
+    if torch.cuda.is_available():
+        names["cuda"] = torch.cuda.get_device_name(0)
+    return names
 
 
 def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
@@ -156,8 +170,14 @@ def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
             return job_id in state.cancelled
 
     try:
-        spec = JobSpec.from_dict(dict(request.get("job") or {}))
-        run_job(spec, send, cancelled, overwrite=bool(request.get("overwrite", False)))
+        op = request.get("op", "stylize")
+        if op == "train":
+            _train(dict(request.get("job") or {}), send, cancelled)
+        elif op == "models":
+            _models(send)
+        else:
+            spec = JobSpec.from_dict(dict(request.get("job") or {}))
+            run_job(spec, send, cancelled, overwrite=bool(request.get("overwrite", False)))
     except Cancelled:
         final = {"event": "cancelled"}
     except StylecoreError as exc:
@@ -170,6 +190,42 @@ def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
         state.cancelled.discard(job_id)
         state.running = None
     emit({**final, "id": job_id})
+
+
+def _train(job: dict[str, Any], send: Any, cancelled: Any) -> None:
+    """A training job: training events become protocol events (docs/worker-protocol.md)."""
+    from training.job import TrainJob, run_train_job
+
+    spec = TrainJob.from_dict(job)
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            send({"event": "start", "total": event["steps"], "todo": event["steps"] - event["step"],
+                  "output": event["out"], "loss_net": event["loss_net"], "device": event["device"]})
+        elif kind == "step":
+            send({"event": "progress", "done": event["step"], "total": event["steps"],
+                  "seconds_per_step": event["seconds_per_step"], "eta_seconds": event["eta_seconds"],
+                  "losses": event["losses"]})
+        elif kind == "preview":
+            send({"event": "preview", "step": event["step"], "path": event["path"]})
+        elif kind == "done":
+            send({"event": "done", "output": event["model"], "model": event["model"], "name": event["name"],
+                  "frames": event["steps"]})
+
+    run_train_job(spec, on_event=on_event, cancel=cancelled, log=lambda line: print(line, file=sys.stderr))
+
+
+def _models(send: Any) -> None:
+    """The model list (``stylecore models``), one ``models`` event, then ``done``."""
+    from .catalog import list_models
+
+    models = [{"name": m.name, "path": str(m.path), "origin": m.origin, "style_name": m.style_name,
+               "thumbnail": str(m.thumbnail) if m.thumbnail else None,
+               "style_thumbnail_sha256": m.style_thumbnail_sha256, "loss_network": m.loss_network}
+              for m in list_models()]
+    send({"event": "models", "models": models})
+    send({"event": "done", "output": None, "frames": 0})
 
 
 def main() -> int:

@@ -269,7 +269,7 @@ def fake_worker(mode: str) -> int:
             print("ModuleNotFoundError: No module named 'torch'", file=sys.stderr, flush=True)
             time.sleep(3600)
         if op == "hello":
-            emit({"event": "hello", "protocol": 2 if mode == "old-protocol" else 1, "stylecore": "9.9",
+            emit({"event": "hello", "protocol": 1 if mode == "old-protocol" else 2, "stylecore": "9.9",
                   "torch": "none", "devices": ["cpu"]})
         elif op == "stylize":
             job_id, job = request["id"], request["job"]
@@ -298,3 +298,35 @@ def fake_worker(mode: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "fake-worker":
         sys.exit(fake_worker(sys.argv[2] if len(sys.argv) > 2 else "ok"))
+
+
+# ------------------------------------------------------------------- installed extension
+
+EXTENSION_MODULE = "bl_ext.user_default.stylecore_vse"
+_INSTALL = f"""
+import bpy, os
+bpy.ops.extensions.package_install_files(filepath=os.environ["ZIP"], repo="user_default", enable_on_install=True)
+prefs = bpy.context.preferences.addons[{EXTENSION_MODULE!r}].preferences
+for key, value in (("worker_python", "PREF_WORKER"), ("output_dir", "PREF_OUTPUT"), ("train_options", "PREF_TRAIN")):
+    if os.environ.get(value):
+        setattr(prefs, key, os.environ[value])
+prefs.device = "CPU"
+bpy.ops.wm.save_userpref()
+"""
+
+
+def install_extension(archive: Path, user_folder: Path, **prefs: str) -> dict[str, str]:
+    """Install the extension zip as a user would, into ``user_folder`` (Blender's user
+    resources), save the given preferences (worker_python, output_dir, train_options),
+    and return an environment that makes Blender use that folder."""
+    import subprocess
+
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user_folder), ZIP=str(archive),
+               PREF_WORKER=prefs.get("worker_python", ""), PREF_OUTPUT=prefs.get("output_dir", ""),
+               PREF_TRAIN=prefs.get("train_options", ""))
+    done = subprocess.run([sys.executable, "-c", _INSTALL], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=user_folder.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for key in ("ZIP", "PREF_WORKER", "PREF_OUTPUT", "PREF_TRAIN"):
+        env.pop(key)
+    return env

@@ -123,6 +123,28 @@ def test_cancel_then_rerun_resumes_with_whole_frames(media, tmp_path) -> None:
     assert {name: (folder / name).stat().st_mtime_ns for name in stamps} == stamps  # resumed, not redone
 
 
+def test_a_crash_before_saving_the_strip_id_resumes_in_the_same_folder(media, tmp_path) -> None:
+    """Blender killed after Stylize, the .blend saved before: the strip's id is lost, yet
+    Stylize finds the frames already made for the same strip and job and keeps them."""
+    scene = bh.fresh_scene(tmp_path)
+    strip = bh.add_movie(scene, media["movie"])
+    bh.feedforward_settings(strip, media["model"])
+    assert bpy.ops.sequencer.stylize() == {"FINISHED"}
+    folder = Path(props.strip_settings(jobs.find_result(scene, strip)).output_dir)
+    frames = sorted(folder.glob("frame_*.png"))
+    frames[-1].unlink()  # the frame in flight when Blender died
+    stamps = {f.name: f.stat().st_mtime_ns for f in frames[:-1]}
+    # What the file saved before the first Stylize holds: no id, no result strip.
+    vse.children(scene.sequence_editor).remove(jobs.find_result(scene, strip))
+    props.strip_settings(strip).uid = ""
+    assert bpy.ops.sequencer.stylize() == {"FINISHED"}
+    again = Path(props.strip_settings(jobs.find_result(scene, strip)).output_dir)
+    assert again == folder and len(list(folder.parent.parent.iterdir())) == 1
+    assert {name: (folder / name).stat().st_mtime_ns for name in stamps} == stamps  # kept, not recomputed
+    assert (folder / frames[-1].name).is_file()
+    assert props.strip_settings(strip).uid and folder.parent.name.endswith(props.strip_settings(strip).uid[:6])
+
+
 def test_meta_strip_is_rendered_through_blender_then_stylized(media, tmp_path) -> None:
     scene = bh.fresh_scene(tmp_path)
     meta = vse.children(scene.sequence_editor).new_meta("Meta", 1, 3)

@@ -104,7 +104,7 @@ def test_worker_that_hangs_after_an_import_error_fails_fast(clients) -> None:
 def test_protocol_mismatch_asks_to_update(clients) -> None:
     run = JobRun(clients("old-protocol"), {})
     assert run.wait(timeout=30) == FAILED
-    assert "protocol 2" in run.error and "update stylecore" in run.error
+    assert "protocol 1" in run.error and "update stylecore" in run.error
 
 
 def test_cancel_stops_between_frames(clients) -> None:

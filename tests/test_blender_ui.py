@@ -87,9 +87,17 @@ def movie(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_panel_shows_each_modes_settings(scene, movie) -> None:
     strip = bh.add_movie(scene, movie)
-    feedforward = drawn_props(draw_panel())
+    calls = draw_panel()
+    feedforward = drawn_props(calls)
     assert {"mode", "model", props.STYLE_WEIGHT, "temporal_weight", "preserve_colors", "size"} <= set(feedforward)
-    assert "style_image" not in feedforward and "iterations" not in feedforward
+    # The style image chooses the model; Train Style makes one for it.
+    assert {"style_image", "train_quality", "train_own_frames"} <= set(feedforward) and "iterations" not in feedforward
+    assert "Train Style" in texts(calls)
+    assert not any("No model is trained" in t for t in texts(calls))
+    props.strip_settings(strip).style_image = "/styles/scream.jpg"
+    props.strip_settings(strip).no_model_style = "/styles/scream.jpg"  # what a failed Stylize leaves
+    assert any("No model is trained on this style image" in t for t in texts(draw_panel()))
+    props.strip_settings(strip).style_image = ""
     props.strip_settings(strip).mode = "OPTIMIZATION"
     optimization = drawn_props(draw_panel())
     assert {"style_source", "style_image", "iterations", "loss_net"} <= set(optimization) and "model" not in optimization

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import pan_frames, smooth_texture, stripe_style, write_image, write_png_folder, write_video
 
-from stylecore.errors import InputError
+from stylecore.errors import Cancelled, InputError, cli_wording
 from stylecore.flow import warp
 from stylecore.model_file import load_model
 from stylecore.transformer import StyleTransformer, TransformerConfig
@@ -99,7 +99,7 @@ def test_command_line_options_reach_the_config() -> None:
          "--loss-net", "random-vgg19", "--device", "cpu", "--temporal-weight", "0.5", "--noise-weight", "0.2", "--unconditioned"]
     )
     config = config_from_args(args)
-    assert (config.style, config.data, config.out) == ("s.jpg", "d", "m.safetensors")
+    assert (config.style, config.data, config.out) == ("s.jpg", ("d",), "m.safetensors")
     assert (config.steps, config.size, config.batch_size, config.loss_net, config.device) == (7, 128, 3, "random-vgg19", "cpu")
     assert (config.temporal_weight, config.noise_weight, config.conditioned) == (0.5, 0.2, False)
     with pytest.raises(InputError):
@@ -208,3 +208,97 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert any("resumed" in line and "step 2" in line for line in lines)
     assert [line.split()[1] for line in lines if line.startswith("step ")] == ["3/4", "4/4"]
     assert out.is_file() and not (tmp_path / "m.ckpt").exists()
+
+
+def test_training_emits_events_and_cancel_keeps_a_checkpoint(tmp_path: Path) -> None:
+    style, data = _setup(tmp_path)
+    out = tmp_path / "m.safetensors"
+    events: list[dict] = []
+
+    def cancel_after_two() -> bool:
+        return sum(e["event"] == "step" for e in events) >= 2
+
+    with pytest.raises(Cancelled):
+        train(_config(style, data, out, steps=5, preview_every=1), log=lambda _: None, on_event=events.append,
+              cancel=cancel_after_two)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds.count("step") == 2 and "done" not in kinds
+    step = next(e for e in events if e["event"] == "step")
+    assert step["steps"] == 5 and {"total", "content", "style"} <= set(step["losses"]) and step["eta_seconds"] > 0
+    previews = [e["path"] for e in events if e["event"] == "preview"]
+    assert previews == [str(tmp_path / "m_previews" / "step_000001.png"), str(tmp_path / "m_previews" / "step_000002.png")]
+    assert (tmp_path / "m.ckpt").is_file() and not out.exists()
+
+    events.clear()
+    train(_config(style, data, out, steps=5, preview_every=100, resume=True), log=lambda _: None, on_event=events.append)
+    assert events[0]["event"] == "start" and events[0]["step"] == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [3, 4, 5]
+    assert events[-1] == {"event": "done", "model": str(out), "steps": 5}
+
+
+def test_resume_with_other_settings_is_refused_naming_the_changes(tmp_path: Path) -> None:
+    style, data = _setup(tmp_path)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(Cancelled):
+        train(_config(style, data, out, steps=4), log=lambda _: None, cancel=iter([False, True]).__next__)
+    with pytest.raises(InputError) as refused:
+        train(_config(style, data, out, steps=8, size=96, resume=True, log_every=3), log=lambda _: None)
+    message = cli_wording(str(refused.value))
+    assert "--steps 4 -> 8" in message and "--size 64 -> 96" in message and "--restart" in message
+    assert "log" not in message  # settings that do not change what is learnt may differ
+    train(_config(style, data, out, steps=4, resume=True, log_every=3, device="cpu"), log=lambda _: None)
+    assert out.is_file()
+
+
+def test_progress_bar_shows_loss_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.progress import TrainingBar
+
+    bar = TrainingBar(disabled=False)
+    bar({"event": "start", "step": 0, "steps": 4})
+    bar({"event": "step", "step": 2, "steps": 4, "losses": {"total": 1.5, "style": 0.25}, "eta_seconds": 3.0,
+         "seconds_per_step": 1.5})
+    bar.log("a log line")
+    bar.close()
+    err = capsys.readouterr().err
+    assert "2/4" in err and "total 1.5" in err and "style 0.25" in err and "<" in err  # tqdm's elapsed<remaining
+
+
+def test_stylecore_train_makes_a_named_model_with_thumbnail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from stylecore import catalog
+    from stylecore.cli import main as cli
+
+    monkeypatch.setenv("STYLECORE_MODELS", str(tmp_path / "models"))
+    style, data = _setup(tmp_path)
+    clip = write_png_folder(tmp_path / "clip", pan_frames(4, height=72, width=80))
+    args = ["train", "--style", str(style), "--content", str(clip), "--data", str(data), "-o", "stripes",
+            "--steps", "3", "--size", "64", "--loss-net", "random-vgg19", "--device", "cpu", "--quiet"]
+    assert cli(args) == 0
+    model = tmp_path / "models" / "stripes.safetensors"
+    assert model.is_file() and model.with_suffix(".jpg").is_file()
+    assert "--model stripes" in capsys.readouterr().out
+    entry = catalog.find_by_style(style)
+    assert entry is not None and entry.name == "stripes" and entry.thumbnail == model.with_suffix(".jpg")
+    assert load_model(model)[1].training["steps"] == 3
+    assert cli(["models", "--json"]) == 0 and "stripes" in capsys.readouterr().out
+    # Feedforward with this style image now finds this model.
+    assert catalog.model_for(None, ((str(style), 1.0),)) == model
+
+
+def test_train_job_defaults_and_bad_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.job import QUALITY_STEPS, TrainJob, general_data, model_destination, name_for_style
+
+    monkeypatch.setenv("STYLECORE_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("STYLECORE_TRAINING_DATA", str(tmp_path / "mine"))
+    style, _ = _setup(tmp_path)
+    assert general_data()[0] == str(tmp_path / "mine")
+    assert any(p.endswith("astronaut_512x384.jpg") for p in general_data())  # the checkout's samples
+    config = TrainJob(style=str(style), output="x", content=("clip.mp4",)).config()
+    assert config.steps == QUALITY_STEPS["good"] and config.data[0] == "clip.mp4" and config.resume
+    assert config.out == str(tmp_path / "models" / "x.safetensors")
+    assert model_destination(str(tmp_path / "a.safetensors")) == tmp_path / "a.safetensors"
+    assert name_for_style("/p/The Scream (1893).jpg") == "the_scream_1893"
+    with pytest.raises(InputError, match="letters, digits"):
+        model_destination("my model!")
+    with pytest.raises(InputError, match="quality"):
+        TrainJob(style=str(style), output="x", quality="ultra").config()

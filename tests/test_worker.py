@@ -16,9 +16,9 @@ from conftest import pan_frames, write_png_folder
 
 
 class Worker:
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "stylecore.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -61,9 +61,10 @@ def job(tmp_path: Path, style: Path, output: str, frames: int = 3, **extra: Any)
 
 
 def test_hello_job_events_and_reuse(tmp_path: Path, style_png: Path, worker: Worker) -> None:
-    worker.send({"op": "hello", "protocol": 1})
+    worker.send({"op": "hello", "protocol": 1})  # a protocol-1 client is still served
     hello = worker.until("hello")[-1]
-    assert hello["protocol"] == 1 and "cpu" in hello["devices"]
+    assert hello["protocol"] == 2 and "cpu" in hello["devices"]
+    assert {"stylize", "train", "models"} <= set(hello["ops"])
 
     worker.send({"op": "stylize", "id": "a", "job": job(tmp_path, style_png, "a", frame_map=[2, 1, 0],
                                                          style_weights=[1.0, 0.5, 0.0])})
@@ -119,3 +120,51 @@ def test_end_of_input_cancels_the_running_job(tmp_path: Path, style_png: Path, w
     worker.proc.stdin.close()
     assert worker.proc.wait(timeout=120) == 0
     assert len(list((tmp_path / "d").glob("frame_*.png"))) < 8
+
+
+def test_train_job_reports_progress_previews_cancels_and_resumes(tmp_path: Path, style_png: Path) -> None:
+    """Protocol 2's training job: a tiny model for a new style lands in the user's model
+    folder with a thumbnail and shows in the ``models`` answer; cancel keeps a checkpoint."""
+    import os
+
+    models = tmp_path / "models"
+    worker = Worker(env=dict(os.environ, STYLECORE_MODELS=str(models)))
+    try:
+        content = write_png_folder(tmp_path / "clip", pan_frames(6, height=72, width=80))
+        spec = {"style": str(style_png), "output": "stripes", "content": [str(content)], "data": [],
+                "steps": 10, "size": 64, "batch_size": 1, "loss_net": "random-vgg19", "device": "cpu",
+                "style_size": 64, "preview_every": 2, "checkpoint_every": 1, "bf16": False}
+        worker.send({"op": "train", "id": "t", "job": spec})
+        first = worker.until("progress", "error", timeout=300)
+        assert first[-1]["event"] == "progress", first[-1]
+        start = next(e for e in first if e["event"] == "start")
+        assert start["total"] == 10 and start["output"] == str(models / "stripes.safetensors")
+        worker.send({"op": "cancel", "id": "t"})
+        events = worker.until("cancelled", "done", "error", timeout=300)
+        assert events[-1]["event"] == "cancelled", events[-1]
+        assert (models / "stripes.ckpt").is_file() and not (models / "stripes.safetensors").exists()
+
+        worker.send({"op": "train", "id": "t2", "job": spec})  # the same job again resumes
+        events = worker.until("done", "error", timeout=300)
+        assert events[-1]["event"] == "done", events[-1]
+        assert events[-1]["model"] == str(models / "stripes.safetensors") and events[-1]["name"] == "stripes"
+        resumed = next(e for e in events if e["event"] == "start")
+        assert 0 < 10 - resumed["todo"] < 10
+        progress = [e for e in events if e["event"] == "progress"]
+        assert progress[-1]["done"] == 10 and progress[-1]["eta_seconds"] == 0 and "total" in progress[-1]["losses"]
+        previews = [e for e in events if e["event"] == "preview"]
+        assert previews and all(Path(e["path"]).is_file() for e in previews)
+        assert (models / "stripes.jpg").is_file() and not (models / "stripes.ckpt").exists()
+
+        worker.send({"op": "models", "id": "m"})
+        listed = worker.until("models")[-1]["models"]
+        mine = [m for m in listed if m["name"] == "stripes"]
+        assert mine and mine[0]["origin"] == "user" and mine[0]["thumbnail"] == str(models / "stripes.jpg")
+        assert worker.until("done")[-1]["id"] == "m"
+
+        worker.send({"op": "train", "id": "bad", "job": {"style": str(style_png), "output": "x", "colour": 1}})
+        assert "unknown training option" in worker.until("error")[-1]["message"]
+        assert worker.close() == 0
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()

