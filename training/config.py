@@ -30,6 +30,7 @@ class TrainConfig:
     noise_weight: float = 0.0  # flow-free noise-stability loss; 0 = off
     noise_sigma: float = 0.03  # standard deviation of the added noise, in [0, 1] pixels
     style_size: int = 512  # long side of the style image for its Gram matrices
+    style_rotate: bool = False  # also match the style turned 90 degrees (against stripes)
     learning_rate: float = 1e-3
     # The style-weight MLP learns this much faster than the rest, so that the strength
     # control develops within short training runs (its heads start at zero).

@@ -62,9 +62,17 @@ def _style_grams(config: TrainConfig, encoder: torch.nn.Module, device: torch.de
     style = load_image(config.style)
     h, w = style.shape[:2]
     small = resize(style, scaled_size(w, h, min(config.style_size, max(w, h))))
+    # style_rotate: the targets average the painting and the painting turned 90 degrees, so
+    # a style whose strokes run mostly one way (Starry Night's horizontal dashes) does not
+    # become the same stripes over every surface; the network then orients strokes by content.
+    views = [small, np.ascontiguousarray(np.rot90(small))] if config.style_rotate else [small]
+    grams: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        feats = encoder(to_tensor(small, device))
-    return {name: gram_matrix(feats[name]).float() for name in STYLE_LAYERS}, style
+        for view in views:
+            feats = encoder(to_tensor(view, device))
+            for name in STYLE_LAYERS:
+                grams[name] = grams.get(name, 0) + gram_matrix(feats[name]).float() / len(views)
+    return grams, style
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:

@@ -12,24 +12,26 @@ steps=${STEPS:-1000}
 jobs=${JOBS:-1}
 mkdir -p "$out"
 
-train_one() {  # NAME PAINTING
-  local name=$1 painting=$2 resume=()
+train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
+  local name=$1 painting=$2 resume=(); shift 2
   [ -f "$out/$name.safetensors" ] && { echo "$name: done"; return 0; }
   [ -f "$out/$name.ckpt" ] && resume=(--resume)
   python -m training.train --style "$styles/$painting.jpg" --data "$data" \
     --data "$here/samples/astronaut_512x384.jpg" --data "$here/samples/chelsea_451x300.jpg" \
     --out "$out/$name.safetensors" --steps "$steps" --size 192 --batch-size 2 \
-    --checkpoint-every 100 --preview-every 250 --log-every 25 --cache-dir "$out/flowcache" "${resume[@]}" \
+    --checkpoint-every 100 --preview-every 250 --log-every 25 --cache-dir "$out/flowcache" "${resume[@]}" "$@" \
     > "$out/$name.log" 2>&1
 }
 
 pids=()
-for pair in starry_night:van_gogh_starry_night scream:munch_the_scream shipwreck:turner_the_shipwreck \
-            woman_with_a_hat:matisse_woman_with_a_hat; do
+# Starry Night's strokes run mostly one way: --style-rotate keeps them from becoming stripes.
+for spec in "starry_night:van_gogh_starry_night:--style-rotate" scream:munch_the_scream \
+            shipwreck:turner_the_shipwreck woman_with_a_hat:matisse_woman_with_a_hat; do
+  IFS=: read -r name painting extra <<< "$spec"
   if [ "$jobs" -gt 1 ]; then
-    OMP_NUM_THREADS=1 train_one "${pair%%:*}" "${pair#*:}" & pids+=($!)
+    OMP_NUM_THREADS=1 train_one "$name" "$painting" $extra & pids+=($!)
   else
-    train_one "${pair%%:*}" "${pair#*:}"
+    train_one "$name" "$painting" $extra
   fi
 done
 for pid in "${pids[@]}"; do wait "$pid"; done

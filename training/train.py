@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--noise-weight", type=float, default=d.noise_weight, help="flow-free noise-stability loss (default off)")
     w.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
     w.add_argument("--style-size", type=int, default=d.style_size, help="long side of the style image (default %(default)s)")
+    w.add_argument("--style-rotate", action="store_true",
+                   help="also match the style turned 90 degrees: for paintings whose strokes mostly run one way, "
+                        "which otherwise come out as stripes over every surface (used for starry_night)")
     a = p.add_argument_group("advanced")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
@@ -116,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         noise_weight=args.noise_weight,
         noise_sigma=args.noise_sigma,
         style_size=args.style_size,
+        style_rotate=args.style_rotate,
         learning_rate=args.lr,
         cond_lr_scale=args.cond_lr_scale,
         conditioned=not args.unconditioned,
