@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from typing import Any
 from .errors import InputError
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
+# Larger than any frame a GPU can stylize; a bigger `size` is a typo, not a wish.
+MAX_SIZE = 32768
 MODES = ("optimization", "style-video", "feedforward")
 PRESERVE_COLORS = ("none", "luminance", "histogram")
 STYLE_SYNC = ("index", "time")
@@ -82,6 +85,7 @@ class JobSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice("mode", self.mode, MODES)
         _check_choice("loss_net", self.loss_net, LOSS_NETS)
         _check_choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
@@ -100,6 +104,8 @@ class JobSpec:
             raise InputError("the job's frame_map is empty: there is no frame to stylize")
         if self.size is not None and self.size < 16:
             raise InputError(f"`size` {self.size} is too small; use at least 16 pixels")
+        if self.size is not None and self.size > MAX_SIZE:
+            raise InputError(f"`size` {self.size} is too large; use at most {MAX_SIZE} pixels")
         if self.iterations < 0 or self.first_iterations < 1:
             raise InputError("`iterations` must be >= 0 and `first_iterations` >= 1")
 
@@ -123,9 +129,11 @@ class JobSpec:
             raise InputError(f"unknown job field(s): {', '.join(unknown)}")
         values = dict(data)
         if values.get("styles") is not None:
-            values["styles"] = tuple((str(p), float(w)) for p, w in values["styles"])
+            values["styles"] = _style_pairs(values["styles"])
         for key in ("frames", "frame_map", "style_weights"):
             if values.get(key) is not None:
+                if not isinstance(values[key], (list, tuple)):
+                    raise InputError(f"`{key}` must be a list, not {_shown(values[key])}")
                 values[key] = tuple(values[key])
         try:
             return cls(**values)
@@ -166,5 +174,108 @@ def guess_mode(styles: Sequence[object], style_video: str | None, model: str | N
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise InputError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+# Field checks shared by every caller (CLI, Python API, worker): each number is of its
+# kind and finite, so a NaN or a string never reaches the pixels.
+_INTS = {  # name: (smallest allowed, why)
+    "iterations": 0, "first_iterations": 1, "scales": 0, "seed": None, "style_offset": None,
+    "batch_size": 1, "tile": 0,
+}
+_FLOATS = {  # name: (smallest allowed, whether the smallest itself is allowed)
+    "content_weight": (0.0, True), "style_weight": (0.0, True), "tv_weight": (0.0, True),
+    "temporal_weight": (0.0, True), "style_scale": (0.0, False), "style_rate": (0.0, True),
+}
+_PATHS = ("content", "output")
+_OPTIONAL_PATHS = ("style_video", "model", "vgg_weights")
+_BOOLS = ("compile", "audio", "keep_frames")
+
+
+def _check_fields(spec: JobSpec) -> None:
+    """Types and ranges of every field; floats are normalised to ``float`` so that a
+    weight sent as 1 and one sent as 1.0 fingerprint alike."""
+    for name in _PATHS:
+        value = getattr(spec, name)
+        if not isinstance(value, str) or not value:
+            raise InputError(f"`{name}` must be a path, not {_shown(value)}")
+    for name in _OPTIONAL_PATHS:
+        value = getattr(spec, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InputError(f"`{name}` must be a path or empty, not {_shown(value)}")
+    for name in _BOOLS:
+        if not isinstance(getattr(spec, name), bool):
+            raise InputError(f"`{name}` must be true or false, not {_shown(getattr(spec, name))}")
+    if not isinstance(spec.extra, dict):
+        raise InputError(f"`extra` must be a JSON object, not {_shown(spec.extra)}")
+    for name, low in _INTS.items():
+        value = getattr(spec, name)
+        _check_int(name, value)
+        if low is not None and value < low:
+            raise InputError(f"`{name}` {value} must be at least {low}")
+    if spec.size is not None:
+        _check_int("size", spec.size)
+    for name, (low, inclusive) in _FLOATS.items():
+        value = _finite(name, getattr(spec, name))
+        if value < low or (value == low and not inclusive):
+            raise InputError(f"`{name}` {value:g} must be {'>=' if inclusive else '>'} {low:g}")
+        object.__setattr__(spec, name, value)
+    if not isinstance(spec.styles, tuple):
+        raise InputError(f"`style` must be a list of (path, weight) pairs, not {_shown(spec.styles)}")
+    object.__setattr__(spec, "styles", _style_pairs(spec.styles))
+    if spec.styles and sum(w for _, w in spec.styles) <= 0:
+        raise InputError("style blend weights must not all be zero (`style` a.jpg:0.7 `style` b.jpg:0.3)")
+    if spec.frames is not None:
+        if not isinstance(spec.frames, tuple) or len(spec.frames) != 2:
+            raise InputError(f"`frames` must be a START:END pair, not {_shown(spec.frames)}")
+        for value in spec.frames:
+            _check_int("frames", value)
+        if spec.frames[0] < 0 or spec.frames[1] < -1:
+            raise InputError(f"`frames` {spec.frames[0]}:{spec.frames[1]} must count from 0")
+    if spec.frame_map is not None:
+        if not isinstance(spec.frame_map, tuple):
+            raise InputError(f"frame_map must be a list of source frame numbers, not {_shown(spec.frame_map)}")
+        for value in spec.frame_map:
+            _check_int("frame_map", value)
+            if value < 0:
+                raise InputError(f"frame_map holds {value}; source frames count from 0")
+    if spec.style_weights is not None:
+        if not isinstance(spec.style_weights, tuple) or not spec.style_weights:
+            raise InputError(f"`style_weight` schedule must be a non-empty list, not {_shown(spec.style_weights)}")
+        weights = tuple(_finite("style_weight", w) for w in spec.style_weights)
+        if min(weights) < 0:
+            raise InputError(f"`style_weight` {min(weights):g} in the schedule must be >= 0")
+        object.__setattr__(spec, "style_weights", weights)
+
+
+def _style_pairs(styles: Any) -> tuple[tuple[str, float], ...]:
+    """``[[path, weight], ...]`` -> ``((path, weight), ...)``, refusing anything else."""
+    if not isinstance(styles, (list, tuple)):
+        raise InputError(f"`style` must be a list of (path, weight) pairs, not {_shown(styles)}")
+    pairs = []
+    for item in styles:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+            raise InputError(f"each `style` must be a (path, weight) pair, not {_shown(item)}")
+        weight = _finite("style", item[1])
+        if weight < 0:
+            raise InputError(f"`style` {item[0]} has weight {weight:g}; blend weights must be >= 0")
+        pairs.append((item[0], weight))
+    return tuple(pairs)
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"`{name}` must be a whole number, not {_shown(value)}")
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"`{name}` must be a finite number, not {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A value as a one-line message quotes it: short, and never multi-line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
