@@ -13,12 +13,16 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import InputError
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
+# Inputs up to this size are identified by their bytes' hash (style images, models, short
+# clips, rendered frames: milliseconds), larger ones by size and modification time.
+_HASH_UP_TO = 16 << 20
 # Larger than any frame a GPU can stylize; a bigger `size` is a typo, not a wish.
 MAX_SIZE = 32768
 MODES = ("optimization", "style-video", "feedforward")
@@ -156,11 +160,61 @@ class JobSpec:
             if data.get(key):
                 data[key] = os.path.abspath(data[key])
         data["styles"] = [[os.path.abspath(p), w] for p, w in data["styles"]]
+        # A path names a file, not its pixels: a clip re-rendered to the same path is
+        # another job. (A schedule file is read into `style_weights`, so its values are here.)
+        inputs = {"content": input_identity(data["content"])}
+        if data.get("style_video"):
+            inputs["style_video"] = input_identity(data["style_video"])
+        if self.mode == "feedforward":
+            inputs["model"] = input_identity(data["model"])
+        for path, _ in data["styles"]:
+            inputs[f"style:{path}"] = input_identity(path)
+        data["inputs"] = inputs
         return data
 
     def fingerprint_hash(self) -> str:
         text = json.dumps(self.fingerprint(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def input_identity(path: str) -> str:
+    """What a content, style, style video or model path holds, cheaply: the bytes' hash
+    for files up to ``_HASH_UP_TO`` (a copy or a touch that changes nothing is the same
+    input), else size and modification time; for an image folder or pattern, of each
+    image. ``"missing"`` when nothing is there (the job then fails on its own)."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return _file_identity(p)
+        if p.is_dir():
+            from .frames import IMAGE_EXTENSIONS
+
+            files = sorted(e for e in p.iterdir() if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()
+                           and not e.name.startswith("."))
+        else:
+            from .frames import pattern_files
+
+            files = pattern_files(path)
+    except (OSError, InputError):
+        return "missing"
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}\0{_file_identity(file)}\0".encode())
+    return f"files:{len(files)}:{digest.hexdigest()[:32]}"
+
+
+def _file_identity(path: Path) -> str:
+    try:
+        stat = path.stat()
+        if stat.st_size > _HASH_UP_TO:
+            return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return "sha256:" + digest.hexdigest()[:32]
+    except OSError:
+        return "missing"
 
 
 def guess_mode(styles: Sequence[object], style_video: str | None, model: str | None) -> str:
