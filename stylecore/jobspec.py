@@ -20,6 +20,13 @@ from typing import Any
 from .errors import InputError
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
+# Outputs with these extensions are encoded videos; any other output is a folder of PNG frames.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+# Media formats a user may mean but that stylecore does not write: refused, never made a folder.
+NOT_WRITTEN_SUFFIXES = frozenset({
+    ".gif", ".apng", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp", ".avif", ".heic",
+    ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".ogv", ".ogg", ".3gp", ".mxf", ".vob", ".f4v",
+})
 # Inputs up to this size are identified by their bytes' hash (style images, models, short
 # clips, rendered frames: milliseconds), larger ones by size and modification time.
 _HASH_UP_TO = 16 << 20

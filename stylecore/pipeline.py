@@ -35,7 +35,7 @@ from .frames import (
 )
 from .jobdir import JobDir, is_job_file_name
 from .catalog import model_for
-from .jobspec import JobSpec
+from .jobspec import NOT_WRITTEN_SUFFIXES, VIDEO_SUFFIXES, JobSpec
 from .optimize import RECIPE, OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
 from .losses import blend_grams
 from .style_video import StyleMapping, style_index
@@ -44,12 +44,6 @@ from .loss_nets import load_loss_network, resolve_loss_net, weights_location
 EventSink = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], bool]
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
-# Media formats a user may mean but that stylecore does not write: refused, never made a folder.
-NOT_WRITTEN_SUFFIXES = frozenset({
-    ".gif", ".apng", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp", ".avif", ".heic",
-    ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".ogv", ".ogg", ".3gp", ".mxf", ".vob", ".f4v",
-})
 # Default long side per mode: optimisation is costly per pixel; feedforward is not.
 DEFAULT_SIZE = {"optimization": 512, "style-video": 512, "feedforward": None}
 # VGG19 halves the frame four times before relu5_1: a smaller short side has no pixel left.

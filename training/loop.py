@@ -123,6 +123,12 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+# Settings a resumed run may change: where and how it runs and reports, and how long it goes on.
+_MAY_CHANGE_ON_RESUME = frozenset(
+    {"resume", "restart", "cache_dir", "device", "bf16", "log_every", "preview_every", "checkpoint_every", "steps"}
+)
+
+
 def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     """Train a stylizing network and write ``config.out`` (+ ``.json``); returns its path.
 
@@ -165,7 +171,12 @@ def train(config: TrainConfig, log: Log = print, command: str = "") -> Path:
     settings = config.to_dict()
     start = 0
     if config.resume and ckpt.exists():
-        start, _ = load_checkpoint(ckpt, model, optimizer, rng)
+        start, saved = load_checkpoint(ckpt, model, optimizer, rng)
+        changed = sorted(k for k in set(saved) | set(settings)
+                         if k not in _MAY_CHANGE_ON_RESUME and saved.get(k) != settings.get(k))
+        if changed:
+            raise InputError(f"{ckpt} was trained with other settings (changed: {', '.join(changed)}); resume with "
+                             "the same ones, or pass --restart to start over")
         log(f"resumed from {ckpt} at step {start}")
     log(
         f"training {out.name}: {config.steps} steps, {config.size}px crops, batch {config.batch_size} pairs, "
