@@ -3,7 +3,9 @@
 A job's output folder is named by a hash of everything that decides its pixels (the job
 fields and the size and time stamps of its input files), so re-running the same job
 resumes in the same folder, and changed settings start a new folder instead of
-clashing with the old frames.
+clashing with the old frames. The engine identifies the inputs itself too (the job
+fingerprint), so frames of a changed input are never taken as done even where this
+hash would miss it; the hash here only picks folders and tells stale results.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from .devices import DEVICE_CHOICES
-from .jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, JobSpec, guess_mode
+from .jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, VIDEO_SUFFIXES, JobSpec, guess_mode
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
 Stylize CONTENT (a video file, a folder of images, a printf pattern such as
 frames/img_%04d.png, or a single image) and write numbered PNG frames to a folder, or
-an encoded video when --output ends in .mp4/.mov/.mkv/.webm/.avi (same fps, with the
+an encoded video when --output ends in {videos} (same fps, with the
 source's audio).
 
 Modes (chosen from the options you give, or with --mode):
@@ -29,8 +29,9 @@ Modes (chosen from the options you give, or with --mode):
 
 Jobs resume: frames are written atomically into the output folder with a record of the
 parameters; run the same command again after an interruption and finished frames are
-skipped. Different parameters never mix into the same folder (use --overwrite).
-"""
+skipped. Different parameters never mix into the same folder (use --overwrite). A run
+never writes over its own inputs, nor replaces an existing video without --overwrite.
+""".format(videos="/".join(VIDEO_SUFFIXES))
 
 _EPILOG = """\
 examples:
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("content", help="video file, image folder, printf pattern (img_%%04d.png) or image")
     p.add_argument("-o", "--output", required=True,
-                   help="output folder for PNG frames, or a video file (.mp4, .mov, .mkv, .webm, .avi)")
+                   help=f"output folder for PNG frames, or a video file ({', '.join(VIDEO_SUFFIXES)})")
     p.add_argument("--mode", choices=("auto", "optimization", "style-video", "feedforward"), default="auto",
                    help="auto (default): style-video with --style-video, feedforward with --model, "
                         "optimization with --style, else feedforward with the starry_night model; "
@@ -182,6 +183,9 @@ def job_from_args(args: argparse.Namespace) -> JobSpec:
         keep_frames=args.keep_frames,
     )
     if not isinstance(weight, float):
+        from .pipeline import refuse_output_over_inputs
+
+        refuse_output_over_inputs(args.output, {"the style-weight schedule": str(weight)})
         spec_args["style_weights"] = _schedule_for(spec_args, Path(weight))
     return JobSpec(**spec_args)
 

@@ -31,6 +31,11 @@ class JobMismatchError(StylecoreError):
     """An output folder holds a job made with different parameters."""
 
 
+class OutputError(StylecoreError):
+    """The output cannot be written: a read-only folder, a full disk, a run already using
+    it, or a path that would replace a file the user did not ask to replace."""
+
+
 class DeviceError(StylecoreError):
     """The requested device is unavailable, or it ran out of memory."""
 

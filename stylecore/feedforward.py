@@ -63,22 +63,12 @@ def inference_dtype(device: torch.device, compiled: bool) -> torch.dtype:
     return torch.float32
 
 
-class Stylizer:
-    """A loaded model on one device: ``stylizer(frames, weights) -> frames`` (float32, CPU).
+class _Loaded:
+    """A model placed on its device (and compiled): what the worker reuses across jobs.
+    Never changed after it is made, so jobs may share it."""
 
-    Falls back to tiles when a batch runs out of memory and stays tiled afterwards.
-    """
-
-    def __init__(
-        self,
-        model: StyleTransformer,
-        info: ModelInfo,
-        device: torch.device,
-        *,
-        dtype: torch.dtype | None = None,
-        compile: bool = False,
-        tile: int = 0,
-    ) -> None:
+    def __init__(self, model: StyleTransformer, info: ModelInfo, device: torch.device, *,
+                 dtype: torch.dtype | None = None, compile: bool = False) -> None:
         self.info = info
         self.device = device
         self.dtype = inference_dtype(device, compile) if dtype is None else dtype
@@ -87,13 +77,41 @@ class Stylizer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.compiled: Callable[..., Tensor] | None = None
+        # Static shapes: a video has one frame size; the last batch is padded to full.
+        self.compiled: Callable[..., Tensor] | None = torch.compile(model, dynamic=False) if compile else None
+
+
+class Stylizer:
+    """A loaded model on one device: ``stylizer(frames, weights) -> frames`` (float32, CPU).
+
+    Falls back to tiles when a batch runs out of memory and stays tiled afterwards: that
+    state is this object's, one per job; the loaded model underneath may be shared.
+    """
+
+    def __init__(
+        self,
+        model: StyleTransformer | _Loaded,
+        info: ModelInfo | None = None,
+        device: torch.device | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+        tile: int = 0,
+    ) -> None:
+        if not isinstance(model, _Loaded):
+            assert info is not None and device is not None
+            model = _Loaded(model, info, device, dtype=dtype, compile=compile)
+        self._loaded = model
+        self.info = model.info
+        self.device = model.device
+        self.dtype = model.dtype
+        self.channels_last = model.channels_last
+        self.model = model.model
+        self.compiled = model.compiled
         self._compiled_batch = 0
-        if compile:
-            # Static shapes: a video has one frame size; the last batch is padded to full.
-            self.compiled = torch.compile(model, dynamic=False)
-        if 0 < tile < min_tile(model):
-            raise InputError(f"`tile` {tile} is too small for this model; use at least {min_tile(model)} (or 0 = automatic)")
+        if 0 < tile < min_tile(self.model):
+            raise InputError(f"`tile` {tile} is too small for this model; use at least {min_tile(self.model)} "
+                             "(or 0 = automatic)")
         self.tile = tile
 
     @property
@@ -158,27 +176,29 @@ class Stylizer:
             torch.cuda.empty_cache()
 
 
-_CACHE: dict[tuple[Any, ...], Stylizer] = {}
+_CACHE: dict[tuple[Any, ...], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 2
 
 
 def get_stylizer(path: str | Path | None, device: torch.device, *, compile: bool = False, tile: int = 0) -> Stylizer:
-    """Load (or reuse: the Blender worker runs many jobs) the model at ``path``."""
+    """A new stylizer for one job, on the model at ``path`` loaded once and reused (the
+    Blender worker runs many jobs)."""
     model_path = resolve_model(path)
     try:
         stat = model_path.stat()
         stamp: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
     except OSError:
         stamp = (0, 0)  # load_model raises the proper error
-    key = (str(model_path.resolve()), stamp, str(device), compile, tile)
+    key = (str(model_path.resolve()), stamp, str(device), compile)
     with _CACHE_LOCK:
         if key not in _CACHE:
             model, info = load_model(model_path, "cpu")
             while len(_CACHE) >= _CACHE_SIZE:  # models are ~1 MB; compiled ones are slow to make
                 _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = Stylizer(model, info, device, compile=compile, tile=tile)
-        return _CACHE[key]
+            _CACHE[key] = _Loaded(model, info, device, compile=compile)
+        loaded = _CACHE[key]
+    return Stylizer(loaded, tile=tile)
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,6 +249,8 @@ def _read_batches(
         for chunk in _chunks(todo, batch_size):
             images = []
             for _ in chunk:
+                if stop.is_set():
+                    break
                 _, image = next(frames)
                 images.append(resize(image, size))
             if stop.is_set():
@@ -237,15 +259,20 @@ def _read_batches(
             if pin:
                 tensor = tensor.pin_memory()
             batch = _Batch([n for n, _ in chunk], [i for _, i in chunk], tensor, images if keep_contents else None)
-            while not stop.is_set():
-                try:
-                    out.put(batch, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-        out.put(_Stop())
+            _offer(out, batch, stop)
+        _offer(out, _Stop(), stop)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-        out.put(_Stop(exc))
+        _offer(out, _Stop(exc), stop)
+
+
+def _offer(out: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    """Put ``item`` unless the consumer has stopped listening (then nobody needs it)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def _write_frames(jobdir: JobDir, jobs: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop], done: queue.Queue[_Written | _Stop]) -> None:
@@ -289,7 +316,6 @@ def run_feedforward(
     """
     device = resolve_device(spec.device)
     stylizer = get_stylizer(model_for(spec.model, spec.styles), device, compile=spec.compile, tile=spec.tile)
-    stylizer.tile = spec.tile  # an earlier job's out-of-memory fallback need not apply here
     info = source.info
     work_size = scaled_size(info.width, info.height, spec.size) if spec.size else (info.width, info.height)
     if min(work_size) < 8:
@@ -367,8 +393,11 @@ def run_feedforward(
         # Let the writer finish the frames it has: they are whole, and work is not lost.
         _put(writes, _Stop(), writer)
         writer.join()
+        # The reader checks `stop` between frames and never blocks on a full queue once it
+        # is set: waiting for it is bounded by one frame's decoding, and the source (closed
+        # by the caller afterwards) is never closed under a read in progress.
         _drain(batches)
-        reader.join(timeout=5.0)
+        reader.join()
         try:
             report()
         except BaseException:  # noqa: BLE001 - the first error wins

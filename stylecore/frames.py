@@ -8,7 +8,9 @@ the stream's own colour matrix, as Blender does; OpenCV is the fallback without 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +34,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 from .errors import InputError, StylecoreError
-from .imageops import load_image, temp_path_for
+from .imageops import TEMP_MARK, current_umask, load_image, temp_path_for
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self
@@ -44,6 +46,9 @@ DEFAULT_SEQUENCE_FPS = 24.0
 # lands on a keyframe and decodes forward anyway), so skip ahead by grabbing up to this many.
 _MAX_GRAB = 48
 _VIDEO_CACHE = 2  # decoded frames kept: flow needs frame i again right after i+1
+# A stream this many frames (or 1 %) short of its container's count is taken as ending
+# there; more missing means a damaged file.
+_COUNT_SLACK = 2
 _PATTERN_RE = re.compile(r"%(0?\d*)d|#+")
 
 Progress = Callable[[int, int], None]
@@ -59,6 +64,15 @@ class SourceInfo:
     height: int
     fps: float
     count: int
+
+
+class VideoEndedEarly(InputError):
+    """The stream ended a few frames before the count its container reports; ``frames``
+    is how many it really holds."""
+
+    def __init__(self, message: str, *, frames: int) -> None:
+        super().__init__(message)
+        self.frames = frames
 
 
 class FrameSource:
@@ -145,6 +159,16 @@ class VideoSource(FrameSource):
 
     def _truncated(self, index: int) -> InputError:
         said = self._decoder.last_error()
+        if 0 < self.info.count - index <= max(_COUNT_SLACK, self.info.count // 100) and index > 0:
+            # The container's count is a little off (some .ts/.avi say one frame more than
+            # they hold): the stream's end is the truth, and the caller may stop there.
+            reported = self.info.count
+            self.info = dataclasses.replace(self.info, count=index)
+            return VideoEndedEarly(
+                f"{self._path} ends after {index} frames although its container says {reported}; "
+                f"use `frames` 0:{index}",
+                frames=index,
+            )
         return InputError(
             f"could not decode frame {index} of {self._path} although it reports {self.info.count} frames"
             f"{f' ({said})' if said else ''}; the file may be truncated: re-encode it with ffmpeg, "
@@ -774,11 +798,30 @@ def encode_video(
         else:
             audio = audio_from is not None and has_audio(audio_from)
             _encode_ffmpeg(exe, files, first, tmp, fps, audio_from if audio else None, audio_start, progress, crf)
+        # The temp file is created private; the video gets the usual permissions, like frames.
+        os.chmod(tmp, 0o666 & ~current_umask())
         # Rename only a complete file: a killed encode never leaves a broken video behind.
         tmp.replace(out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_videos(out_path: Path | str) -> None:
+    """Delete the hidden partial videos that runs killed while encoding ``out_path`` left
+    beside it (``encode_video``'s temp names). Call it only where no encode of that output runs."""
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        return
+    prefix, suffix = f".{out_path.name}.", f"{TEMP_MARK}{out_path.suffix}"
+    for entry in out_path.parent.iterdir():
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+            entry.unlink(missing_ok=True)
+
+
+def is_pattern(path: str | Path) -> bool:
+    """True for a printf (``%04d``) or Blender (``####``) frame pattern."""
+    return _PATTERN_RE.search(Path(path).name) is not None
 
 
 def _read_bgr(path: Path) -> np.ndarray:

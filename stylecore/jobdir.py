@@ -8,8 +8,11 @@ file is written to a hidden temp file and renamed, so a frame that exists is who
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,31 +20,85 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import InputError, JobMismatchError
+from .errors import InputError, JobMismatchError, OutputError
 from .imageops import atomic_write_bytes, is_temp_name, load_image, save_image
 
 FRAME_NAME = "frame_{:06d}.png"
 JOB_FILE = "stylecore-job.json"
+# Hidden, so frame scans and image-folder sources never see it; present only while a run holds the folder.
+LOCK_FILE = ".stylecore-job.lock"
+INPUTS_KEY = "inputs"  # the fingerprint's identities of the input files (JobSpec.fingerprint)
 _FRAME_RE = re.compile(r"frame_(\d{6})\.png\Z")
 # Files an OS or file browser drops into any folder; they do not make it "someone else's".
 _OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
+def is_job_file_name(name: str) -> bool:
+    """A name the job owns in its folder: a frame or the job file (replaced on ``overwrite``)."""
+    return bool(_FRAME_RE.match(name)) or name == JOB_FILE
+
+
 class JobDir:
-    """One job's output folder. ``fingerprint`` is a JSON-ready dict of the job's parameters."""
+    """One job's output folder. ``fingerprint`` is a JSON-ready dict of the job's parameters.
+
+    Opening it takes an inter-process lock on the folder, held until ``close`` (or the end
+    of a ``with`` block): two runs never write one folder at once.
+    """
 
     def __init__(self, folder: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False) -> None:
         self.folder = Path(folder)
         # JSON round trip so tuples and lists (and int/float keys) compare as they are stored.
         self.fingerprint: dict[str, Any] = json.loads(json.dumps(fingerprint, sort_keys=True))
+        self._lock: FolderLock | None = None
+        self._created = False
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(f"`output` {self.folder} is a file; give a folder for the frames")
+        if not self.folder.exists():
+            try:
+                self.folder.mkdir(parents=True)
+            except FileExistsError:
+                pass  # another run made it just now; the lock sorts out who works in it
+            except OSError as exc:
+                raise OutputError(f"cannot create the output folder {self.folder}: {exc.strerror}") from None
+            else:
+                self._created = True
+        self._lock = FolderLock(self.folder / LOCK_FILE)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the output folder {self.folder}: {exc.strerror}") from None
-        self._remove_stale_temps()
-        self._claim(overwrite)
+            self._remove_stale_temps()
+            self._claim(overwrite)
+        except BaseException:
+            self.discard_if_empty()
+            raise
+
+    def __enter__(self) -> JobDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the folder's lock (the frames stay)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:  # a JobDir dropped without close() must not keep the folder locked
+        self.close()
+
+    def discard_if_empty(self) -> None:
+        """Undo the opening when no frame was made: a job that failed before its first frame
+        leaves no folder (or, in a folder that was there before, no job file) behind."""
+        try:
+            if self.completed():
+                return
+            (self.folder / JOB_FILE).unlink(missing_ok=True)
+            self.close()
+            if self._created:
+                self.folder.rmdir()  # fails, harmlessly, when the folder holds anything else
+        except OSError:
+            pass
+        finally:
+            self.close()
 
     # ------------------------------------------------------------ opening
 
@@ -59,7 +116,9 @@ class JobDir:
             old = stored.get("fingerprint") if stored is not None else None
             if old == self.fingerprint:
                 return  # same job: resume
-            if not overwrite:
+            if not self.completed():
+                pass  # a job that made no frame yet holds nothing to protect: take it over
+            elif not overwrite:
                 if old is None:
                     raise JobMismatchError(
                         f"{self.folder} holds an unreadable {JOB_FILE}; use another `output` folder or `overwrite`"
@@ -73,7 +132,7 @@ class JobDir:
         else:
             foreign = [
                 e.name for e in self.folder.iterdir()
-                if e.name not in _OS_JUNK and not is_temp_name(e.name)
+                if e.name not in _OS_JUNK and e.name != LOCK_FILE and not is_temp_name(e.name)
             ]
             if foreign and not overwrite:
                 shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -100,7 +159,21 @@ class JobDir:
 
     def _write_job_file(self, fields: dict[str, Any]) -> None:
         data = {"stylecore_version": __version__, **fields}
-        atomic_write_bytes(self.folder / JOB_FILE, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
+        try:
+            atomic_write_bytes(self.folder / JOB_FILE, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: OSError) -> OutputError:
+        """A failed write as one line that says what is safe and what to do."""
+        if exc.errno == errno.ENOSPC:
+            done = len(self.completed())
+            return OutputError(
+                f"the disk holding {self.folder} is full: {done} finished frame{'s' if done != 1 else ''} "
+                "are safe there; free some space and run the same job again to resume"
+            )
+        return OutputError(f"cannot write in the output folder {self.folder} ({exc.strerror or exc}); "
+                           "choose another `output` or fix the folder's permissions")
 
     # ------------------------------------------------------------ frames
 
@@ -116,7 +189,10 @@ class JobDir:
     def write_frame(self, number: int, img: np.ndarray) -> Path:
         """Write frame ``number`` atomically and return its path."""
         path = self.frame_path(number)
-        save_image(path, img)
+        try:
+            save_image(path, img)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         return path
 
     def read_frame(self, number: int) -> np.ndarray:
@@ -125,6 +201,8 @@ class JobDir:
     def completed(self) -> list[int]:
         """Numbers of the frames on disk, ascending."""
         numbers = []
+        if not self.folder.is_dir():
+            return []
         for entry in self.folder.iterdir():
             m = _FRAME_RE.match(entry.name)
             if m and int(m.group(1)) >= 1:
@@ -143,6 +221,7 @@ class JobDir:
         """
         self._remove_stale_temps()
         self._clear()
+        self.close()
         try:
             self.folder.rmdir()  # fails, harmlessly, when the folder holds anything else
         except OSError:
@@ -173,7 +252,118 @@ class JobDir:
 def _changed_keys(old: Any, new: dict[str, Any]) -> list[str]:
     if not isinstance(old, dict):
         return sorted(new)
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) or ["unknown"]
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != INPUTS_KEY)
+    old_inputs, new_inputs = old.get(INPUTS_KEY), new.get(INPUTS_KEY)
+    if old_inputs != new_inputs:
+        if isinstance(old_inputs, dict) and isinstance(new_inputs, dict):
+            keys += [_input_name(k) for k in sorted(set(old_inputs) | set(new_inputs))
+                     if old_inputs.get(k) != new_inputs.get(k) and k in old_inputs and k in new_inputs]
+        else:
+            keys.append("the input files")
+    return keys or ["unknown"]
+
+
+def _input_name(key: str) -> str:
+    """A key of the fingerprint's ``inputs`` as the refusal names it."""
+    if key.startswith("style:"):
+        return f"the style image {Path(key[len('style:'):]).name} (changed on disk)"
+    return {"content": "the content (changed on disk)", "style_video": "the style video (changed on disk)",
+            "model": "the model file (changed on disk)"}.get(key, key)
+
+
+class FolderLock:
+    """An exclusive lock on a job folder between processes, held through an open lock file.
+
+    The OS drops the lock when its holder dies, so a crashed run leaves no stale lock:
+    the lock file's text (pid, host) only serves to name the holder in the refusal.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        while True:
+            try:
+                handle = open(path, "a+b")
+            except OSError as exc:
+                raise OutputError(f"cannot write in the output folder {path.parent} ({exc.strerror}); "
+                                  "choose another `output` or fix the folder's permissions") from None
+            if not _try_lock(handle):
+                holder = _read_holder(handle)
+                handle.close()
+                raise OutputError(
+                    f"{path.parent} is in use by another stylecore run ({holder}); wait for it to finish "
+                    "or stop it, then run again"
+                )
+            # The previous holder may have deleted the file between our open and our lock:
+            # then we hold a lock on a file nobody else can see, so start over.
+            try:
+                same = os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+            except OSError:
+                same = False
+            if same:
+                break
+            _unlock(handle)
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}).encode())
+        handle.flush()
+        self._handle: Any = handle
+
+    def release(self) -> None:
+        """Delete the lock file and let go (deleting first: see the check in ``__init__``)."""
+        if self._handle is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        _unlock(self._handle)
+        self._handle.close()
+        self._handle = None
+
+
+def _read_holder(handle: Any) -> str:
+    try:
+        handle.seek(0)
+        data = json.loads(handle.read().decode("utf-8") or "{}")
+        pid, host = data.get("pid"), data.get("host")
+    except (OSError, ValueError, AttributeError):
+        return "process unknown"
+    if host and host != socket.gethostname():
+        return f"process {pid} on {host}"
+    return f"process {pid}" if pid != os.getpid() else f"this process, pid {pid}"
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _try_lock(handle: Any) -> bool:
+        try:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(handle: Any) -> None:
+        try:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        except OSError:
+            pass
+
+else:
+    import fcntl
+
+    def _try_lock(handle: Any) -> bool:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(handle: Any) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _now() -> str:

@@ -10,14 +10,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import InputError
 from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
+# Outputs with these extensions are encoded videos; any other output is a folder of PNG frames.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+# Media formats a user may mean but that stylecore does not write: refused, never made a folder.
+NOT_WRITTEN_SUFFIXES = frozenset({
+    ".gif", ".apng", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp", ".avif", ".heic",
+    ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".ogv", ".ogg", ".3gp", ".mxf", ".vob", ".f4v",
+})
+# Inputs up to this size are identified by their bytes' hash (style images, models, short
+# clips, rendered frames: milliseconds), larger ones by size and modification time.
+_HASH_UP_TO = 16 << 20
+# Larger than any frame a GPU can stylize; a bigger `size` is a typo, not a wish.
+MAX_SIZE = 32768
 MODES = ("optimization", "style-video", "feedforward")
 PRESERVE_COLORS = ("none", "luminance", "histogram")
 STYLE_SYNC = ("index", "time")
@@ -82,6 +96,7 @@ class JobSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice("mode", self.mode, MODES)
         _check_choice("loss_net", self.loss_net, LOSS_NETS)
         _check_choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
@@ -100,6 +115,8 @@ class JobSpec:
             raise InputError("the job's frame_map is empty: there is no frame to stylize")
         if self.size is not None and self.size < 16:
             raise InputError(f"`size` {self.size} is too small; use at least 16 pixels")
+        if self.size is not None and self.size > MAX_SIZE:
+            raise InputError(f"`size` {self.size} is too large; use at most {MAX_SIZE} pixels")
         if self.iterations < 0 or self.first_iterations < 1:
             raise InputError("`iterations` must be >= 0 and `first_iterations` >= 1")
 
@@ -123,9 +140,11 @@ class JobSpec:
             raise InputError(f"unknown job field(s): {', '.join(unknown)}")
         values = dict(data)
         if values.get("styles") is not None:
-            values["styles"] = tuple((str(p), float(w)) for p, w in values["styles"])
+            values["styles"] = _style_pairs(values["styles"])
         for key in ("frames", "frame_map", "style_weights"):
             if values.get(key) is not None:
+                if not isinstance(values[key], (list, tuple)):
+                    raise InputError(f"`{key}` must be a list, not {_shown(values[key])}")
                 values[key] = tuple(values[key])
         try:
             return cls(**values)
@@ -148,11 +167,61 @@ class JobSpec:
             if data.get(key):
                 data[key] = os.path.abspath(data[key])
         data["styles"] = [[os.path.abspath(p), w] for p, w in data["styles"]]
+        # A path names a file, not its pixels: a clip re-rendered to the same path is
+        # another job. (A schedule file is read into `style_weights`, so its values are here.)
+        inputs = {"content": input_identity(data["content"])}
+        if data.get("style_video"):
+            inputs["style_video"] = input_identity(data["style_video"])
+        if self.mode == "feedforward":
+            inputs["model"] = input_identity(data["model"])
+        for path, _ in data["styles"]:
+            inputs[f"style:{path}"] = input_identity(path)
+        data["inputs"] = inputs
         return data
 
     def fingerprint_hash(self) -> str:
         text = json.dumps(self.fingerprint(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def input_identity(path: str) -> str:
+    """What a content, style, style video or model path holds, cheaply: the bytes' hash
+    for files up to ``_HASH_UP_TO`` (a copy or a touch that changes nothing is the same
+    input), else size and modification time; for an image folder or pattern, of each
+    image. ``"missing"`` when nothing is there (the job then fails on its own)."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return _file_identity(p)
+        if p.is_dir():
+            from .frames import IMAGE_EXTENSIONS
+
+            files = sorted(e for e in p.iterdir() if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()
+                           and not e.name.startswith("."))
+        else:
+            from .frames import pattern_files
+
+            files = pattern_files(path)
+    except (OSError, InputError):
+        return "missing"
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}\0{_file_identity(file)}\0".encode())
+    return f"files:{len(files)}:{digest.hexdigest()[:32]}"
+
+
+def _file_identity(path: Path) -> str:
+    try:
+        stat = path.stat()
+        if stat.st_size > _HASH_UP_TO:
+            return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return "sha256:" + digest.hexdigest()[:32]
+    except OSError:
+        return "missing"
 
 
 def guess_mode(styles: Sequence[object], style_video: str | None, model: str | None) -> str:
@@ -166,5 +235,108 @@ def guess_mode(styles: Sequence[object], style_video: str | None, model: str | N
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise InputError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+# Field checks shared by every caller (CLI, Python API, worker): each number is of its
+# kind and finite, so a NaN or a string never reaches the pixels.
+_INTS = {  # name: (smallest allowed, why)
+    "iterations": 0, "first_iterations": 1, "scales": 0, "seed": None, "style_offset": None,
+    "batch_size": 1, "tile": 0,
+}
+_FLOATS = {  # name: (smallest allowed, whether the smallest itself is allowed)
+    "content_weight": (0.0, True), "style_weight": (0.0, True), "tv_weight": (0.0, True),
+    "temporal_weight": (0.0, True), "style_scale": (0.0, False), "style_rate": (0.0, True),
+}
+_PATHS = ("content", "output")
+_OPTIONAL_PATHS = ("style_video", "model", "vgg_weights")
+_BOOLS = ("compile", "audio", "keep_frames")
+
+
+def _check_fields(spec: JobSpec) -> None:
+    """Types and ranges of every field; floats are normalised to ``float`` so that a
+    weight sent as 1 and one sent as 1.0 fingerprint alike."""
+    for name in _PATHS:
+        value = getattr(spec, name)
+        if not isinstance(value, str) or not value:
+            raise InputError(f"`{name}` must be a path, not {_shown(value)}")
+    for name in _OPTIONAL_PATHS:
+        value = getattr(spec, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InputError(f"`{name}` must be a path or empty, not {_shown(value)}")
+    for name in _BOOLS:
+        if not isinstance(getattr(spec, name), bool):
+            raise InputError(f"`{name}` must be true or false, not {_shown(getattr(spec, name))}")
+    if not isinstance(spec.extra, dict):
+        raise InputError(f"`extra` must be a JSON object, not {_shown(spec.extra)}")
+    for name, low in _INTS.items():
+        value = getattr(spec, name)
+        _check_int(name, value)
+        if low is not None and value < low:
+            raise InputError(f"`{name}` {value} must be at least {low}")
+    if spec.size is not None:
+        _check_int("size", spec.size)
+    for name, (low, inclusive) in _FLOATS.items():
+        value = _finite(name, getattr(spec, name))
+        if value < low or (value == low and not inclusive):
+            raise InputError(f"`{name}` {value:g} must be {'>=' if inclusive else '>'} {low:g}")
+        object.__setattr__(spec, name, value)
+    if not isinstance(spec.styles, tuple):
+        raise InputError(f"`style` must be a list of (path, weight) pairs, not {_shown(spec.styles)}")
+    object.__setattr__(spec, "styles", _style_pairs(spec.styles))
+    if spec.styles and sum(w for _, w in spec.styles) <= 0:
+        raise InputError("style blend weights must not all be zero (`style` a.jpg:0.7 `style` b.jpg:0.3)")
+    if spec.frames is not None:
+        if not isinstance(spec.frames, tuple) or len(spec.frames) != 2:
+            raise InputError(f"`frames` must be a START:END pair, not {_shown(spec.frames)}")
+        for value in spec.frames:
+            _check_int("frames", value)
+        if spec.frames[0] < 0 or spec.frames[1] < -1:
+            raise InputError(f"`frames` {spec.frames[0]}:{spec.frames[1]} must count from 0")
+    if spec.frame_map is not None:
+        if not isinstance(spec.frame_map, tuple):
+            raise InputError(f"frame_map must be a list of source frame numbers, not {_shown(spec.frame_map)}")
+        for value in spec.frame_map:
+            _check_int("frame_map", value)
+            if value < 0:
+                raise InputError(f"frame_map holds {value}; source frames count from 0")
+    if spec.style_weights is not None:
+        if not isinstance(spec.style_weights, tuple) or not spec.style_weights:
+            raise InputError(f"`style_weight` schedule must be a non-empty list, not {_shown(spec.style_weights)}")
+        weights = tuple(_finite("style_weight", w) for w in spec.style_weights)
+        if min(weights) < 0:
+            raise InputError(f"`style_weight` {min(weights):g} in the schedule must be >= 0")
+        object.__setattr__(spec, "style_weights", weights)
+
+
+def _style_pairs(styles: Any) -> tuple[tuple[str, float], ...]:
+    """``[[path, weight], ...]`` -> ``((path, weight), ...)``, refusing anything else."""
+    if not isinstance(styles, (list, tuple)):
+        raise InputError(f"`style` must be a list of (path, weight) pairs, not {_shown(styles)}")
+    pairs = []
+    for item in styles:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+            raise InputError(f"each `style` must be a (path, weight) pair, not {_shown(item)}")
+        weight = _finite("style", item[1])
+        if weight < 0:
+            raise InputError(f"`style` {item[0]} has weight {weight:g}; blend weights must be >= 0")
+        pairs.append((item[0], weight))
+    return tuple(pairs)
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"`{name}` must be a whole number, not {_shown(value)}")
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"`{name}` must be a finite number, not {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A value as a one-line message quotes it: short, and never multi-line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -9,7 +9,9 @@ the frames with the source's audio.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,20 @@ import torch
 
 from . import flow, imageops
 from .devices import oom_guard, resolve_device
-from .errors import Cancelled, InputError
-from .frames import FrameSource, encode_video, open_source, resolve_range
-from .jobdir import JobDir
+from .errors import Cancelled, InputError, OutputError
+from .frames import (
+    FrameSource,
+    VideoEndedEarly,
+    encode_video,
+    is_pattern,
+    open_source,
+    pattern_files,
+    remove_stale_temp_videos,
+    resolve_range,
+)
+from .jobdir import JobDir, is_job_file_name
 from .catalog import model_for
-from .jobspec import JobSpec
+from .jobspec import NOT_WRITTEN_SUFFIXES, VIDEO_SUFFIXES, JobSpec
 from .optimize import RECIPE, OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
 from .losses import blend_grams
 from .style_video import StyleMapping, style_index
@@ -33,7 +44,6 @@ from .loss_nets import load_loss_network, resolve_loss_net, weights_location
 EventSink = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], bool]
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 # Default long side per mode: optimisation is costly per pixel; feedforward is not.
 DEFAULT_SIZE = {"optimization": 512, "style-video": 512, "feedforward": None}
 # VGG19 halves the frame four times before relu5_1: a smaller short side has no pixel left.
@@ -85,7 +95,12 @@ def run_job(
     """
     emit = _ProgressEmitter(on_event)
     should_cancel = cancel or (lambda: False)
+    check_output(spec.output)
     _check_inputs(spec)
+    refuse_output_over_inputs(spec.output, job_inputs(spec))
+    video_out = Path(spec.output) if is_video_output(spec.output) else None
+    if video_out is not None and video_out.exists() and not overwrite:
+        raise OutputError(f"{video_out} exists; choose another `output`, or `overwrite` to replace it")
     net: dict[str, str] = {}
     if spec.mode != "feedforward":
         # The concrete network goes into the fingerprint: frames of different networks never mix.
@@ -93,21 +108,99 @@ def run_job(
         net = {"loss_net": spec.loss_net, "loss_net_weights": weights_location(spec.loss_net, spec.vgg_weights)}
     with open_source(spec.content) as source:
         indices = resolve_indices(spec, source.info.count)
-        jobdir = JobDir(frames_dir_for(spec.output), spec.fingerprint(), overwrite=overwrite)
-        todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
-        emit.start(total=len(indices), todo=todo, output=str(jobdir.folder), **net)
-        if spec.mode == "feedforward":
-            from .feedforward import run_feedforward  # heavy imports only when needed
-
-            run_feedforward(spec, source, indices, jobdir, emit, should_cancel)
-        else:
-            _run_optimization(spec, source, indices, jobdir, emit, should_cancel)
-        jobdir.mark_done(len(indices))
-        video = None
-        if is_video_output(spec.output):
-            video = _encode(spec, source, indices, jobdir)
+        with JobDir(frames_dir_for(spec.output), spec.fingerprint(), overwrite=overwrite) as jobdir:
+            try:
+                todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
+                emit.start(total=len(indices), todo=todo, output=str(jobdir.folder), **net)
+                indices = _run_frames(spec, source, indices, jobdir, emit, should_cancel)
+            except BaseException:
+                jobdir.discard_if_empty()  # a job that failed before its first frame leaves nothing behind
+                raise
+            jobdir.mark_done(len(indices))
+            video = None
+            if video_out is not None:
+                video = _encode(spec, source, indices, jobdir)  # still under the folder's lock
     emit({"event": "done", "output": str(video or jobdir.folder), "frames": len(indices)})
     return JobResult(frames_dir=jobdir.folder, frames=len(indices), video=video)
+
+
+def _run_frames(spec: JobSpec, source: FrameSource, indices: list[int], jobdir: JobDir, emit: EventSink,
+                cancel: CancelCheck) -> list[int]:
+    """Run the mode's frame loop; returns the indices made, fewer when the video ends early."""
+    while True:
+        try:
+            if spec.mode == "feedforward":
+                from .feedforward import run_feedforward  # heavy imports only when needed
+
+                run_feedforward(spec, source, indices, jobdir, emit, cancel)
+            else:
+                _run_optimization(spec, source, indices, jobdir, emit, cancel)
+            return indices
+        except VideoEndedEarly as end:
+            # The container promised more frames than the stream holds (some .ts/.avi): the
+            # decoder's end is the truth. Only frames past that end go; the rest resume.
+            kept = [i for i in indices if i < end.frames]
+            if not kept or kept != indices[: len(kept)]:
+                raise
+            warnings.warn(f"{spec.content} ends after {end.frames} frames although its container says "
+                          f"{source.info.count}; the job stops at its last frame", stacklevel=2)
+            indices = kept
+
+
+def check_output(output: str | Path) -> None:
+    """Refuse an output whose extension names a format stylecore does not write (``.gif``
+    would otherwise become a folder of PNGs)."""
+    suffix = Path(output).suffix.lower()
+    if suffix in NOT_WRITTEN_SUFFIXES:
+        supported = ", ".join(sorted(VIDEO_SUFFIXES))
+        raise InputError(
+            f"`output` {Path(output).name}: stylecore does not write {suffix} files; give a video ending in "
+            f"{supported}, or a folder name for PNG frames"
+        )
+
+
+def job_inputs(spec: JobSpec) -> dict[str, str]:
+    """Every file or folder the job reads, by what the refusal calls it."""
+    inputs = {"the content": spec.content}
+    for path, _ in spec.styles:
+        inputs[f"the style image {Path(path).name}"] = path
+    if spec.style_video:
+        inputs["the style video"] = spec.style_video
+    if spec.mode == "feedforward":
+        inputs["the model"] = str(model_for(spec.model, spec.styles))
+    if spec.vgg_weights:
+        inputs["the loss network's weights"] = spec.vgg_weights
+    return inputs
+
+
+def refuse_output_over_inputs(output: str | Path, inputs: dict[str, str]) -> None:
+    """Refuse an output that is one of the job's inputs, or a frames folder where the job
+    would replace one (a frame_NNNNNN.png or the job file): writing would destroy what the
+    job reads. Paths compare resolved, and existing files by inode (hard links too)."""
+    video = Path(output) if is_video_output(output) else None
+    folder = frames_dir_for(output)
+    for what, text in inputs.items():
+        path = Path(text)
+        files = [path]
+        if not path.exists() and is_pattern(path):
+            try:
+                files = pattern_files(path)  # a printf pattern: each of its frames is an input
+            except InputError:
+                files = []
+        hit = _same_path(path, folder) or (video is not None and _same_path(path, video)) or any(
+            is_job_file_name(f.name) and _same_path(f.parent, folder) for f in files
+        )
+        if hit:
+            raise OutputError(f"`output` {output} would overwrite {what} ({text}); choose another `output`")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)  # also a hard link, or the same file by another name
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _check_inputs(spec: JobSpec) -> None:
@@ -129,7 +222,12 @@ def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: 
     audio_from = spec.content if (spec.audio and source.info.kind == "video" and contiguous) else None
     paths = [jobdir.frame_path(n) for n in range(1, len(indices) + 1)]
     out = Path(spec.output)
-    encode_video(paths, out, source.info.fps, audio_from=audio_from, audio_start=indices[0] / source.info.fps)
+    remove_stale_temp_videos(out)  # of a run killed while encoding; the folder's lock says none is running
+    try:
+        encode_video(paths, out, source.info.fps, audio_from=audio_from, audio_start=indices[0] / source.info.fps)
+    except OSError as exc:  # the temp video could not be made: a read-only folder or a full disk
+        raise OutputError(f"cannot write the video {out} ({exc.strerror or exc}); the frames are safe in "
+                          f"{jobdir.folder}: free space or fix the folder, then run the same job again") from None
     if not spec.keep_frames:
         jobdir.remove()
     return out
@@ -257,12 +355,27 @@ def _run_optimization(
     targets = _StyleTargets(spec, encoder, base, device, size, info.fps)
     temporal_on = spec.temporal_weight > 0
     first_scales = spec.scales or auto_scales(size[1], size[0])
+    histogram = spec.preserve_colors == "histogram"
     shot_reference: np.ndarray | None = None  # first content frame of the current shot
     shot_start = 0  # its output number
     previous: tuple[int, np.ndarray] | None = None  # (output number, processed content)
+    cuts: dict[int, bool] = {}  # k: a scene cut lies between output frames k - 1 and k
 
     def content_at(k: int) -> np.ndarray:
         return imageops.resize(source.read(indices[k]), size)
+
+    def cut_before(k: int) -> bool:
+        if k not in cuts:
+            a, b = content_at(k - 1), content_at(k)
+            cuts[k] = flow.is_scene_cut(a, b, flow.flow_pair(a, b))
+        return cuts[k]
+
+    def shot_start_of(k: int) -> int:
+        """Output position (0-based) where frame k's shot starts, found from the content
+        alone, so a resumed run picks the colour reference an uninterrupted run picked."""
+        while k > 0 and not cut_before(k):
+            k -= 1
+        return k
 
     try:
         for k, index in enumerate(indices):
@@ -276,10 +389,12 @@ def _run_optimization(
             started = time.perf_counter()
             content = content_at(k)
             temporal: TemporalTarget | None = None
+            cut_here = False
             if temporal_on and number > 1 and jobdir.has_frame(number - 1):
                 prev_content = previous[1] if previous and previous[0] == number - 1 else content_at(k - 1)
                 pair = flow.flow_pair(prev_content, content)
-                if flow.is_scene_cut(prev_content, content, pair):
+                cut_here = cuts[k] = flow.is_scene_cut(prev_content, content, pair)
+                if cut_here:
                     emit(dict(event="cut", index=index, number=number))
                     shot_reference = None
                 else:
@@ -291,7 +406,14 @@ def _run_optimization(
                         imageops.to_tensor(warped, device),
                         torch.from_numpy(np.ascontiguousarray(pair.mask, dtype=np.float32))[None, None].to(device),
                     )
-            if shot_reference is None or not temporal_on:
+            if not temporal_on or cut_here or k == 0:
+                shot_reference, shot_start = content, number
+            elif histogram and (previous is None or previous[0] != number - 1):
+                # Resumed mid-shot (frames before this one were skipped): the shot's colour
+                # reference is its first frame, not the first frame this run makes.
+                start = shot_start_of(k)
+                shot_reference, shot_start = (content if start == k else content_at(start)), start + 1
+            elif shot_reference is None:
                 shot_reference, shot_start = content, number
             config = OptimConfig(
                 iterations=spec.iterations if temporal else spec.first_iterations,

@@ -99,6 +99,11 @@ def _dispatch_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue
             continue
         op = request.get("op")
         job_id = request.get("id")
+        if op in ("stylize", "cancel") and not _valid_id(job_id):
+            # Echoed as sent (never turned into a string), so the sender can tell which request failed.
+            emit({"event": "error", "id": job_id, "message": f"a {op} request needs an `id` that is a non-empty "
+                  f"string, not {_shown(job_id)}"})
+            continue
         if op == "hello":
             try:
                 emit(_hello(request))
@@ -107,14 +112,18 @@ def _dispatch_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue
                       "install stylecore and torch in it (pip install torch==2.13.0 stylecore)"})
         elif op == "cancel":
             with state.lock:
-                state.cancelled.add(str(job_id))
+                state.cancelled.add(job_id)
         elif op == "shutdown":
             break
         elif op in JOB_OPS:
+            problem = _envelope_problem(request) if op != "models" else ""
+            if problem:
+                emit({"event": "error", "id": job_id, "message": problem})
+                continue
             with state.lock:
                 busy = state.running is not None or not jobs.empty()
                 if not busy:
-                    state.running = str(job_id)
+                    state.running = job_id
             if busy:
                 emit({"event": "error", "id": job_id, "message": "the worker is already running a job; "
                       "cancel it or wait for it to finish"})
@@ -123,6 +132,36 @@ def _dispatch_requests(stdin: IO[str], emit: _Events, state: _State, jobs: queue
         else:
             emit({"event": "error", "id": job_id, "message": f"unknown op {op!r}; expected hello, stylize, "
                   "train, models, cancel or shutdown"})
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _valid_id(job_id: Any) -> bool:
+    return isinstance(job_id, str) and bool(job_id)
+
+
+def _envelope_problem(request: dict[str, Any]) -> str:
+    """What is wrong with a job request's own fields (a stylize job is then checked by ``JobSpec``)."""
+    if not isinstance(request.get("job"), dict):
+        return f"`job` must be a JSON object of job fields, not {_shown(request.get('job'))}"
+    if not isinstance(request.get("overwrite", False), bool):
+        return f"`overwrite` must be true or false, not {_shown(request.get('overwrite'))}"
+    return ""
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if _jsonable(value) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _hello(request: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +194,7 @@ def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
     from .jobspec import JobSpec
     from .pipeline import run_job
 
-    job_id = str(request.get("id"))
+    job_id: str = request["id"]  # checked by the reader: a non-empty string
     final: dict[str, Any] = {"event": "error", "message": "the job ended without a result"}
 
     def send(event: dict[str, Any]) -> None:
@@ -181,10 +220,10 @@ def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
     except Cancelled:
         final = {"event": "cancelled"}
     except StylecoreError as exc:
-        final = {"event": "error", "message": str(exc)}
+        final = {"event": "error", "message": _one_line(str(exc))}
     except Exception as exc:  # noqa: BLE001 - a worker must report, not die
         traceback.print_exc(file=sys.stderr)
-        final = {"event": "error", "message": f"internal error ({type(exc).__name__}: {exc}); "
+        final = {"event": "error", "message": f"internal error ({type(exc).__name__}: {_one_line(str(exc))}); "
                  "the worker's stderr has the details"}
     with state.lock:
         state.cancelled.discard(job_id)

@@ -124,9 +124,26 @@ def test_panel_for_a_result_strip_offers_mix_and_restylize(scene, movie) -> None
     assert "blend_alpha" in drawn_props(draw_panel())
 
 
-def test_panel_explains_sound_strips_and_shows_progress(scene, movie, monkeypatch) -> None:
-    sound = bh.add_movie(scene, movie)
-    sound.stylecore.mode = "FEEDFORWARD"
+def test_panel_explains_sound_strips_and_shows_progress(scene, movie, monkeypatch, tmp_path: Path) -> None:
+    import wave
+
+    from blender_addon import vse
+
+    wav = tmp_path / "tone.wav"
+    with wave.open(str(wav), "wb") as out:  # a tenth of a second of silence
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 800)
+    sound = vse.children(scene.sequence_editor).new_sound("Tone", str(wav), 2, 1)
+    scene.sequence_editor.active_strip = sound
+    assert vse.is_sound(sound)
+    calls = draw_panel()
+    assert "Sound strips cannot be stylized" in texts(calls)
+    assert "mode" not in drawn_props(calls)  # no settings for a strip that has no pixels
+
+    strip = bh.add_movie(scene, movie)
+    strip.stylecore.mode = "FEEDFORWARD"
     fake = types.SimpleNamespace(fraction=0.25, status="Stylizing Clip: 3/12 frames", finished=False)
     monkeypatch.setattr(operators, "_ACTIVE", fake)
     calls = draw_panel()

@@ -137,3 +137,61 @@ def test_python_api_names_arguments_and_the_cli_names_flags(tmp_path: Path, caps
     code, _, err = run_cli(capsys, "stylize", str(pan_folder), "-o", str(tmp_path / "cli"), "--size", "8")
     assert_one_line_error(code, err, "--size 8 is too small")
     assert "`" not in err
+
+
+@pytest.mark.parametrize(
+    "option, needle",
+    [
+        (["--tile", "-5"], "--tile -5 must be at least 0"),
+        (["--style-scale", "0"], "--style-scale 0 must be > 0"),
+        (["--content-weight", "nan"], "--content-weight must be a finite number"),
+        (["--temporal-weight", "inf"], "--temporal-weight must be a finite number"),
+        (["--style-rate", "nan"], "--style-rate must be a finite number"),
+    ],
+)
+def test_bad_numbers_are_one_line(tmp_path: Path, capsys, pan_folder: Path, style_png: Path,
+                                  option: list[str], needle: str) -> None:
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png), "-o", str(tmp_path / "o"),
+                           *OPT, *option)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_gif_output_lists_the_video_formats(tmp_path: Path, capsys, pan_folder: Path, style_png: Path) -> None:
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png),
+                           "-o", str(tmp_path / "result.gif"), *OPT)
+    assert_one_line_error(code, err, ".gif", ".m4v", ".mp4", "--output")
+    assert not (tmp_path / "result.gif").exists()
+    text = subprocess.run([sys.executable, "-m", "stylecore", "stylize", "--help"], capture_output=True,
+                          text=True, check=True).stdout
+    assert ".m4v" in text
+
+
+def test_the_schedule_file_is_never_the_output(tmp_path: Path, capsys, pan_folder: Path, style_png: Path) -> None:
+    video_schedule = tmp_path / "w.mp4"
+    video_schedule.write_text("1,1.0\n")
+    code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png), "--style-weight",
+                           str(video_schedule), "-o", str(video_schedule), *OPT, "--overwrite")
+    assert_one_line_error(code, err, "would overwrite the style-weight schedule")
+    assert video_schedule.read_text() == "1,1.0\n"
+
+
+def test_two_runs_to_one_video_the_second_says_so(tmp_path: Path, capsys, pan_folder: Path, style_png: Path) -> None:
+    """While a run works on out.mp4 (here: another process holding its job folder), a second
+    run to the same video stops with one line naming the first, and touches nothing."""
+    code = ("import sys; from stylecore.jobdir import JobDir\n"
+            f"job = JobDir({str(tmp_path / 'out.stylecore-frames')!r}, {{'other': 1}})\n"
+            "print('held', flush=True); sys.stdin.readline(); job.close()")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--overwrite"]):
+            status, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png),
+                                     "-o", str(tmp_path / "out.mp4"), *OPT, *extra)
+            assert_one_line_error(status, err, "in use by another stylecore run", f"process {holder.pid}")
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not (tmp_path / "out.mp4").exists()

@@ -40,8 +40,7 @@ def _save(tmp_path: Path, conditioned: bool = True) -> Path:
 
 def _run(spec: JobSpec, indices: Sequence[int], cancel: Any = None) -> tuple[JobDir, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    with open_source(spec.content) as source:
-        jobdir = JobDir(spec.output, spec.fingerprint())
+    with open_source(spec.content) as source, JobDir(spec.output, spec.fingerprint()) as jobdir:
         run_feedforward(spec, source, list(indices), jobdir, events.append, cancel or (lambda: False))
     return jobdir, events
 
@@ -211,3 +210,41 @@ def test_compiled_network_matches_eager(tmp_path: Path, clip: Path) -> None:
         diff = np.abs(load_image(a.frame_path(n)) - load_image(b.frame_path(n)))
         # bfloat16 rounding: under a level on average, a few levels at most.
         assert float(diff.mean()) < 1 / 255 and float(diff.max()) <= 8 / 255
+
+
+def test_each_job_gets_its_own_stylizer_on_the_shared_model(tmp_path: Path) -> None:
+    """The worker reuses a loaded model across jobs, but one job's tiling fallback must not
+    leak into the next (or into a job running beside it)."""
+    from stylecore.feedforward import get_stylizer
+
+    path = _save(tmp_path)
+    first = get_stylizer(path, torch.device("cpu"))
+    first.tile = 256  # what an out-of-memory fallback does
+    second = get_stylizer(path, torch.device("cpu"))
+    assert second is not first and second.tile == 0
+    assert second.model is first.model  # loaded once
+
+
+def test_cancel_waits_for_the_reader_before_the_source_closes(tmp_path: Path, clip: Path) -> None:
+    """When the frame loop stops, the reader thread has finished: nothing reads the source
+    after run_feedforward returns (the caller closes it then)."""
+    import threading
+
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path)),
+                   batch_size=1)
+    reading = threading.Event()
+    with open_source(spec.content) as source, JobDir(spec.output, spec.fingerprint()) as jobdir:
+        plain_read = source.read
+
+        def read(index: int) -> np.ndarray:
+            reading.set()
+            try:
+                return plain_read(index)
+            finally:
+                reading.clear()
+
+        source.read = read  # type: ignore[method-assign]
+        with pytest.raises(Cancelled):
+            run_feedforward(spec, source, list(range(6)), jobdir, lambda e: None, lambda: jobdir.has_frame(1))
+        assert not reading.is_set()
+        assert not [t for t in threading.enumerate() if t.name == "stylecore-reader"]

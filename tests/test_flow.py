@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED
 from stylecore import flow
 
 H, W = 96, 128
 _MARGIN = 24  # texture border so that moved frames are sampled from real texture
-BBB = Path("/work/shared/data/video/big_buck_bunny_640x360_24fps_60s.mp4")
+BBB = SHARED / "video" / "big_buck_bunny_640x360_24fps_60s.mp4"
 
 
 def _texture(seed: int, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:

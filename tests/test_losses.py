@@ -134,18 +134,33 @@ def test_modules_sum_weighted_layers() -> None:
     feats = {"relu1_1": _rand(1, 2, 4, 4, seed=8), "relu2_1": _rand(1, 3, 2, 2, seed=9)}
     target = {"relu1_1": _rand(1, 2, 4, 4, seed=10), "relu2_1": _rand(1, 3, 2, 2, seed=11)}
     layers = {"relu1_1": 0.3, "relu2_1": 0.7}
-    expected_c = sum(w * losses.content_loss(feats[k], target[k]) for k, w in layers.items())
-    torch.testing.assert_close(losses.ContentLoss(target, layers)(feats), expected_c)
 
+    # Expected values from the formulas, in NumPy: not from the functions the wrappers call.
+    def relative(a: np.ndarray, b: np.ndarray) -> float:
+        return float(((a - b) ** 2).sum() / (b**2).sum())
+
+    def gram(f: np.ndarray) -> np.ndarray:
+        c = f.shape[0]
+        flat = f.reshape(c, -1)
+        return flat @ flat.T / flat.size
+
+    f = {k: v.numpy()[0] for k, v in feats.items()}
+    t = {k: v.numpy()[0] for k, v in target.items()}
+    expected_c = sum(w * relative(f[k], t[k]) for k, w in layers.items())
+    assert losses.ContentLoss(target, layers)(feats).item() == pytest.approx(expected_c, rel=1e-12)
     grams = {k: losses.gram_matrix(v) for k, v in target.items()}
-    expected_s = 0.3 * losses.style_loss(feats["relu1_1"], grams["relu1_1"]) + 0.7 * losses.style_loss(
-        feats["relu2_1"], grams["relu2_1"])
-    torch.testing.assert_close(losses.StyleLoss(grams, layers)(feats), expected_s)
+    expected_s = sum(w * relative(gram(f[k]), gram(t[k])) for k, w in layers.items())
+    assert losses.StyleLoss(grams, layers)(feats).item() == pytest.approx(expected_s, rel=1e-12)
 
     img, prev = _rand(1, 3, 4, 4, seed=12), _rand(1, 3, 4, 4, seed=13)
-    mask = torch.ones(1, 1, 4, 4, dtype=torch.float64)
-    torch.testing.assert_close(losses.TVLoss()(img), losses.tv_loss(img))
-    torch.testing.assert_close(losses.TemporalLoss()(img, prev, mask), ((img - prev) ** 2).mean())
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    mask[..., :2] = 1.0  # only the left half counts
+    x = img.numpy()[0]
+    tv = np.mean((x[:, :, 1:] - x[:, :, :-1]) ** 2) + np.mean((x[:, 1:, :] - x[:, :-1, :]) ** 2)
+    assert losses.TVLoss()(img).item() == pytest.approx(tv, rel=1e-12)
+    diff = (img - prev).numpy()[0] ** 2  # Ruder et al.: sum(c * (x - w)^2) / (C * H * W)
+    assert losses.TemporalLoss()(img, prev, mask).item() == pytest.approx(float((diff * mask.numpy()[0]).mean()),
+                                                                         rel=1e-12)
 
 
 def test_style_loss_gradient_flows_to_features() -> None:

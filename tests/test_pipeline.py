@@ -39,9 +39,12 @@ def test_temporal_loss_lowers_warping_error(tmp_path: Path, style_png: Path) -> 
     run_job(JobSpec(output=str(tmp_path / "independent"), temporal_weight=0.0, **common))
     temporal = exact_pan_warping_error(read_frames(tmp_path / "temporal", 5))
     independent = exact_pan_warping_error(read_frames(tmp_path / "independent", 5))
-    # Stylization really happened (output far from the content), and it is stable.
+    # Stylization really happened on every frame (a later frame that collapsed back to the
+    # content, or to grey, would be "stable" too), and it is stable.
     content_frames = pan_frames(5, step=STEP)
-    assert np.mean((read_frames(tmp_path / "temporal", 1)[0] - content_frames[0]) ** 2) > 1e-3
+    for n, (out, src) in enumerate(zip(read_frames(tmp_path / "temporal", 5), content_frames), 1):
+        assert np.mean((out - src) ** 2) > 1e-3, f"frame {n} is the content"
+        assert out.std() > 0.05, f"frame {n} is flat"
     assert temporal < 0.5 * independent, (temporal, independent)
 
 
@@ -168,3 +171,143 @@ def test_frame_range_outside_the_clip_is_a_clear_error(tmp_path: Path, style_png
                    styles=((str(style_png), 1.0),), frames=(10, 20), **FAST)
     with pytest.raises(InputError, match="has 3 frames"):
         run_job(spec)
+
+
+RESUME_CASES = {
+    "plain": dict(mode="optimization"),
+    "luminance": dict(mode="optimization", preserve_colors="luminance"),
+    "histogram": dict(mode="optimization", preserve_colors="histogram"),
+    "schedule": dict(mode="optimization", style_weights=(1.0, 0.5, 2.0, 0.0, 3.0)),
+    "style-video": dict(mode="style-video", preserve_colors="histogram"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, style_png: Path, case: str) -> None:
+    """Two shots (a cut before frame 3); the run stops after frame 4 and resumes mid-shot:
+    every frame equals the uninterrupted run's, bit for bit (with `histogram` the shot's
+    colour reference is still frame 3, not the first frame the resumed run makes)."""
+    shot_a = pan_frames(2, seed=1)
+    shot_b = [f[::-1].copy() for f in pan_frames(3, seed=7, step=4)]
+    content = write_png_folder(tmp_path / "clip", shot_a + shot_b)
+    options = dict(RESUME_CASES[case])
+    if options["mode"] == "style-video":
+        styles = [stripe_style(colour=(1.0, 0.1, 0.1)), stripe_style(colour=(0.1, 0.2, 1.0), period=4)]
+        options["style_video"] = str(write_png_folder(tmp_path / "style", [styles[i % 2] for i in range(3)]))
+    else:
+        options["styles"] = ((str(style_png), 1.0),)
+    common = dict(content=str(content), **options, **{**FAST, "first_iterations": 8, "iterations": 4})
+    events: list[dict] = []
+    run_job(JobSpec(output=str(tmp_path / "whole"), **common), events.append)
+    assert [e["index"] for e in events if e["event"] == "cut"] == [2]
+
+    made: list[int] = []
+
+    def count(event: dict) -> None:
+        if event["event"] == "frame" and not event["skipped"]:
+            made.append(event["number"])
+
+    with pytest.raises(Cancelled):
+        run_job(JobSpec(output=str(tmp_path / "resumed"), **common), count, cancel=lambda: len(made) >= 4)
+    run_job(JobSpec(output=str(tmp_path / "resumed"), **common))
+    for n, (a, b) in enumerate(zip(read_frames(tmp_path / "whole", 5), read_frames(tmp_path / "resumed", 5)), 1):
+        assert np.array_equal(a, b), f"frame {n} differs by up to {np.abs(a - b).max() * 255:.0f} levels"
+
+
+def test_changed_content_at_the_same_path_is_another_job(tmp_path: Path, style_png: Path) -> None:
+    """A clip re-rendered to the same path: its frames are not "done", and the refusal says
+    the content changed."""
+    content = write_png_folder(tmp_path / "clip", pan_frames(2))
+    common = dict(content=str(content), output=str(tmp_path / "out"), mode="optimization",
+                  styles=((str(style_png), 1.0),), **{**FAST, "first_iterations": 3, "iterations": 2})
+    run_job(JobSpec(**common))
+    write_png_folder(tmp_path / "clip", pan_frames(2, seed=9))
+    with pytest.raises(JobMismatchError, match=r"changed: the content \(changed on disk\)"):
+        run_job(JobSpec(**common))
+    write_image(style_png, stripe_style(colour=(0.0, 1.0, 0.0)))
+    with pytest.raises(JobMismatchError, match="style image style.png"):
+        run_job(JobSpec(**common))
+
+
+def test_a_job_that_fails_before_its_first_frame_leaves_no_folder(tmp_path: Path, style_png: Path) -> None:
+    content = write_png_folder(tmp_path / "clip", pan_frames(2))
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    out = tmp_path / "out"
+    common = dict(content=str(content), output=str(out), mode="optimization", **FAST)
+    with pytest.raises(InputError, match="notes.png"):
+        run_job(JobSpec(styles=((str(not_an_image), 1.0),), **common))
+    assert not out.exists()
+    result = run_job(JobSpec(styles=((str(style_png), 1.0),), **{**common, "first_iterations": 2, "iterations": 1}))
+    assert result.frames == 2
+
+
+def test_the_output_never_replaces_an_input(tmp_path: Path, style_png: Path) -> None:
+    import os
+
+    from stylecore.errors import OutputError
+
+    clip = write_video(tmp_path / "clip.mp4", pan_frames(3))
+    before = clip.read_bytes()
+    common = dict(mode="optimization", styles=((str(style_png), 1.0),), **FAST)
+    with pytest.raises(OutputError, match="would overwrite the content"):
+        run_job(JobSpec(content=str(clip), output=str(clip), **common), overwrite=True)
+    os.link(clip, tmp_path / "same.mp4")  # another name for the same file
+    with pytest.raises(OutputError, match="would overwrite the content"):
+        run_job(JobSpec(content=str(clip), output=str(tmp_path / "same.mp4"), **common), overwrite=True)
+    folder = write_png_folder(tmp_path / "frames", pan_frames(2))
+    with pytest.raises(OutputError, match="would overwrite the content"):
+        run_job(JobSpec(content=str(folder), output=str(folder), **common), overwrite=True)
+    style_video = write_video(tmp_path / "sv.mp4", pan_frames(2))
+    with pytest.raises(OutputError, match="would overwrite the style video"):
+        run_job(JobSpec(content=str(clip), output=str(style_video), mode="style-video",
+                        style_video=str(style_video), **FAST), overwrite=True)
+    assert clip.read_bytes() == before
+
+
+def test_an_existing_video_is_replaced_only_with_overwrite(tmp_path: Path, style_png: Path) -> None:
+    import os
+    import stat
+
+    from stylecore.errors import OutputError
+
+    clip = write_video(tmp_path / "clip.mp4", pan_frames(2))
+    out = tmp_path / "result.mp4"
+    out.write_bytes(b"someone's film")
+    stale = tmp_path / ".result.mp4.k2j3.tmp.mp4"  # left by a run killed while encoding
+    stale.write_bytes(b"half a video")
+    spec = JobSpec(content=str(clip), output=str(out), mode="optimization", styles=((str(style_png), 1.0),),
+                   **{**FAST, "first_iterations": 2, "iterations": 1})
+    with pytest.raises(OutputError, match="result.mp4 exists.*`overwrite`"):
+        run_job(spec)
+    assert out.read_bytes() == b"someone's film"
+    run_job(spec, overwrite=True)
+    assert out.read_bytes() != b"someone's film"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # like frames, not private
+    assert not stale.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_gif_output_is_refused_with_the_video_formats(tmp_path: Path, style_png: Path) -> None:
+    content = write_png_folder(tmp_path / "clip", pan_frames(2))
+    with pytest.raises(InputError, match=r"does not write \.gif.*\.m4v.*\.mp4"):
+        run_job(JobSpec(content=str(content), output=str(tmp_path / "result.gif"), mode="optimization",
+                        styles=((str(style_png), 1.0),), **FAST))
+    assert not (tmp_path / "result.gif").exists()
+
+
+def test_a_video_one_frame_shorter_than_its_container_says_finishes(tmp_path: Path, monkeypatch) -> None:
+    from stylecore import frames
+
+    clip = write_video(tmp_path / "clip.mp4", pan_frames(4))
+    facts = frames._container_facts
+    monkeypatch.setattr(frames, "_container_facts", lambda path: (facts(path)[0] + 1, facts(path)[1]))
+    with frames.open_source(clip) as source:
+        assert source.info.count == 5  # what the container claims
+    spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", device="cpu")
+    with pytest.warns(UserWarning, match="ends after 4 frames"):
+        result = run_job(spec)
+    assert result.frames == 4
+    assert sorted(p.name for p in (tmp_path / "out").glob("frame_*.png")) == [f"frame_{n:06d}.png" for n in range(1, 5)]

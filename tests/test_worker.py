@@ -168,3 +168,42 @@ def test_train_job_reports_progress_previews_cancels_and_resumes(tmp_path: Path,
     finally:
         if worker.proc.poll() is None:
             worker.proc.kill()
+
+
+def test_ids_must_be_strings_and_are_echoed_as_sent(worker: Worker) -> None:
+    for bad in (5, None, ["a"], ""):
+        worker.send({"op": "stylize", "id": bad, "job": {"content": "c", "output": "o"}})
+        event = worker.until("error", "done")[-1]
+        assert event["event"] == "error" and event["id"] == bad and "`id`" in event["message"], event
+    assert worker.close() == 0
+
+
+def test_protocol_fuzz_every_bad_field_is_one_readable_line(tmp_path: Path, worker: Worker) -> None:
+    """Each job field, and the request envelope, replaced by values of every wrong kind:
+    the worker answers each with one error line naming the problem, never an internal
+    error, and never runs a job (the content does not exist, so nothing is written)."""
+    import random
+
+    base = {"content": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "out"), "mode": "feedforward"}
+    fields = ["content", "output", "mode", "styles", "style_video", "model", "frames", "frame_map", "size",
+              "iterations", "first_iterations", "optimizer", "scales", "content_weight", "style_weight",
+              "style_weights", "tv_weight", "temporal_weight", "preserve_colors", "style_scale", "loss_net",
+              "vgg_weights", "seed", "device", "style_sync", "style_rate", "style_offset", "style_end",
+              "batch_size", "tile", "compile", "audio", "keep_frames", "extra"]
+    junk = [None, True, -5, 0, 1e30, float("nan"), float("inf"), "notanumber", "", [], [5], [["a"]],
+            [[1, 2]], [["a", float("nan")]], {"a": 1}, [1, 2, 3], 2**70, [float("nan")], -1.5]
+    rng = random.Random(13)
+    cases: list[dict[str, Any]] = [{"job": "notadict"}, {"job": [1]}, {"job": None},
+                                   {"job": base, "overwrite": "yes"}]
+    for name in fields:
+        for value in rng.sample(junk, 6):
+            cases.append({"job": {**base, name: value}})
+    for n, case in enumerate(cases):
+        worker.send({"op": "stylize", "id": f"fuzz{n}", **case})
+        events = worker.until("error", "done", "cancelled")
+        final = events[-1]
+        assert final["event"] == "error" and final["id"] == f"fuzz{n}", (case, events)
+        message = final["message"]
+        assert "\n" not in message and "internal error" not in message and len(message) < 400, (case, message)
+    assert not (tmp_path / "out").exists()
+    assert worker.close() == 0
