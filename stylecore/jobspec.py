@@ -27,7 +27,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 # Fields that change what the frames look like. Anything else (device, output path,
 # progress, batch size) may change between runs of one job without invalidating frames.
 _NOT_FINGERPRINTED = frozenset(
-    {"output", "device", "batch_size", "audio", "compile", "tile", "keep_frames", "extra"}
+    {"output", "device", "batch_size", "audio", "compile", "tile", "keep_frames", "extra", "farm", "chunk"}
 )
 
 
@@ -79,6 +79,11 @@ class JobSpec:
     # Video output: frames are made in a job folder beside the video, then encoded.
     audio: bool = True
     keep_frames: bool = False
+    # Spread the job over a Ray cluster (``farm.py``): "auto" (a running cluster, or a local
+    # one), "ray://HOST:PORT" or "HOST:PORT"; None runs it in this process. Long shots are
+    # split into chunks of ``chunk`` frames.
+    farm: str | None = None
+    chunk: int = 48
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class JobSpec:
             raise InputError("the job's frame_map is empty: there is no frame to stylize")
         if self.size is not None and self.size < 16:
             raise InputError(f"`size` {self.size} is too small; use at least 16 pixels")
+        if self.chunk < 1:
+            raise InputError(f"`chunk` {self.chunk} must be at least 1 frame")
         if self.iterations < 0 or self.first_iterations < 1:
             raise InputError("`iterations` must be >= 0 and `first_iterations` >= 1")
 
@@ -143,6 +150,9 @@ class JobSpec:
             from .catalog import model_for
 
             data["model"] = str(model_for(self.model, self.styles))
+        if self.farm is not None and self.mode != "feedforward" and self.temporal_weight > 0:
+            # Each chunk starts its own temporal chain: the chunk size decides the pixels.
+            data["chunk"] = self.chunk
         # The same file named relatively or absolutely is the same job.
         for key in ("content", "style_video", "model", "vgg_weights"):
             if data.get(key):
