@@ -296,7 +296,7 @@ def _stitch_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: st
     previous chunk's last frame and this chunk's drafts are on disk.
     """
     began = time.perf_counter()
-    from . import flow, imageops
+    from . import imageops
     from .frames import open_source
     from .pipeline import _processing_size
 
@@ -312,29 +312,69 @@ def _stitch_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: st
             return imageops.resize(source.read(indices[k]), size)
 
         common = chunk.start  # the number of the frame both chains made (position start - 1)
-        delta = imageops.resize(final.read_frame(common), size) - imageops.resize(drafts.read_frame(common), size)
-        # Where each pixel of the current frame was in the common frame, and whether it
-        # was visible all the way.
-        composed = np.zeros((size[1], size[0], 2), np.float32)
-        visible = np.ones((size[1], size[0]), np.float32)
+        stitch = Stitch(final.read_frame(common), drafts.read_frame(common), size)
         previous = content(chunk.start - 1)
         for k in range(chunk.start, chunk.stop):
             number, frame_began = k + 1, time.perf_counter()
             current = content(k)
-            pair = flow.flow_pair(previous, current)
-            composed = pair.flow_bw + flow.warp(composed, pair.flow_bw)
-            visible = np.asarray(pair.mask, np.float32) * flow.warp(visible, pair.flow_bw)
+            stitch.advance(previous, current)
             previous = current
             if final.has_frame(number):
                 continue  # a resumed stitch still follows the flow through finished frames
-            correction = flow.warp(delta, composed) * visible[..., None]
-            image = drafts.read_frame(number)
-            image = np.clip(image + imageops.resize(correction, (image.shape[1], image.shape[0])), 0.0, 1.0)
-            path = final.write_frame(number, image.astype(np.float32))
+            path = final.write_frame(number, stitch.apply(drafts.read_frame(number)))
             emit(dict(event="frame", number=number, index=indices[k], path=str(path),
                       seconds=round(time.perf_counter() - frame_began, 4), skipped=False))
     stats["seconds"] = round(time.perf_counter() - began, 3)
     return stats
+
+
+class Stitch:
+    """Carries one chain of stylized frames on into another (see the module doc).
+
+    Made from both chains' version of their common frame; then, frame after frame,
+    ``advance`` follows the content's optical flow (frames at the processing size) and
+    ``apply`` turns the second chain's frame into the first chain's continuation.
+    """
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, size: tuple[int, int]) -> None:
+        from .imageops import resize
+
+        self.delta = resize(first, size) - resize(second, size)
+        w, h = size
+        # Where each pixel of the current frame was in the common frame, and whether it
+        # was visible all the way there.
+        self.composed = np.zeros((h, w, 2), np.float32)
+        self.visible = np.ones((h, w), np.float32)
+
+    def advance(self, previous: np.ndarray, current: np.ndarray) -> None:
+        from . import flow
+
+        pair = flow.flow_pair(previous, current)
+        back = pair.flow_bw
+        # Composing, not re-warping the previous correction: the texture is resampled once.
+        self.composed = back + flow.warp(self.composed, back)
+        # Seen in the previous frame: Ruder et al.'s forward-backward test only. Their mask
+        # also drops motion boundaries and pixels a fraction of a pixel past the border,
+        # which is right for a loss but here would leave those pixels on the other chain.
+        there = flow.warp(pair.flow_fw, back)
+        round_trip = ((back + there) ** 2).sum(axis=-1)
+        occluded = round_trip > flow._CONSISTENCY_REL * ((back**2).sum(axis=-1) + (there**2).sum(axis=-1)) \
+            + flow._CONSISTENCY_ABS
+        h, w = back.shape[:2]
+        x = np.arange(w, dtype=np.float32)[None, :] + back[..., 0]
+        y = np.arange(h, dtype=np.float32)[:, None] + back[..., 1]
+        inside = (x > -1) & (x < w) & (y > -1) & (y < h)
+        seen = (inside & ~occluded).astype(np.float32)
+        self.visible = seen * flow.warp(self.visible, back)
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` (any size) plus the chains' difference, moved to where it now is."""
+        from . import flow
+        from .imageops import resize
+
+        correction = flow.warp(self.delta, self.composed) * self.visible[..., None]
+        correction = resize(correction, (frame.shape[1], frame.shape[0]))
+        return np.clip(frame + correction, 0.0, 1.0).astype(np.float32)
 
 
 def _task_started(kind: str, chunk: Chunk, events: Any, began: float) -> dict[str, Any]:
