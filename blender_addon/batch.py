@@ -1,6 +1,7 @@
 """Headless batch: stylize what is stale, then render the sequencer.
 
     python -m blender_addon.batch edit.blend --stylize stale --render out.mp4
+    python -m blender_addon.batch edit.blend --stylize stale --farm auto --render out.mp4
     blender -b edit.blend -P blender_addon/batch.py -- --stylize stale --render out.mp4
 
 Stylizes every strip marked for stylization ("Include in Batch", set on every strip
@@ -51,6 +52,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--job-options", metavar="JSON",
                         help='extra stylecore job fields for every strip, e.g. \'{"tv_weight": 2}\' '
                              "(replaces the preferences' Extra Job Options)")
+    parser.add_argument("--farm", nargs="?", const="auto", metavar="ADDRESS",
+                        help="stylize each strip on a Ray cluster (the worker's Python needs "
+                             "'pip install \"stylecore[farm]\"'): auto (the flag alone) or ray://HOST:PORT")
+    parser.add_argument("--chunk", type=int, metavar="N", help="with --farm: frames per farm task (default 48)")
     parser.add_argument("--save", action="store_true", help="save the .blend after stylizing (result strips)")
     parser.add_argument("--allow-stale", action="store_true",
                         help="render even when a strip's stylized result is missing or out of date (default: refuse)")
@@ -157,6 +162,10 @@ def _stylize_and_render(args: argparse.Namespace, frames: tuple[int, int] | None
         options = settings.job_options if args.job_options is None else jobs.parse_job_options(args.job_options)
     except jobs.StylizeError as exc:
         return _usage(str(exc))
+    if args.farm is not None:
+        options = {**options, "farm": args.farm}
+    if args.chunk is not None:
+        options = {**options, "chunk": args.chunk}
     settings = dataclasses.replace(
         settings,
         worker_python=args.worker_python or settings.worker_python,

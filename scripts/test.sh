@@ -10,7 +10,7 @@ cd "$root"
 venv=${VENV:-.venv}
 venv5=${VENV_BPY5:-.venv-bpy5}
 set -e
-scripts/setup_env.sh "$venv" "pytest>=7" "bpy==4.5.*" "numpy<2" "onnx" "onnxscript" "onnxruntime"
+scripts/setup_env.sh "$venv" "pytest>=7" "bpy==4.5.*" "numpy<2" "onnx" "onnxscript" "onnxruntime" "ray>=2.9"
 if [ ! -x "$venv5/bin/python" ]; then python3 -m venv "$venv5"; fi
 echo "[setup] bpy 5.0 environment $venv5"
 "$venv5/bin/python" -m pip install --disable-pip-version-check "bpy==5.0.*" "pytest>=7" 2>&1 \

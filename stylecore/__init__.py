@@ -5,6 +5,7 @@ Python API::
     import stylecore
     stylecore.stylize("clip.mp4", "out.mp4", style="starry_night.jpg", size=384)
     stylecore.stylize("clip.mp4", "out/")                      # shipped feedforward model
+    stylecore.stylize("film.mp4", "out/", style="s.jpg", farm="auto", chunk=48)  # a Ray cluster
 
 ``stylize`` accepts every ``stylecore.jobspec.JobSpec`` field as a keyword; ``run_job``
 with a ``JobSpec`` gives progress events and cancellation.

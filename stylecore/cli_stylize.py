@@ -42,6 +42,8 @@ examples:
   stylecore stylize clip.mp4 --model scream -o out.mp4       (a shipped model; see 'stylecore models')
   stylecore stylize clip.mp4 --model my_style.safetensors -o out.mp4
   stylecore stylize clip.mp4 --style s.jpg --loss-net hed-vgg16 -o out/      (a chosen loss network)
+  stylecore stylize film.mp4 --style s.jpg -o out/ --farm                   (all cores/GPUs, with Ray)
+  stylecore stylize film.mp4 --style s.jpg -o out/ --farm ray://head:10001 --chunk 48
 """
 
 
@@ -130,6 +132,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="feedforward tile size in pixels for huge frames (default 0: only when out of memory)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace frames of a different job in the output folder instead of refusing")
+    r.add_argument("--farm", nargs="?", const="auto", metavar="ADDRESS",
+                   help="spread the job over a Ray cluster (pip install \"stylecore[farm]\"): the flag alone or "
+                        "'auto' joins the cluster running on this machine, else starts a local one with all its "
+                        "cores and GPUs; ray://HOST:PORT or HOST:PORT joins that cluster. The content and "
+                        "output must be on storage every node sees")
+    r.add_argument("--chunk", type=int, default=JobSpec.chunk, metavar="N",
+                   help=f"with --farm: frames per task (default {JobSpec.chunk}); shots longer than this are "
+                        "split, and the chunks after a shot's first are stitched to the one before")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -181,6 +191,8 @@ def job_from_args(args: argparse.Namespace) -> JobSpec:
         compile=args.compile,
         audio=not args.no_audio,
         keep_frames=args.keep_frames,
+        farm=args.farm,
+        chunk=args.chunk,
     )
     if not isinstance(weight, float):
         from .pipeline import refuse_output_over_inputs
@@ -252,6 +264,10 @@ class _ProgressBar:
         elif kind == "frame" and self._bar is not None and not event.get("skipped"):
             self._bar.set_postfix_str(f"{event['seconds']:.2f} s/frame", refresh=False)
             self._bar.update(1)
+        elif kind == "farm" and self._bar is not None:
+            self._bar.write(f"farm: {event['tasks']} task(s) for {event['chunks']} chunk(s) in {event['shots']} "
+                            f"shot(s), {event['slots']} at a time on {event['nodes']} node(s) ({event['device']})",
+                            file=sys.stderr)
         elif kind == "cut" and self._bar is not None:
             self._bar.write(f"scene cut before source frame {event['index']}: starting the new shot fresh",
                             file=sys.stderr)

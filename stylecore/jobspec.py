@@ -41,7 +41,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 # Fields that change what the frames look like. Anything else (device, output path,
 # progress, batch size) may change between runs of one job without invalidating frames.
 _NOT_FINGERPRINTED = frozenset(
-    {"output", "device", "batch_size", "audio", "compile", "tile", "keep_frames", "extra"}
+    {"output", "device", "batch_size", "audio", "compile", "tile", "keep_frames", "extra", "farm", "chunk"}
 )
 
 
@@ -93,6 +93,11 @@ class JobSpec:
     # Video output: frames are made in a job folder beside the video, then encoded.
     audio: bool = True
     keep_frames: bool = False
+    # Spread the job over a Ray cluster (``farm.py``): "auto" (a running cluster, or a local
+    # one), "ray://HOST:PORT" or "HOST:PORT"; None runs it in this process. Long shots are
+    # split into chunks of ``chunk`` frames.
+    farm: str | None = None
+    chunk: int = 48
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,6 +122,8 @@ class JobSpec:
             raise InputError(f"`size` {self.size} is too small; use at least 16 pixels")
         if self.size is not None and self.size > MAX_SIZE:
             raise InputError(f"`size` {self.size} is too large; use at most {MAX_SIZE} pixels")
+        if self.chunk < 1:
+            raise InputError(f"`chunk` {self.chunk} must be at least 1 frame")
         if self.iterations < 0 or self.first_iterations < 1:
             raise InputError("`iterations` must be >= 0 and `first_iterations` >= 1")
 
@@ -162,6 +169,9 @@ class JobSpec:
             from .catalog import model_for
 
             data["model"] = str(model_for(self.model, self.styles))
+        if self.farm is not None and self.mode != "feedforward" and self.temporal_weight > 0:
+            # Each chunk starts its own temporal chain: the chunk size decides the pixels.
+            data["chunk"] = self.chunk
         # The same file named relatively or absolutely is the same job.
         for key in ("content", "style_video", "model", "vgg_weights"):
             if data.get(key):
@@ -243,7 +253,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 # kind and finite, so a NaN or a string never reaches the pixels.
 _INTS = {  # name: (smallest allowed, why)
     "iterations": 0, "first_iterations": 1, "scales": 0, "seed": None, "style_offset": None,
-    "batch_size": 1, "tile": 0,
+    "batch_size": 1, "tile": 0, "chunk": 1,
 }
 _FLOATS = {  # name: (smallest allowed, whether the smallest itself is allowed)
     "content_weight": (0.0, True), "style_weight": (0.0, True), "tv_weight": (0.0, True),
@@ -270,6 +280,8 @@ def _check_fields(spec: JobSpec) -> None:
             raise InputError(f"`{name}` must be true or false, not {_shown(getattr(spec, name))}")
     if not isinstance(spec.extra, dict):
         raise InputError(f"`extra` must be a JSON object, not {_shown(spec.extra)}")
+    if spec.farm is not None and (not isinstance(spec.farm, str) or not spec.farm):
+        raise InputError(f"`farm` must be 'auto' or a Ray address, not {_shown(spec.farm)}")
     for name, low in _INTS.items():
         value = getattr(spec, name)
         _check_int(name, value)

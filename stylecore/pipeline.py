@@ -129,7 +129,11 @@ def _run_frames(spec: JobSpec, source: FrameSource, indices: list[int], jobdir: 
     """Run the mode's frame loop; returns the indices made, fewer when the video ends early."""
     while True:
         try:
-            if spec.mode == "feedforward":
+            if spec.farm is not None:
+                from .farm import run_farm  # Ray: an optional extra
+
+                run_farm(spec, source, indices, jobdir, emit, cancel)
+            elif spec.mode == "feedforward":
                 from .feedforward import run_feedforward  # heavy imports only when needed
 
                 run_feedforward(spec, source, indices, jobdir, emit, cancel)
@@ -214,6 +218,10 @@ def _check_inputs(spec: JobSpec) -> None:
         model_for(spec.model, spec.styles)  # a missing file, unknown name or untrained style stops here
     if is_video_output(spec.output) and not Path(spec.output).parent.exists():
         raise InputError(f"the output's folder does not exist: {Path(spec.output).parent}")
+    if spec.farm is not None:
+        from .farm import check_farm
+
+        check_farm(spec)  # Ray installed, a usable address, a usable chunk size
 
 
 def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: JobDir) -> Path:
@@ -257,6 +265,8 @@ class _ProgressEmitter:
             self._worked += 1
             self._seconds += float(event.get("seconds", 0.0))
         per_frame = self._seconds / self._worked if self._worked else 0.0
+        # A farm works on several frames at once; its frame events say on how many.
+        parallel = max(1, int(event.get("parallel", 1)))
         if self._sink is not None:
             self._sink(
                 dict(
@@ -264,7 +274,7 @@ class _ProgressEmitter:
                     done=self.done,
                     total=self.total,
                     seconds_per_frame=round(per_frame, 4),
-                    eta_seconds=round(per_frame * (self.total - self.done), 1),
+                    eta_seconds=round(per_frame * (self.total - self.done) / parallel, 1),
                 )
             )
 
@@ -334,8 +344,13 @@ def _run_optimization(
     jobdir: JobDir,
     emit: EventSink,
     cancel: CancelCheck,
+    *,
+    span: range | None = None,
 ) -> None:
-    """Ruder et al.: each frame warm-started from the warped previous one, with a temporal loss."""
+    """Ruder et al.: each frame warm-started from the warped previous one, with a temporal loss.
+
+    ``span``: the output positions (0-based) to make; the farm (``farm.py``) runs a chunk.
+    """
     device = resolve_device(spec.device)
     info = source.info
     size = _processing_size(spec, info.width, info.height)  # (w, h)
@@ -378,8 +393,8 @@ def _run_optimization(
         return k
 
     try:
-        for k, index in enumerate(indices):
-            number = k + 1
+        for k in span if span is not None else range(len(indices)):
+            index, number = indices[k], k + 1
             if jobdir.has_frame(number):
                 emit(dict(event="frame", number=number, index=index, path=str(jobdir.frame_path(number)),
                           seconds=0.0, skipped=True))
