@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylecore.feedforward import Stylizer, get_stylizer
-from stylecore.frames import ffmpeg_exe, open_source
+from stylecore.modes.feedforward import Stylizer, get_stylizer
+from stylecore.io.frames import ffmpeg_exe, open_source
 from stylecore.catalog import default_model_path
-from stylecore.model_file import load_model
+from stylecore.nets.model_file import load_model
 from stylecore.pipeline import run_job
 from stylecore.jobspec import JobSpec
 

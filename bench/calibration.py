@@ -43,8 +43,8 @@ TILE_H = 216
 
 def content_images(folder: Path) -> dict[str, Path]:
     """The contents as PNG files (Big Buck Bunny frames from the shared clip, or the sample)."""
-    from stylecore.frames import open_source
-    from stylecore.imageops import save_image
+    from stylecore.io.frames import open_source
+    from stylecore.io.imageops import save_image
 
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
@@ -63,7 +63,7 @@ def content_images(folder: Path) -> dict[str, Path]:
 def run_cell(content: Path, style: Path, options: dict[str, Any]) -> tuple[np.ndarray, float]:
     """Stylize one image with ``options`` (cached by their hash); returns it and the seconds."""
     import stylecore
-    from stylecore.imageops import load_image
+    from stylecore.io.imageops import load_image
 
     key = json.dumps({"content": str(content), "style": str(style), **options}, sort_keys=True)
     folder = WORK / hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -84,8 +84,8 @@ def _judge(loss_net: str) -> Any:
     """The loss network that judges every cell (loaded once)."""
     import torch
 
-    from stylecore.loss_nets import load_loss_network
-    from stylecore.optimize import RECIPE
+    from stylecore.nets.loss_nets import load_loss_network
+    from stylecore.modes.optimize import RECIPE
 
     return load_loss_network(loss_net, RECIPE.layers, torch.device("cpu"), pooling=RECIPE.pooling)
 
@@ -94,7 +94,7 @@ def losses_of(image: np.ndarray, content: np.ndarray, style: np.ndarray, loss_ne
               ) -> tuple[float, float]:
     """Style and content loss of one result (the normalised losses, Gatys layers)."""
     from stylecore.evaluate import feature_losses
-    from stylecore.imageops import resize, scaled_size
+    from stylecore.io.imageops import resize, scaled_size
 
     net = _judge(loss_net)
     # Judged at the processing size: the written-back result is upscaled to the source's.
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-colour-row", action="store_true", help="skip the preserve-colours row")
     args = parser.parse_args(argv)
 
-    from stylecore.imageops import load_image, save_image
+    from stylecore.io.imageops import load_image, save_image
 
     options: dict[str, Any] = {"size": args.size}
     for item in args.set:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for sname, spath in styles.items():
             image, seconds = run_cell(cpath, spath, options)
             if loss_net is None:
-                from stylecore.loss_nets import resolve_loss_net
+                from stylecore.nets.loss_nets import resolve_loss_net
 
                 loss_net = resolve_loss_net(str(options.get("loss_net", "auto")))
             style_l, content_l = losses_of(image, content, style_images[sname], loss_net, args.size)

@@ -21,9 +21,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stylecore import flow, imageops, optimize
-from stylecore.imageops import load_image, resize, scaled_size, to_tensor
-from stylecore.loss_nets import load_loss_network
+from stylecore import flow
+from stylecore.io import imageops
+from stylecore.modes import optimize
+from stylecore.io.imageops import load_image, resize, scaled_size, to_tensor
+from stylecore.nets.loss_nets import load_loss_network
 
 from .common import BUNNY, REPO, SAMPLES, load_average
 
@@ -31,7 +33,7 @@ RESULTS = REPO / "bench" / "results"
 
 
 def frames(start_s: float, count: int, long_side: int) -> list[np.ndarray]:
-    from stylecore.frames import open_source
+    from stylecore.io.frames import open_source
 
     with open_source(BUNNY) as src:
         first = round(start_s * src.info.fps)

@@ -42,7 +42,7 @@ def loss_network() -> tuple[str, str | None]:
     """The network ``auto`` picks here (nothing is downloaded during a benchmark) and a note
     naming it; the weights-free ``random-vgg19`` with a warning when there is none."""
     from stylecore.errors import WeightsError
-    from stylecore.loss_nets import resolve_loss_net
+    from stylecore.nets.loss_nets import resolve_loss_net
 
     try:
         net = resolve_loss_net("auto")

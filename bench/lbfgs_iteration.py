@@ -25,10 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from stylecore import optimize
-    from stylecore.frames import open_source
-    from stylecore.imageops import load_image, resize, to_tensor
-    from stylecore.loss_nets import load_loss_network
+    from stylecore.modes import optimize
+    from stylecore.io.frames import open_source
+    from stylecore.io.imageops import load_image, resize, to_tensor
+    from stylecore.nets.loss_nets import load_loss_network
 
     w, h = (int(v) for v in args.size.split("x"))
     with open_source(str(SAMPLES / "bunny_96f_320x180.mp4")) as src:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from stylecore.catalog import shipped_models_dir
-from stylecore.imageops import load_image, resize
+from stylecore.io.imageops import load_image, resize
 from stylecore.losses import GATYS_STYLE_LAYERS
 
 from . import peers
@@ -55,7 +55,7 @@ PREVIOUS_MODEL = "previous starry_night (random-vgg19)"
 
 
 def bunny_frames(seconds: dict[str, float], width: int = 640) -> dict[str, np.ndarray]:
-    from stylecore.frames import open_source
+    from stylecore.io.frames import open_source
 
     with open_source(BUNNY) as src:
         fps = src.info.fps
@@ -82,8 +82,8 @@ def model_paths(folder: Path) -> dict[str, Path]:
 
 def ours(path: Path, frames: Sequence[np.ndarray], weight: float = 1.0) -> list[np.ndarray]:
     """Our model's output for each frame (float32 RGB), as the feedforward mode computes it."""
-    from stylecore.feedforward import get_stylizer
-    from stylecore.imageops import to_tensor
+    from stylecore.modes.feedforward import get_stylizer
+    from stylecore.io.imageops import to_tensor
 
     stylizer = get_stylizer(path, torch.device("cpu"))
     out = []
@@ -102,7 +102,7 @@ def peer(style: int, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def judge() -> torch.nn.Module:
-    from stylecore.loss_nets import load_loss_network
+    from stylecore.nets.loss_nets import load_loss_network
     from stylecore.losses import GATYS_CONTENT_LAYERS
 
     return load_loss_network("hed-vgg16", {**GATYS_STYLE_LAYERS, **GATYS_CONTENT_LAYERS}, torch.device("cpu"))
@@ -210,7 +210,7 @@ def clip_metrics(paths: dict[str, Path], closest: dict[str, int], clip: list[np.
 
 def peer_video(style: int, clip: list[np.ndarray]) -> list[np.ndarray]:
     """The peer's own video path (with its temporal smoothing), read back as frames."""
-    from stylecore.frames import encode_video
+    from stylecore.io.frames import encode_video
 
     from .common import read_frames
 

@@ -61,7 +61,7 @@ def models_for_quality() -> QualityModels:
     """
     from stylecore.errors import StylecoreError
     from stylecore.catalog import default_model_path
-    from stylecore.model_file import read_info
+    from stylecore.nets.model_file import read_info
 
     repo = Path(__file__).resolve().parent.parent
     found: dict[bool, str] = {}
@@ -97,7 +97,7 @@ def make_clip(work: Path, size: tuple[int, int], frames: int) -> tuple[Path, str
 
 
 def _decode_seconds(clip: Path) -> float:
-    from stylecore.frames import open_source
+    from stylecore.io.frames import open_source
 
     with open_source(clip) as src:
         t = time.perf_counter()
@@ -106,7 +106,7 @@ def _decode_seconds(clip: Path) -> float:
 
 
 def _write_seconds(frames: list[np.ndarray], work: Path) -> float:
-    from stylecore.imageops import save_image
+    from stylecore.io.imageops import save_image
 
     folder = work / "write_probe"
     folder.mkdir(exist_ok=True)

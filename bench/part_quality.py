@@ -207,9 +207,9 @@ def _feature_losses(
     import torch
 
     from stylecore.errors import WeightsError
-    from stylecore.imageops import load_image, resize, scaled_size
-    from stylecore.loss_nets import load_loss_network
-    from stylecore.optimize import RECIPE
+    from stylecore.io.imageops import load_image, resize, scaled_size
+    from stylecore.nets.loss_nets import load_loss_network
+    from stylecore.modes.optimize import RECIPE
 
     try:
         net = load_loss_network(JUDGE, RECIPE.layers, torch.device("cpu"), pooling=RECIPE.pooling)

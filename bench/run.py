@@ -309,7 +309,7 @@ def _memory(config: SuiteConfig, state: _Run, plots: Path) -> None:
 
 
 def _pictures(config: SuiteConfig, state: _Run, style_path: Path, images: Path) -> None:
-    from stylecore.imageops import load_image
+    from stylecore.io.imageops import load_image
 
     outputs = state.quality_outputs
     if outputs is None:

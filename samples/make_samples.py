@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stylecore.frames import encode_video, open_source
-from stylecore.imageops import load_image, resize, save_image, scaled_size
+from stylecore.io.frames import encode_video, open_source
+from stylecore.io.imageops import load_image, resize, save_image, scaled_size
 
 HERE = Path(__file__).resolve().parent
 BUNNY = "video/big_buck_bunny_640x360_24fps_60s.mp4"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the heavy modules (torch) load only when a job runs
-    from .pipeline import JobResult
+    from stylecore.pipeline import JobResult
 
 __all__ = ["__version__", "stylize"]
 
@@ -40,8 +40,8 @@ def stylize(
     feedforward with ``model``, optimization with a style, otherwise the default
     feedforward model.
     """
-    from .jobspec import JobSpec, guess_mode
-    from .pipeline import run_job
+    from stylecore.jobspec import JobSpec, guess_mode
+    from stylecore.pipeline import run_job
 
     styles: tuple[tuple[str, float], ...] = ()
     if isinstance(style, str):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, WeightsError
+from stylecore.errors import InputError, WeightsError
 
 MODEL_SUFFIX = ".safetensors"
 THUMBNAIL_SUFFIX = ".jpg"
@@ -52,7 +52,7 @@ class ModelEntry:
 
 def write_thumbnail(model_path: str | Path, style_image: np.ndarray) -> Path:
     """Save the style's thumbnail (``THUMBNAIL_SIDE`` px long side) beside a model."""
-    from .imageops import resize, save_image, scaled_size
+    from stylecore.io.imageops import resize, save_image, scaled_size
 
     h, w = style_image.shape[:2]
     path = Path(model_path).with_suffix(THUMBNAIL_SUFFIX)
@@ -87,7 +87,7 @@ def list_models() -> list[ModelEntry]:
 
     Unreadable files in the user's folder are left out (``stylecore models`` reports them
     through ``broken_models``)."""
-    from .model_file import read_info
+    from stylecore.nets.model_file import read_info
 
     entries: dict[str, ModelEntry] = {}
     for origin, folder in (("user", user_models_dir()), ("shipped", shipped_models_dir())):
@@ -112,7 +112,7 @@ def list_models() -> list[ModelEntry]:
 
 def broken_models() -> list[tuple[Path, str]]:
     """Model files in the user's folder that cannot be read, with the reason."""
-    from .model_file import read_info
+    from stylecore.nets.model_file import read_info
 
     folder = user_models_dir()
     broken: list[tuple[Path, str]] = []
@@ -173,8 +173,8 @@ def find_by_style(style_image: str | Path) -> ModelEntry | None:
     The same file matches by its thumbnail hash; a re-saved or resized copy matches by the
     model's style thumbnail (``NAME.jpg``), when the two 32 px thumbnails differ by less
     than ``_SAME_STYLE`` on average."""
-    from .imageops import load_image
-    from .model_file import style_thumbnail, style_thumbnail_hash
+    from stylecore.io.imageops import load_image
+    from stylecore.nets.model_file import style_thumbnail, style_thumbnail_hash
 
     image = load_image(style_image)
     wanted = style_thumbnail_hash(image)

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .errors import DeviceError
+from stylecore.errors import DeviceError
 
 if TYPE_CHECKING:
     import torch

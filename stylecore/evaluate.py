@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import flow as flowlib
-from .errors import InputError
-from .imageops import resize, to_tensor
-from .losses import (
+from stylecore import flow as flowlib
+from stylecore.errors import InputError
+from stylecore.io.imageops import resize, to_tensor
+from stylecore.losses import (
     GATYS_CONTENT_LAYERS,
     GATYS_STYLE_LAYERS,
     content_loss,

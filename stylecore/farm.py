@@ -49,12 +49,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import Cancelled, DeviceError, InputError, StylecoreError
-from .jobdir import JobDir
-from .jobspec import JobSpec
+from stylecore.errors import Cancelled, DeviceError, InputError, StylecoreError
+from stylecore.jobdir import JobDir
+from stylecore.jobspec import JobSpec
 
 if TYPE_CHECKING:
-    from .frames import FrameSource
+    from stylecore.io.frames import FrameSource
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -241,9 +241,10 @@ def _set_threads(threads: int) -> None:
 def _cuts_task(spec: JobSpec, indices: Sequence[int], start: int, stop: int, threads: int) -> list[int]:
     """Positions in ``start .. stop - 1`` that begin a new shot, by the frame loop's own test
     on the same processed frames (so the loop agrees with the plan)."""
-    from . import flow, imageops
-    from .frames import open_source
-    from .pipeline import _processing_size
+    from stylecore import flow
+    from stylecore.io import imageops
+    from stylecore.io.frames import open_source
+    from stylecore.pipeline import _processing_size
 
     _set_threads(threads)
     cuts = []
@@ -263,8 +264,8 @@ def _chunk_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: str
                 threads: int) -> dict[str, Any]:
     """Make one chunk with the pipeline's frame loop; returns timings for the farm's report."""
     began = time.perf_counter()
-    from .frames import open_source
-    from .pipeline import _run_optimization
+    from stylecore.io.frames import open_source
+    from stylecore.pipeline import _run_optimization
 
     _set_threads(threads)
     stats = _task_started("chunk", chunk, events, began)
@@ -279,7 +280,7 @@ def _chunk_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: str
     never = lambda: False  # noqa: E731 - the driver stops a task with ray.cancel
     with open_source(spec.content) as source:
         if spec.mode == "feedforward":
-            from .feedforward import run_feedforward
+            from stylecore.modes.feedforward import run_feedforward
 
             run_feedforward(spec, source, indices, frames, emit, never)
         else:
@@ -296,9 +297,9 @@ def _stitch_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: st
     previous chunk's last frame and this chunk's drafts are on disk.
     """
     began = time.perf_counter()
-    from . import imageops
-    from .frames import open_source
-    from .pipeline import _processing_size
+    from stylecore.io import imageops
+    from stylecore.io.frames import open_source
+    from stylecore.pipeline import _processing_size
 
     _set_threads(1)
     stats = _task_started("stitch", chunk, events, began)
@@ -337,7 +338,7 @@ class Stitch:
     """
 
     def __init__(self, first: np.ndarray, second: np.ndarray, size: tuple[int, int]) -> None:
-        from .imageops import resize
+        from stylecore.io.imageops import resize
 
         self.delta = resize(first, size) - resize(second, size)
         w, h = size
@@ -347,7 +348,7 @@ class Stitch:
         self.visible = np.ones((h, w), np.float32)
 
     def advance(self, previous: np.ndarray, current: np.ndarray) -> None:
-        from . import flow
+        from stylecore import flow
 
         pair = flow.flow_pair(previous, current)
         back = pair.flow_bw
@@ -369,8 +370,8 @@ class Stitch:
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         """``frame`` (any size) plus the chains' difference, moved to where it now is."""
-        from . import flow
-        from .imageops import resize
+        from stylecore import flow
+        from stylecore.io.imageops import resize
 
         correction = flow.warp(self.delta, self.composed) * self.visible[..., None]
         correction = resize(correction, (frame.shape[1], frame.shape[0]))
@@ -525,7 +526,7 @@ class _Driver:
 
     @staticmethod
     def _record(work: Path, fields: dict[str, Any]) -> None:
-        from .imageops import atomic_write_bytes
+        from stylecore.io.imageops import atomic_write_bytes
 
         record = work / _WORK_FILE
         data = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}

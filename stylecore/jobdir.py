@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError, JobMismatchError, OutputError
-from .imageops import atomic_write_bytes, is_temp_name, load_image, save_image
+from stylecore import __version__
+from stylecore.errors import InputError, JobMismatchError, OutputError
+from stylecore.io.imageops import atomic_write_bytes, is_temp_name, load_image, save_image
 
 FRAME_NAME = "frame_{:06d}.png"
 JOB_FILE = "stylecore-job.json"

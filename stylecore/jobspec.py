@@ -17,8 +17,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InputError
-from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
+from stylecore.errors import InputError
+from stylecore.nets.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 # Outputs with these extensions are encoded videos; any other output is a folder of PNG frames.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -166,7 +166,7 @@ class JobSpec:
             data.pop("vgg_weights")
         if self.mode == "feedforward":
             # A model's name and its file are the same job.
-            from .catalog import model_for
+            from stylecore.catalog import model_for
 
             data["model"] = str(model_for(self.model, self.styles))
         if self.farm is not None and self.mode != "feedforward" and self.temporal_weight > 0:
@@ -204,12 +204,12 @@ def input_identity(path: str) -> str:
         if p.is_file():
             return _file_identity(p)
         if p.is_dir():
-            from .frames import IMAGE_EXTENSIONS
+            from stylecore.io.frames import IMAGE_EXTENSIONS
 
             files = sorted(e for e in p.iterdir() if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()
                            and not e.name.startswith("."))
         else:
-            from .frames import pattern_files
+            from stylecore.io.frames import pattern_files
 
             files = pattern_files(path)
     except (OSError, InputError):

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import flow, imageops
-from .devices import oom_guard, resolve_device
-from .errors import Cancelled, InputError, OutputError
-from .frames import (
+from stylecore import flow
+from stylecore.io import imageops
+from stylecore.devices import oom_guard, resolve_device
+from stylecore.errors import Cancelled, InputError, OutputError
+from stylecore.io.frames import (
     FrameSource,
     VideoEndedEarly,
     encode_video,
@@ -33,13 +34,13 @@ from .frames import (
     remove_stale_temp_videos,
     resolve_range,
 )
-from .jobdir import JobDir, is_job_file_name
-from .catalog import model_for
-from .jobspec import NOT_WRITTEN_SUFFIXES, VIDEO_SUFFIXES, JobSpec
-from .optimize import RECIPE, OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
-from .losses import blend_grams
-from .style_video import StyleMapping, style_index
-from .loss_nets import load_loss_network, resolve_loss_net, weights_location
+from stylecore.jobdir import JobDir, is_job_file_name
+from stylecore.catalog import model_for
+from stylecore.jobspec import NOT_WRITTEN_SUFFIXES, VIDEO_SUFFIXES, JobSpec
+from stylecore.modes.optimize import RECIPE, OptimConfig, TemporalTarget, auto_scales, optimize_frame, style_grams
+from stylecore.losses import blend_grams
+from stylecore.modes.style_video import StyleMapping, style_index
+from stylecore.nets.loss_nets import load_loss_network, resolve_loss_net, weights_location
 
 EventSink = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], bool]
@@ -130,11 +131,11 @@ def _run_frames(spec: JobSpec, source: FrameSource, indices: list[int], jobdir: 
     while True:
         try:
             if spec.farm is not None:
-                from .farm import run_farm  # Ray: an optional extra
+                from stylecore.farm import run_farm  # Ray: an optional extra
 
                 run_farm(spec, source, indices, jobdir, emit, cancel)
             elif spec.mode == "feedforward":
-                from .feedforward import run_feedforward  # heavy imports only when needed
+                from stylecore.modes.feedforward import run_feedforward  # heavy imports only when needed
 
                 run_feedforward(spec, source, indices, jobdir, emit, cancel)
             else:
@@ -219,7 +220,7 @@ def _check_inputs(spec: JobSpec) -> None:
     if is_video_output(spec.output) and not Path(spec.output).parent.exists():
         raise InputError(f"the output's folder does not exist: {Path(spec.output).parent}")
     if spec.farm is not None:
-        from .farm import check_farm
+        from stylecore.farm import check_farm
 
         check_farm(spec)  # Ray installed, a usable address, a usable chunk size
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from stylecore.errors import InputError
 
 
 def parse_style_weight(text: str) -> float | Path:

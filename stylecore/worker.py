@@ -15,8 +15,8 @@ import threading
 import traceback
 from typing import IO, Any
 
-from . import __version__
-from .errors import Cancelled, StylecoreError
+from stylecore import __version__
+from stylecore.errors import Cancelled, StylecoreError
 
 PROTOCOL = 2
 # Protocol 2 added the ``train`` and ``models`` requests; a protocol-1 client only stylizes,
@@ -191,8 +191,8 @@ def _device_names() -> dict[str, str]:
 
 
 def _run_job(request: dict[str, Any], emit: _Events, state: _State) -> None:
-    from .jobspec import JobSpec
-    from .pipeline import run_job
+    from stylecore.jobspec import JobSpec
+    from stylecore.pipeline import run_job
 
     job_id: str = request["id"]  # checked by the reader: a non-empty string
     final: dict[str, Any] = {"event": "error", "message": "the job ended without a result"}
@@ -257,7 +257,7 @@ def _train(job: dict[str, Any], send: Any, cancelled: Any) -> None:
 
 def _models(send: Any) -> None:
     """The model list (``stylecore models``), one ``models`` event, then ``done``."""
-    from .catalog import list_models
+    from stylecore.catalog import list_models
 
     models = [{"name": m.name, "path": str(m.path), "origin": m.origin, "style_name": m.style_name,
                "thumbnail": str(m.thumbnail) if m.thumbnail else None,

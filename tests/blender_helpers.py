@@ -79,8 +79,8 @@ FAST_JOB = {"loss_net": "random-vgg19", "first_iterations": 1}
 
 _RANDOM_MODEL = """
 import sys, torch
-from stylecore.model_file import ModelInfo, save_model
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.model_file import ModelInfo, save_model
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 torch.manual_seed(0)
 config = TransformerConfig()
 save_model(sys.argv[1], StyleTransformer(config), ModelInfo(config=config, style_name="untrained test model"))

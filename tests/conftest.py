@@ -24,7 +24,7 @@ REQUIRE_HED_ENV = "STYLECORE_TEST_REQUIRE_HED"
 
 def require_hed_weights() -> Path:
     """The converted HED VGG16 weights of this machine (``stylecore weights get hed-vgg16``)."""
-    from stylecore import hed
+    from stylecore.nets import hed
     from stylecore.errors import WeightsError
 
     try:

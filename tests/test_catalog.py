@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from stylecore import catalog
-from stylecore.cli import main
+from stylecore.cli.main import main
 from stylecore.errors import InputError
-from stylecore.imageops import save_image
+from stylecore.io.imageops import save_image
 from stylecore.jobspec import JobSpec, guess_mode
-from stylecore.model_file import ModelInfo, save_model, style_thumbnail_hash
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.model_file import ModelInfo, save_model, style_thumbnail_hash
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
 
 @pytest.fixture()
@@ -30,7 +30,7 @@ def _style(path: Path, seed: int) -> np.ndarray:
     """A style image on disk, returned as read back (8-bit), like training sees it."""
     from conftest import smooth_texture
 
-    from stylecore.imageops import load_image
+    from stylecore.io.imageops import load_image
 
     save_image(path, smooth_texture(80, 112, seed=seed))
     return load_image(path)

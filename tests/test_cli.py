@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import pan_frames, write_png_folder, write_video
-from stylecore.cli import main
+from stylecore.cli.main import main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -68,7 +68,7 @@ def test_weights_missing_offline(tmp_path: Path, capsys, monkeypatch, pan_folder
     monkeypatch.setenv("STYLECORE_OFFLINE", "1")
     monkeypatch.delenv("STYLECORE_VGG_WEIGHTS", raising=False)
     monkeypatch.delenv("STYLECORE_HED_WEIGHTS", raising=False)
-    from stylecore import hed
+    from stylecore.nets import hed
 
     monkeypatch.setattr(hed, "installed_h5", lambda: None)
     code, _, err = run_cli(capsys, "stylize", str(pan_folder), "--style", str(style_png), "-o", str(tmp_path / "o"),
@@ -93,8 +93,8 @@ def test_stylize_writes_frames_and_resumes(tmp_path: Path, capsys, style_png: Pa
 
 
 def test_style_weight_schedule_file(tmp_path: Path, capsys, style_png: Path) -> None:
-    from stylecore.cli_stylize import job_from_args
-    from stylecore.cli import build_parser
+    from stylecore.cli.stylize import job_from_args
+    from stylecore.cli.main import build_parser
 
     folder = write_png_folder(tmp_path / "pan", pan_frames(4))
     schedule = tmp_path / "weights.json"
@@ -119,7 +119,7 @@ def test_help_teaches_every_option() -> None:
 @pytest.mark.parametrize("command", [[], ["stylize"], ["evaluate"], ["weights"], ["export"]])
 def test_help_answers_without_loading_torch_or_opencv(command: list[str]) -> None:
     # Heavy imports happen where a command runs, so '--help' answers at once.
-    code = ("import sys, contextlib, io\nfrom stylecore.cli import main\n"
+    code = ("import sys, contextlib, io\nfrom stylecore.cli.main import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    try: main({command + ['--help']!r})\n    except SystemExit: pass\n"
             "print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")

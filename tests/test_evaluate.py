@@ -223,7 +223,7 @@ def test_feature_losses_zero_when_identical_and_match_formula() -> None:
 
 
 def _write_folder(folder, frames) -> None:
-    from stylecore.imageops import save_image
+    from stylecore.io.imageops import save_image
 
     folder.mkdir()
     for k, f in enumerate(frames, start=1):
@@ -234,7 +234,7 @@ def test_cli_json_and_per_frame_csv(tmp_path, capsys, clips: dict[str, list[np.n
     import csv
     import json
 
-    from stylecore.cli import main
+    from stylecore.cli.main import main
 
     content = [np.zeros((H, W, 3), np.float32)] * 2 + clips["content"]  # the stylized clip starts at frame 2
     _write_folder(tmp_path / "content", content)
@@ -271,8 +271,8 @@ def test_cli_json_and_per_frame_csv(tmp_path, capsys, clips: dict[str, list[np.n
 
 
 def test_cli_table_with_losses_and_errors(tmp_path, capsys, clips: dict[str, list[np.ndarray]]) -> None:
-    from stylecore.cli import main
-    from stylecore.imageops import save_image
+    from stylecore.cli.main import main
+    from stylecore.io.imageops import save_image
 
     small = [f[:32, :48] for f in clips["consistent"][:3]]
     _write_folder(tmp_path / "out", small)
@@ -309,9 +309,9 @@ def test_cli_table_with_losses_and_errors(tmp_path, capsys, clips: dict[str, lis
 def test_cli_noise_stability_of_a_model_file(tmp_path, capsys, clips: dict[str, list[np.ndarray]]) -> None:
     import json
 
-    from stylecore.cli import main
-    from stylecore.model_file import ModelInfo, load_model, save_model
-    from stylecore.transformer import StyleTransformer, TransformerConfig
+    from stylecore.cli.main import main
+    from stylecore.nets.model_file import ModelInfo, load_model, save_model
+    from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
     config = TransformerConfig(down_channels=(4, 8, 8), res_blocks=1, up_channels=(8, 4))
     torch.manual_seed(0)
@@ -341,7 +341,7 @@ def test_cli_noise_stability_of_a_model_file(tmp_path, capsys, clips: dict[str, 
     assert data["noise_frames"] == 2 and data["noise_sigma"] == 0.02
     # The command measures the same number as the function on the frames it picked (0 and 2).
     model, _ = load_model(path, "cpu")
-    from stylecore.imageops import load_image
+    from stylecore.io.imageops import load_image
 
     frames = [load_image(tmp_path / "src" / f"frame_{k:06d}.png") for k in (1, 3)]
     direct = noise_stability(model, frames, sigma=0.02)
@@ -352,8 +352,8 @@ def test_cli_noise_stability_of_a_model_file(tmp_path, capsys, clips: dict[str, 
 def test_cli_without_any_loss_network_skips_the_losses_with_a_note(
     tmp_path, capsys, monkeypatch, clips: dict[str, list[np.ndarray]]
 ) -> None:
-    from stylecore import hed, vgg
-    from stylecore.cli import main
+    from stylecore.nets import hed, vgg
+    from stylecore.cli.main import main
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv(vgg.WEIGHTS_ENV, raising=False)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, pan_frames, smooth_texture, write_png_folder
-from stylecore.cli import main
+from stylecore.cli.main import main
 from stylecore.errors import Cancelled, InputError
 from stylecore.farm import Chunk, Stitch, plan_chunks
-from stylecore.imageops import load_image
+from stylecore.io.imageops import load_image
 from stylecore.jobspec import JobSpec
 from stylecore.pipeline import run_job
 

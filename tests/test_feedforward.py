@@ -12,13 +12,13 @@ import torch
 from conftest import pan_frames, write_png_folder
 
 from stylecore.errors import Cancelled, DeviceError, InputError, WeightsError
-from stylecore.feedforward import Stylizer, run_feedforward
-from stylecore.frames import open_source
-from stylecore.imageops import load_image
+from stylecore.modes.feedforward import Stylizer, run_feedforward
+from stylecore.io.frames import open_source
+from stylecore.io.imageops import load_image
 from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec
-from stylecore.model_file import ModelInfo, save_model
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.model_file import ModelInfo, save_model
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
 LEVEL = 4.5 / 255  # 8-bit PNG rounding, plus reduced precision where a device runs it
 
@@ -171,10 +171,10 @@ def test_shipped_model_style_weight_fades_the_style(name: str) -> None:
 
     from stylecore.catalog import resolve_model
     from stylecore.evaluate import feature_losses
-    from stylecore.imageops import load_image, resize
-    from stylecore.loss_nets import load_loss_network
+    from stylecore.io.imageops import load_image, resize
+    from stylecore.nets.loss_nets import load_loss_network
     from stylecore.losses import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
-    from stylecore.model_file import load_model
+    from stylecore.nets.model_file import load_model
 
     require_hed_weights()
     model, info = load_model(resolve_model(name))
@@ -215,7 +215,7 @@ def test_compiled_network_matches_eager(tmp_path: Path, clip: Path) -> None:
 def test_each_job_gets_its_own_stylizer_on_the_shared_model(tmp_path: Path) -> None:
     """The worker reuses a loaded model across jobs, but one job's tiling fallback must not
     leak into the next (or into a job running beside it)."""
-    from stylecore.feedforward import get_stylizer
+    from stylecore.modes.feedforward import get_stylizer
 
     path = _save(tmp_path)
     first = get_stylizer(path, torch.device("cpu"))

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stylecore import frames
+from stylecore.io import frames
 from stylecore.errors import InputError
-from stylecore.frames import (
+from stylecore.io.frames import (
     encode_video,
     ffmpeg_exe,
     has_audio,
@@ -22,7 +22,7 @@ from stylecore.frames import (
     parse_frame_range,
     resolve_range,
 )
-from stylecore.imageops import save_image
+from stylecore.io.imageops import save_image
 
 W, H = 32, 24
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from stylecore import imageops
+from stylecore.io import imageops
 from stylecore.errors import InputError
-from stylecore.imageops import (
+from stylecore.io.imageops import (
     load_image,
     luminance_transfer,
     match_color,

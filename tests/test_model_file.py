@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from stylecore.errors import InputError, WeightsError
-from stylecore.model_file import (
+from stylecore.nets.model_file import (
     FORMAT_VERSION,
     METADATA_KEY,
     ModelInfo,
@@ -20,7 +20,7 @@ from stylecore.model_file import (
     save_model,
     style_thumbnail_hash,
 )
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
 
 def _model(config: TransformerConfig | None = None) -> StyleTransformer:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from stylecore import onnx_export
+from stylecore.nets import onnx_export
 from stylecore.errors import InputError
-from stylecore.model_file import METADATA_KEY, ModelInfo, save_model
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.model_file import METADATA_KEY, ModelInfo, save_model
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -28,7 +28,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[StyleTransformer
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     path = save_model(folder / "m.safetensors", model, ModelInfo(config=model.config, style_name="stripes"))
-    from stylecore.cli import main
+    from stylecore.cli.main import main
 
     assert main(["export", str(path), str(folder / "m.onnx")]) == 0
     return model, folder / "m.onnx"

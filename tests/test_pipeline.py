@@ -9,7 +9,7 @@ import pytest
 
 from conftest import pan_frames, smooth_texture, stripe_style, write_image, write_png_folder, write_video
 from stylecore.errors import Cancelled, InputError, JobMismatchError
-from stylecore.imageops import load_image
+from stylecore.io.imageops import load_image
 from stylecore.jobspec import JobSpec
 from stylecore.pipeline import run_job
 
@@ -299,7 +299,7 @@ def test_a_gif_output_is_refused_with_the_video_formats(tmp_path: Path, style_pn
 
 
 def test_a_video_one_frame_shorter_than_its_container_says_finishes(tmp_path: Path, monkeypatch) -> None:
-    from stylecore import frames
+    from stylecore.io import frames
 
     clip = write_video(tmp_path / "clip.mp4", pan_frames(4))
     facts = frames._container_facts

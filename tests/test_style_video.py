@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stylecore.errors import InputError
-from stylecore.style_video import StyleMapping, fold, style_index, style_indices
+from stylecore.modes.style_video import StyleMapping, fold, style_index, style_indices
 
 
 def _seq(mapping: StyleMapping, n: int, style_count: int, content_fps: float = 24, style_fps: float = 24) -> list[int]:

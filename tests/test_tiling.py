@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylecore.tiling import BLEND, _ramp, default_overlap, min_tile, spans, stylize_tiled, tile_grid
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.tiling import BLEND, _ramp, default_overlap, min_tile, spans, stylize_tiled, tile_grid
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
 
 def _model(conditioned: bool = True) -> StyleTransformer:

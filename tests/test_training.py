@@ -12,8 +12,8 @@ from conftest import pan_frames, smooth_texture, stripe_style, write_image, writ
 
 from stylecore.errors import Cancelled, InputError, cli_wording
 from stylecore.flow import warp
-from stylecore.model_file import load_model
-from stylecore.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.model_file import load_model
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 from training import flow_cache as flow_cache_module
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -269,7 +269,7 @@ def test_progress_bar_shows_loss_terms(tmp_path: Path, capsys: pytest.CaptureFix
 def test_stylecore_train_makes_a_named_model_with_thumbnail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     from stylecore import catalog
-    from stylecore.cli import main as cli
+    from stylecore.cli.main import main as cli
 
     monkeypatch.setenv("STYLECORE_MODELS", str(tmp_path / "models"))
     style, data = _setup(tmp_path)
@@ -310,7 +310,7 @@ def test_train_job_defaults_and_bad_names(tmp_path: Path, monkeypatch: pytest.Mo
 def test_style_rotate_targets_both_orientations_of_the_painting(tmp_path: Path) -> None:
     """With ``style_rotate`` each target is the mean of the painting's Gram matrix and the
     quarter-turned painting's; without it, the painting's alone."""
-    from stylecore.loss_nets import load_loss_network
+    from stylecore.nets.loss_nets import load_loss_network
     from training.loop import _style_grams
     from training.objective import LOSS_LAYERS
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from stylecore.transformer import (
+from stylecore.nets.transformer import (
     CapturedActivation,
     NormStats,
     StyleTransformer,

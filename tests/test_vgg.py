@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stylecore import loss_nets, vgg
+from stylecore.nets import loss_nets, vgg
 from stylecore.errors import InputError, WeightsError
 
 CPU = torch.device("cpu")

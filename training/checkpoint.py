@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from stylecore.errors import InputError
-from stylecore.imageops import atomic_write_bytes
+from stylecore.io.imageops import atomic_write_bytes
 
 
 def checkpoint_path(out: str | Path) -> Path:

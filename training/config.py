@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stylecore.errors import InputError
-from stylecore.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
+from stylecore.nets.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from stylecore.errors import InputError
-from stylecore.frames import IMAGE_EXTENSIONS, open_source
-from stylecore.imageops import load_image, resize
+from stylecore.io.frames import IMAGE_EXTENSIONS, open_source
+from stylecore.io.imageops import load_image, resize
 
 from .flow_cache import FlowCache
 from .pairs import TrainPair, random_window, to_float, to_uint8

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stylecore.flow import flow_pair
-from stylecore.imageops import atomic_write_bytes
+from stylecore.io.imageops import atomic_write_bytes
 
 FLOW_PRESET = "medium"
 _CACHE_VERSION = 1

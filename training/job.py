@@ -126,7 +126,7 @@ def run_train_job(
     """Train (or resume) the job's model; returns its path. Raises ``Cancelled`` when
     ``cancel`` says so (the checkpoint is kept: running the job again resumes)."""
     from stylecore.catalog import write_thumbnail
-    from stylecore.imageops import load_image
+    from stylecore.io.imageops import load_image
 
     from .loop import train
 

@@ -16,13 +16,13 @@ import torch
 
 from stylecore.devices import resolve_device
 from stylecore.errors import Cancelled, InputError
-from stylecore.feedforward import cpu_has_native_bf16
-from stylecore.imageops import load_image, resize, save_image, scaled_size, to_tensor
+from stylecore.modes.feedforward import cpu_has_native_bf16
+from stylecore.io.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
 from stylecore.catalog import write_thumbnail
-from stylecore.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
-from stylecore.transformer import StyleTransformer, TransformerConfig
-from stylecore.loss_nets import load_loss_network, resolve_loss_net
+from stylecore.nets.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
+from stylecore.nets.loss_nets import load_loss_network, resolve_loss_net
 
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig

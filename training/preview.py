@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stylecore.transformer import StyleTransformer
+from stylecore.nets.transformer import StyleTransformer
 
 _GAP = 4  # white pixels between tiles
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from stylecore.devices import DEVICE_CHOICES
 from stylecore.errors import StylecoreError, cli_wording
-from stylecore.loss_nets import LOSS_NETS
+from stylecore.nets.loss_nets import LOSS_NETS
 
 from .config import TrainConfig
 from .loop import train

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import losses
-from .errors import Cancelled, InputError
-from .vgg import VGGEncoder
+from stylecore import losses
+from stylecore.errors import Cancelled, InputError
+from stylecore.nets.vgg import VGGEncoder
 
 # The loss's base scales and layers (one home: ``losses.GATYS_RUDER``).
 RECIPE = losses.GATYS_RUDER

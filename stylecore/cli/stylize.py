@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .devices import DEVICE_CHOICES
-from .jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, VIDEO_SUFFIXES, JobSpec, guess_mode
-from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
+from stylecore.devices import DEVICE_CHOICES
+from stylecore.jobspec import OPTIMIZERS, PRESERVE_COLORS, STYLE_END, STYLE_SYNC, VIDEO_SUFFIXES, JobSpec, guess_mode
+from stylecore.nets.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
 Stylize CONTENT (a video file, a folder of images, a printf pattern such as
@@ -151,8 +151,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def job_from_args(args: argparse.Namespace) -> JobSpec:
     """Translate parsed arguments into a ``JobSpec`` (the only place that reads the Namespace)."""
-    from .frames import parse_frame_range
-    from .schedule import parse_style_weight
+    from stylecore.io.frames import parse_frame_range
+    from stylecore.schedule import parse_style_weight
 
     styles = tuple(_parse_style(text) for text in args.style)
     mode = args.mode
@@ -195,7 +195,7 @@ def job_from_args(args: argparse.Namespace) -> JobSpec:
         chunk=args.chunk,
     )
     if not isinstance(weight, float):
-        from .pipeline import refuse_output_over_inputs
+        from stylecore.pipeline import refuse_output_over_inputs
 
         refuse_output_over_inputs(args.output, {"the style-weight schedule": str(weight)})
         spec_args["style_weights"] = _schedule_for(spec_args, Path(weight))
@@ -215,9 +215,9 @@ def _parse_style(text: str) -> tuple[str, float]:
 
 def _schedule_for(spec_args: dict[str, Any], path: Path) -> tuple[float, ...]:
     """Read a per-frame style-weight schedule for as many frames as the job will write."""
-    from .frames import open_source
-    from .pipeline import resolve_indices
-    from .schedule import load_schedule
+    from stylecore.io.frames import open_source
+    from stylecore.pipeline import resolve_indices
+    from stylecore.schedule import load_schedule
 
     probe = JobSpec(**spec_args)  # validates the other options first
     with open_source(probe.content) as source:
@@ -227,7 +227,7 @@ def _schedule_for(spec_args: dict[str, Any], path: Path) -> tuple[float, ...]:
 
 def stylize_command(spec: JobSpec, *, overwrite: bool, quiet: bool) -> int:
     """Run the job with a progress bar on stderr; print where the result is."""
-    from .pipeline import run_job
+    from stylecore.pipeline import run_job
 
     progress = _ProgressBar(disabled=quiet)
     try:

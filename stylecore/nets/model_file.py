@@ -23,10 +23,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
-from . import __version__
-from .errors import InputError, WeightsError
-from .imageops import atomic_write_bytes
-from .transformer import StyleTransformer, TransformerConfig
+from stylecore import __version__
+from stylecore.errors import InputError, WeightsError
+from stylecore.io.imageops import atomic_write_bytes
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
 FORMAT_NAME = "stylecore-feedforward"
 FORMAT_VERSION = 1

@@ -46,8 +46,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def weights_command(get: str | None = None, *, source: str | None = None) -> int:
-    from .errors import cli_wording
-    from .loss_nets import get_weights, weights_report
+    from stylecore.errors import cli_wording
+    from stylecore.nets.loss_nets import get_weights, weights_report
 
     if get:
         path = get_weights(get, source)

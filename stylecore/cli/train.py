@@ -33,8 +33,8 @@ setting see 'python -m training.train --help'.
 def register(subparsers: argparse._SubParsersAction) -> None:
     from training.job import DEFAULT_QUALITY, QUALITY_STEPS
 
-    from .devices import DEVICE_CHOICES
-    from .loss_nets import LOSS_NETS
+    from stylecore.devices import DEVICE_CHOICES
+    from stylecore.nets.loss_nets import LOSS_NETS
 
     p = subparsers.add_parser(
         "train",
@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         bar.close()
     if bar.preview:
         print(f"last preview: {bar.preview}")
-    from .catalog import user_models_dir
+    from stylecore.catalog import user_models_dir
 
     named = path.parent == user_models_dir().resolve() or path.parent == user_models_dir()
     print(f"model: {path} (use it with --model {path.stem if named else path})")

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .devices import DEVICE_CHOICES
-from .errors import InputError, WeightsError
+from stylecore.devices import DEVICE_CHOICES
+from stylecore.errors import InputError, WeightsError
 
 if TYPE_CHECKING:  # the metrics load torch and OpenCV: only when a command runs
-    from .evaluate import FeatureLosses, NoiseStability, TemporalConfig, TemporalScores
-from .loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
+    from stylecore.evaluate import FeatureLosses, NoiseStability, TemporalConfig, TemporalScores
+from stylecore.nets.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
 _DESCRIPTION = """\
 Measure how stable and how faithful a stylized clip is.
@@ -146,8 +146,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .evaluate import TemporalConfig
-    from .frames import parse_frame_range
+    from stylecore.evaluate import TemporalConfig
+    from stylecore.io.frames import parse_frame_range
 
     losses = (
         None
@@ -191,7 +191,7 @@ def evaluate_command(
         stylized, content, frames=frames, temporal=temporal, losses=losses, noise=noise, device=device
     )
     if per_frame:
-        from .imageops import atomic_write_bytes
+        from stylecore.io.imageops import atomic_write_bytes
 
         atomic_write_bytes(per_frame, per_frame_csv(report).encode())
     print(json.dumps(report_to_dict(report), indent=2) if as_json else format_table(report))
@@ -209,9 +209,9 @@ def evaluate_clip(
     device: str = "auto",
 ) -> EvaluationReport:
     """Read the clips and run every requested metric."""
-    from .devices import resolve_device
-    from .evaluate import TemporalConfig, feature_losses, noise_stability, temporal_scores
-    from .frames import open_source
+    from stylecore.devices import resolve_device
+    from stylecore.evaluate import TemporalConfig, feature_losses, noise_stability, temporal_scores
+    from stylecore.io.frames import open_source
 
     temporal = temporal or TemporalConfig()
     dev = resolve_device(device)
@@ -263,7 +263,7 @@ def evaluate_clip(
 def _choose_network(opts: LossOptions) -> tuple[str | None, str | None]:
     """The concrete loss network; with ``auto`` and none on this machine, no network and a
     note (the temporal metrics need none). A network asked for by name must be there."""
-    from .loss_nets import AUTO, resolve_loss_net
+    from stylecore.nets.loss_nets import AUTO, resolve_loss_net
 
     try:
         return resolve_loss_net(opts.loss_net, opts.vgg_weights), None
@@ -290,8 +290,8 @@ def _content_indices(frames: tuple[int, int] | None, n_out: int, n_content: int)
 
 
 def _loss_network(opts: LossOptions, device: Any) -> Any:
-    from .losses import GATYS_RUDER
-    from .loss_nets import load_loss_network
+    from stylecore.losses import GATYS_RUDER
+    from stylecore.nets.loss_nets import load_loss_network
 
     # The losses optimization mode minimises: the Gatys layers and pooling.
     try:
@@ -302,7 +302,7 @@ def _loss_network(opts: LossOptions, device: Any) -> Any:
 
 
 def _style_image(opts: LossOptions, width: int, height: int) -> np.ndarray | None:
-    from .imageops import load_image, resize, scaled_size
+    from stylecore.io.imageops import load_image, resize, scaled_size
 
     if opts.style is None:
         return None
@@ -315,8 +315,8 @@ def _style_image(opts: LossOptions, width: int, height: int) -> np.ndarray | Non
 
 def _load_model(path: str, device: Any) -> Any:
     """A feedforward model as a callable ``1x3xHxW -> 1x3xHxW`` on ``device``."""
-    from .catalog import default_model_path
-    from .model_file import load_model
+    from stylecore.catalog import default_model_path
+    from stylecore.nets.model_file import load_model
 
     model, _info = load_model(default_model_path() if path == "default" else path, device)
     return model

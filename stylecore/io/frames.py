@@ -33,8 +33,8 @@ try:  # Linux/macOS: lets a pipe be widened
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from .errors import InputError, StylecoreError
-from .imageops import TEMP_MARK, current_umask, load_image, temp_path_for
+from stylecore.errors import InputError, StylecoreError
+from stylecore.io.imageops import TEMP_MARK, current_umask, load_image, temp_path_for
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self

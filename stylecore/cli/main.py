@@ -8,17 +8,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import Cancelled, StylecoreError, cli_wording
+from stylecore import __version__
+from stylecore.errors import Cancelled, StylecoreError, cli_wording
 
 # Modules with a ``register(subparsers)`` function, in the order ``--help`` lists them.
 COMMANDS = (
-    "stylecore.cli_stylize",
-    "stylecore.cli_models",
-    "stylecore.cli_train",
-    "stylecore.cli_weights",
-    "stylecore.cli_evaluate",
-    "stylecore.cli_export",
+    "stylecore.cli.stylize",
+    "stylecore.cli.models",
+    "stylecore.cli.train",
+    "stylecore.cli.weights",
+    "stylecore.cli.evaluate",
+    "stylecore.cli.export",
 )
 
 _EPILOG = """\

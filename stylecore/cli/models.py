@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .catalog import broken_models, list_models, user_models_dir
+    from stylecore.catalog import broken_models, list_models, user_models_dir
 
     entries = list_models()
     if args.json:

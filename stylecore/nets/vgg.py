@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from .errors import InputError, WeightsError
+from stylecore.errors import InputError, WeightsError
 
 # VGG16 ("D") and VGG19 ("E") feature extractors: output channels of each 3x3 conv,
 # "M" = 2x2 pooling (Simonyan and Zisserman 2015, table 1).

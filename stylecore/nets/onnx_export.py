@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError, StylecoreError
-from .model_file import METADATA_KEY, load_model
-from .transformer import StyleTransformer
+from stylecore.errors import InputError, StylecoreError
+from stylecore.nets.model_file import METADATA_KEY, load_model
+from stylecore.nets.transformer import StyleTransformer
 
 OPSET = 18
 # Largest |onnx - torch| accepted by the check (float32 both sides; observed ~1e-6).

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError, WeightsError
+from stylecore.errors import InputError, WeightsError
 
 if TYPE_CHECKING:
     import torch
 
-    from .vgg import VGGEncoder
+    from stylecore.nets.vgg import VGGEncoder
 
 AUTO = "auto"
 LOSS_NETS = (AUTO, "vgg19", "hed-vgg16", "random-vgg19")
@@ -82,7 +82,7 @@ def resolve_loss_net(name: str, weights_path: str | None = None) -> str:
         return name
     if weights_path:
         return network_for_file(weights_path)
-    from . import hed, vgg
+    from stylecore.nets import hed, vgg
 
     try:
         vgg.resolve_vgg_weights(None, download=False)
@@ -96,7 +96,7 @@ def resolve_loss_net(name: str, weights_path: str | None = None) -> str:
 
 def weights_location(name: str, weights_path: str | None = None) -> str:
     """Where the weights of the concrete network ``name`` come from (for the log line)."""
-    from . import hed, vgg
+    from stylecore.nets import hed, vgg
 
     if name == "vgg19":
         # Asked for by name, VGG19 may be downloaded here (``auto`` only picks it when present).
@@ -117,7 +117,7 @@ def load_loss_network(
 ) -> VGGEncoder:
     """A frozen encoder for ``loss_net`` ``name`` (``auto`` is resolved first), running only
     as deep as the deepest of ``layers``."""
-    from . import hed, vgg
+    from stylecore.nets import hed, vgg
 
     name = resolve_loss_net(name, weights_path)
     if name == "vgg19":
@@ -133,7 +133,7 @@ def load_loss_network(
 
 def get_weights(name: str, source: str | None = None) -> Path:
     """Fetch (or convert from ``source``) the weights of ``name``; returns the file."""
-    from . import hed, vgg
+    from stylecore.nets import hed, vgg
 
     if name == "vgg19":
         if source:
@@ -160,7 +160,7 @@ def get_weights(name: str, source: str | None = None) -> Path:
 
 def weights_report() -> str:
     """Every loss network, whether it is ready, where its weights are and how to get them."""
-    from . import hed, vgg
+    from stylecore.nets import hed, vgg
 
     lines = ["Loss networks (optimization and style-video modes, training, evaluate):"]
     try:

@@ -1,0 +1,1 @@
+"""The three ways to stylize a frame sequence: optimization (Gatys/Ruder), feedforward, style video."""
