@@ -1,11 +1,12 @@
 """Operators: Stylize (modal in the UI, synchronous in background mode), Cancel, and helpers."""
 
 import time
+from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from . import jobs, props, vse
+from . import jobs, props, vse, worker_setup
 from .environment import SetupError, output_root, resolve_worker_python
 from .protocol import POOL, WorkerError, worker_command
 from .session import StylizeSession, TrainSession, store_models
@@ -338,6 +339,133 @@ class SEQUENCER_OT_stylize_refresh_models(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# The latest Set Up Worker run (the preferences show its progress, then its result).
+_SETUP: "worker_setup.WorkerSetup | None" = None
+
+
+def setup_worker_state() -> "worker_setup.WorkerSetup | None":
+    return _SETUP
+
+
+def addon_user_folder() -> Path:
+    """The add-on's own writable folder (the worker environment lives here)."""
+    if __package__.startswith("bl_ext.") and hasattr(bpy.utils, "extension_path_user"):
+        return Path(bpy.utils.extension_path_user(__package__, create=True))
+    # A classic add-on (Blender < 4.2 layout): a folder of Blender's user data files.
+    return Path(bpy.utils.user_resource("DATAFILES", path=__package__.rsplit(".", 1)[-1], create=True))
+
+
+class PREFERENCES_OT_stylecore_setup_worker(bpy.types.Operator):
+    """Install the worker in a Python environment of the add-on's own (torch, stylecore, the HED weights) and \
+use it as Worker Python. Runs in the background (Esc cancels); running it again checks it and completes what is missing"""
+
+    bl_idname = "preferences.stylecore_setup_worker"
+    bl_label = "Set Up Worker"
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return (_SETUP is None or _SETUP.finished) and active_session() is None
+
+    def _start(self, context: "bpy.types.Context") -> bool:
+        global _SETUP
+        prefs = props.preferences(context)
+        try:
+            pip_options = worker_setup.parse_pip_options(prefs.setup_pip_options if prefs is not None else "")
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return False
+        _SETUP = worker_setup.WorkerSetup(
+            addon_user_folder(), pip_options=pip_options, wheel_folder=Path(__file__).parent / "worker_wheels",
+            on_line=print if bpy.app.background else None)
+        return True
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        """Synchronous (background mode and scripts)."""
+        if not self._start(context):
+            return {"CANCELLED"}
+        _SETUP.run()
+        return self._finish(context)
+
+    def invoke(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._start(context):
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
+        if _SETUP is None:
+            return self._stop(context)
+        if event.type == "ESC" and event.value == "PRESS":
+            _SETUP.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        _SETUP.poll()
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"Set Up Worker: {_SETUP.status}   (Esc to cancel)")
+        _redraw_preferences(context)
+        if _SETUP.finished:
+            self._stop(context)
+            return self._finish(context)
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: "bpy.types.Context") -> None:
+        if _SETUP is not None:
+            _SETUP.cancel()
+        self._stop(context)
+
+    def _stop(self, context: "bpy.types.Context") -> set[str]:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _redraw_preferences(context)
+        return {"CANCELLED"}
+
+    def _finish(self, context: "bpy.types.Context") -> set[str]:
+        assert _SETUP is not None
+        if _SETUP.state == worker_setup.DONE:
+            prefs = props.preferences(context)
+            if prefs is not None:
+                prefs.worker_python = str(_SETUP.python)
+                context.preferences.is_dirty = True  # saved with the preferences (auto-save)
+            for line in _SETUP.summary:
+                self.report({"INFO"}, line)
+            self.report({"INFO"}, _SETUP.message)
+            return {"FINISHED"}
+        self.report({"WARNING"} if _SETUP.state == worker_setup.CANCELLED else {"ERROR"}, _SETUP.message)
+        return {"CANCELLED"}
+
+
+class PREFERENCES_OT_stylecore_setup_worker_cancel(bpy.types.Operator):
+    """Stop Set Up Worker (running it again completes the environment)"""
+
+    bl_idname = "preferences.stylecore_setup_worker_cancel"
+    bl_label = "Cancel Set Up Worker"
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return _SETUP is not None and not _SETUP.finished
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        if _SETUP is not None:
+            _SETUP.cancel()
+        return {"FINISHED"}
+
+
+def _redraw_preferences(context: "bpy.types.Context") -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+
+
 CLASSES = (
     SEQUENCER_OT_stylize,
     SEQUENCER_OT_stylize_train,
@@ -346,6 +474,8 @@ CLASSES = (
     SEQUENCER_OT_stylize_open_folder,
     SEQUENCER_OT_stylize_select_source,
     SEQUENCER_OT_stylize_check_worker,
+    PREFERENCES_OT_stylecore_setup_worker,
+    PREFERENCES_OT_stylecore_setup_worker_cancel,
 )
 
 
@@ -356,12 +486,19 @@ def _cancel_on_load(*_: object) -> None:
         _ACTIVE.cancel()
 
 
+_HANDLERS = (("load_pre", _cancel_on_load),)
+
+
 def register_handlers() -> None:
-    if _cancel_on_load not in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.append(_cancel_on_load)
+    for name, handler in _HANDLERS:
+        if handler not in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).append(handler)
 
 
 def unregister_handlers() -> None:
-    if _cancel_on_load in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(_cancel_on_load)
+    for name, handler in _HANDLERS:
+        if handler in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).remove(handler)
+    if _SETUP is not None:
+        _SETUP.cancel()
     POOL.close_all()
