@@ -17,9 +17,11 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,8 @@ _OFFLINE = re.compile(
     re.IGNORECASE,
 )
 _NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
+DEFAULT_INDEX = "https://pypi.org/simple"
+_REACH_TIMEOUT_S = 5.0
 # Versions of the packages that matter, without importing them (torch takes seconds).
 _VERSIONS = ("import json, importlib.metadata as m\n"
              "def v(n):\n"
@@ -292,7 +296,9 @@ class WorkerSetup:
     def _failure(self, command: Command, what: str) -> str:
         """One line: offline, a missing package, or the command's last error line."""
         text = command.output
-        if _OFFLINE.search(text):
+        # pip without retries says only "from versions: none" when the index is unreachable.
+        unreachable = "(from versions: none)" in text and not index_reachable(self.pip_options)
+        if unreachable or _OFFLINE.search(text):
             return (f"Set Up Worker could not reach the package index ({what}): connect to the internet and click "
                     f"Set Up Worker again, or make an environment on any machine yourself ({manual_commands(self.platform)})")
         missing = _NOT_FOUND.search(text)
@@ -350,6 +356,29 @@ class WorkerSetup:
         self.state, self.message = state, message
         if state != CANCELLED:
             self._log(message)
+
+
+def index_reachable(pip_options: Sequence[str], env: dict[str, str] | None = None) -> bool:
+    """Whether the package index pip uses answers a connection (True with ``--no-index``:
+    then the local folders are the source, not the network)."""
+    env = dict(os.environ) if env is None else env
+    if "--no-index" in pip_options or env.get("PIP_NO_INDEX", "").lower() in {"1", "true", "yes"}:
+        return True
+    url = env.get("PIP_INDEX_URL") or DEFAULT_INDEX
+    for i, option in enumerate(pip_options):
+        if option in {"--index-url", "-i"} and i + 1 < len(pip_options):
+            url = pip_options[i + 1]
+        elif option.startswith("--index-url="):
+            url = option.split("=", 1)[1]
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return True  # a local path: not a network question
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=_REACH_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
 
 
 def parse_pip_options(text: str) -> list[str]:

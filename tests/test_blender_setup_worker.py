@@ -61,6 +61,11 @@ def test_linux_takes_the_index_default_and_pip_options_choose_the_source() -> No
     assert ws.torch_choice("win32", True, ["--no-index", "--find-links", "/w"], "py").args == ("torch",)
 
 
+def test_an_unreachable_index_is_told_from_a_folder_without_the_package() -> None:
+    assert not ws.index_reachable(["--index-url", "http://127.0.0.1:9/simple"], env={})
+    assert ws.index_reachable(["--no-index", "--find-links", "/nowhere"], env={})
+
+
 def test_the_bundled_wheel_is_the_newest_stylecore_wheel(tmp_path: Path) -> None:
     for name in ("stylecore-0.9.0-py3-none-any.whl", "stylecore-0.10.0-py3-none-any.whl", "other-9.0-py3-none-any.whl"):
         (tmp_path / name).write_bytes(b"")
