@@ -1,13 +1,15 @@
 """Operators: Stylize (modal in the UI, synchronous in background mode), Cancel, and helpers."""
 
+import os
 import time
+import uuid
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from . import jobs, props, vse, worker_setup
-from .environment import SetupError, output_root, resolve_worker_python
+from .environment import SetupError, move_results, output_root, rebase, resolve_worker_python, unsaved_root
 from .protocol import POOL, WorkerError, worker_command
 from .session import StylizeSession, TrainSession, store_models
 
@@ -17,6 +19,9 @@ TIMER_STEP_S = 0.1
 # Inside one timer tick, keep rendering source frames for at most this long.
 _TICK_BUDGET_S = 0.05
 HELLO_CHECK_TIMEOUT_S = 180.0
+# Names the temp folder of the unsaved file open now (a new one after every file load or
+# File > New): unsaved files do not share a results folder.
+_UNSAVED_KEY = uuid.uuid4().hex[:12]
 
 
 def active_session() -> "StylizeSession | TrainSession | None":
@@ -28,15 +33,21 @@ def settings_for(context: "bpy.types.Context") -> jobs.Settings:
     prefs = props.preferences(context)
     blend = bpy.data.filepath
     if prefs is None:
-        return jobs.Settings(output_root=output_root("", blend))
-    folder = prefs.output_dir if prefs.output_dir.startswith("//") else bpy.path.abspath(prefs.output_dir)
+        return jobs.Settings(output_root=output_root("", blend, _UNSAVED_KEY))
     return jobs.Settings(
         worker_python=bpy.path.abspath(prefs.worker_python) if prefs.worker_python.strip() else "",
         device=jobs.DEVICES[prefs.device],
-        output_root=output_root(folder, blend),
+        output_root=output_root(_output_setting(prefs), blend, _UNSAVED_KEY),
         job_options=jobs.parse_job_options(prefs.job_options),
         train_options=jobs.parse_job_options(prefs.train_options, "Extra Training Options"),
     )
+
+
+def _output_setting(prefs: "props.StylecorePreferences | None") -> str:
+    """The Output Folder preference; ``//`` stays relative to the .blend."""
+    if prefs is None:
+        return ""
+    return prefs.output_dir if prefs.output_dir.startswith("//") else bpy.path.abspath(prefs.output_dir)
 
 
 def _target_names(scene: "bpy.types.Scene", name: str) -> tuple[list[str], list[str]]:
@@ -486,7 +497,50 @@ def _cancel_on_load(*_: object) -> None:
         _ACTIVE.cancel()
 
 
-_HANDLERS = (("load_pre", _cancel_on_load),)
+@bpy.app.handlers.persistent
+def _new_unsaved_key(*_: object) -> None:
+    """Another file (or File > New) is open: its unsaved results get their own folder."""
+    global _UNSAVED_KEY
+    _UNSAVED_KEY = uuid.uuid4().hex[:12]
+
+
+@bpy.app.handlers.persistent
+def _move_unsaved_results(filepath: object = "", *_: object) -> None:
+    """Saving a file that was stylized while unsaved: its results move from the temp folder
+    to the Output Folder beside the .blend, and the strips follow (before the file is
+    written, so the saved file points there). Skipped while a job writes into them; the
+    next save moves them then."""
+    if not isinstance(filepath, str) or not filepath or active_session() is not None:
+        return
+    setting = _output_setting(props.preferences())
+    old = output_root(setting, "", _UNSAVED_KEY)
+    new = output_root(setting, filepath)
+    if not old.is_dir() or old == new:
+        return
+    try:
+        move_results(old, new)
+    except OSError as exc:
+        print(f"Stylecore: could not move the results of the unsaved file from {old} to {new}: {exc}")
+        return
+    for scene in bpy.data.scenes:
+        if scene.sequence_editor is None:
+            continue
+        for strip in vse.all_strips(scene):
+            st = props.strip_settings(strip)
+            moved = rebase(st.output_dir, old, new) if st.is_result else None
+            if moved is not None:
+                st.output_dir = moved
+                strip.directory = moved + os.sep
+    for image in bpy.data.images:  # the panel's preview frame
+        moved = rebase(bpy.path.abspath(image.filepath), old, new) if image.filepath else None
+        if moved is not None:
+            image.filepath = moved
+    root = unsaved_root(_UNSAVED_KEY)
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
+_HANDLERS = (("load_pre", _cancel_on_load), ("load_post", _new_unsaved_key), ("save_pre", _move_unsaved_results))
 
 
 def register_handlers() -> None:
