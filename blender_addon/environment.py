@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ ENV_WORKER_PYTHON = "STYLECORE_WORKER_PYTHON"
 DEFAULT_OUTPUT = "//stylized/"
 
 _HOW_TO = (
+    "click Set Up Worker in Edit > Preferences > Add-ons > Stylecore, or "
     "create a Python environment with stylecore (python -m venv ENV, then ENV/bin/pip install stylecore) "
     "and set Worker Python in Edit > Preferences > Add-ons > Stylecore to ENV/bin/python "
     "(ENV\\Scripts\\python.exe on Windows)"
@@ -59,14 +61,40 @@ def resolve_worker_python(configured: str = "", env: dict[str, str] | None = Non
     raise SetupError(f"no Python with stylecore found: {_HOW_TO_HEADLESS if headless else _HOW_TO}")
 
 
-def output_root(configured: str, blend_path: str) -> Path:
-    """Absolute folder for results; ``//`` means beside the .blend, or a temp folder if unsaved."""
+def output_root(configured: str, blend_path: str, unsaved_key: str = "") -> Path:
+    """Absolute folder for results; ``//`` means beside the .blend, or, while the file is
+    unsaved, this file's own folder in the temp folder (``unsaved_root(unsaved_key)``)."""
     text = (configured or DEFAULT_OUTPUT).strip()
     if text.startswith("//"):
         relative = text[2:]
-        if blend_path:
-            base = Path(blend_path).resolve().parent
-        else:
-            base = Path(tempfile.gettempdir()) / "stylecore"
+        base = Path(blend_path).resolve().parent if blend_path else unsaved_root(unsaved_key)
         return (base / relative).resolve() if relative else base.resolve()
     return Path(text).expanduser().resolve()
+
+
+def unsaved_root(key: str) -> Path:
+    """The temp folder of one unsaved .blend (``key`` names it): results of other files,
+    and of other Blender sessions, never mix into it."""
+    return Path(tempfile.gettempdir()) / "stylecore" / f"unsaved-{key or 'file'}"
+
+
+def move_results(old: Path, new: Path) -> None:
+    """Move everything in ``old`` into ``new`` (merging folders that exist in both: a file
+    already in ``new`` is kept), then remove ``old``."""
+    new.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(old.iterdir()):
+        target = new / entry.name
+        if not target.exists():
+            shutil.move(str(entry), str(target))
+        elif entry.is_dir() and target.is_dir():
+            move_results(entry, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def rebase(path: str, old: Path, new: Path) -> str | None:
+    """``path`` moved from under ``old`` to under ``new``; None when it is not under ``old``."""
+    try:
+        rel = Path(path).resolve().relative_to(old.resolve())
+    except ValueError:
+        return None
+    return str(new / rel)

@@ -1,12 +1,15 @@
 """Operators: Stylize (modal in the UI, synchronous in background mode), Cancel, and helpers."""
 
+import os
 import time
+import uuid
+from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from . import jobs, props, vse
-from .environment import SetupError, output_root, resolve_worker_python
+from . import jobs, props, vse, worker_setup
+from .environment import SetupError, move_results, output_root, rebase, resolve_worker_python, unsaved_root
 from .protocol import POOL, WorkerError, worker_command
 from .session import StylizeSession, TrainSession, store_models
 
@@ -16,6 +19,9 @@ TIMER_STEP_S = 0.1
 # Inside one timer tick, keep rendering source frames for at most this long.
 _TICK_BUDGET_S = 0.05
 HELLO_CHECK_TIMEOUT_S = 180.0
+# Names the temp folder of the unsaved file open now (a new one after every file load or
+# File > New): unsaved files do not share a results folder.
+_UNSAVED_KEY = uuid.uuid4().hex[:12]
 
 
 def active_session() -> "StylizeSession | TrainSession | None":
@@ -27,15 +33,21 @@ def settings_for(context: "bpy.types.Context") -> jobs.Settings:
     prefs = props.preferences(context)
     blend = bpy.data.filepath
     if prefs is None:
-        return jobs.Settings(output_root=output_root("", blend))
-    folder = prefs.output_dir if prefs.output_dir.startswith("//") else bpy.path.abspath(prefs.output_dir)
+        return jobs.Settings(output_root=output_root("", blend, _UNSAVED_KEY))
     return jobs.Settings(
         worker_python=bpy.path.abspath(prefs.worker_python) if prefs.worker_python.strip() else "",
         device=jobs.DEVICES[prefs.device],
-        output_root=output_root(folder, blend),
+        output_root=output_root(_output_setting(prefs), blend, _UNSAVED_KEY),
         job_options=jobs.parse_job_options(prefs.job_options),
         train_options=jobs.parse_job_options(prefs.train_options, "Extra Training Options"),
     )
+
+
+def _output_setting(prefs: "props.StylecorePreferences | None") -> str:
+    """The Output Folder preference; ``//`` stays relative to the .blend."""
+    if prefs is None:
+        return ""
+    return prefs.output_dir if prefs.output_dir.startswith("//") else bpy.path.abspath(prefs.output_dir)
 
 
 def _target_names(scene: "bpy.types.Scene", name: str) -> tuple[list[str], list[str]]:
@@ -338,6 +350,133 @@ class SEQUENCER_OT_stylize_refresh_models(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# The latest Set Up Worker run (the preferences show its progress, then its result).
+_SETUP: "worker_setup.WorkerSetup | None" = None
+
+
+def setup_worker_state() -> "worker_setup.WorkerSetup | None":
+    return _SETUP
+
+
+def addon_user_folder() -> Path:
+    """The add-on's own writable folder (the worker environment lives here)."""
+    if __package__.startswith("bl_ext.") and hasattr(bpy.utils, "extension_path_user"):
+        return Path(bpy.utils.extension_path_user(__package__, create=True))
+    # A classic add-on (Blender < 4.2 layout): a folder of Blender's user data files.
+    return Path(bpy.utils.user_resource("DATAFILES", path=__package__.rsplit(".", 1)[-1], create=True))
+
+
+class PREFERENCES_OT_stylecore_setup_worker(bpy.types.Operator):
+    """Install the worker in a Python environment of the add-on's own (torch, stylecore, the HED weights) and \
+use it as Worker Python. Runs in the background (Esc cancels); running it again checks it and completes what is missing"""
+
+    bl_idname = "preferences.stylecore_setup_worker"
+    bl_label = "Set Up Worker"
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return (_SETUP is None or _SETUP.finished) and active_session() is None
+
+    def _start(self, context: "bpy.types.Context") -> bool:
+        global _SETUP
+        prefs = props.preferences(context)
+        try:
+            pip_options = worker_setup.parse_pip_options(prefs.setup_pip_options if prefs is not None else "")
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return False
+        _SETUP = worker_setup.WorkerSetup(
+            addon_user_folder(), pip_options=pip_options, wheel_folder=Path(__file__).parent / "worker_wheels",
+            on_line=print if bpy.app.background else None)
+        return True
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        """Synchronous (background mode and scripts)."""
+        if not self._start(context):
+            return {"CANCELLED"}
+        _SETUP.run()
+        return self._finish(context)
+
+    def invoke(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._start(context):
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
+        if _SETUP is None:
+            return self._stop(context)
+        if event.type == "ESC" and event.value == "PRESS":
+            _SETUP.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        _SETUP.poll()
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"Set Up Worker: {_SETUP.status}   (Esc to cancel)")
+        _redraw_preferences(context)
+        if _SETUP.finished:
+            self._stop(context)
+            return self._finish(context)
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: "bpy.types.Context") -> None:
+        if _SETUP is not None:
+            _SETUP.cancel()
+        self._stop(context)
+
+    def _stop(self, context: "bpy.types.Context") -> set[str]:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _redraw_preferences(context)
+        return {"CANCELLED"}
+
+    def _finish(self, context: "bpy.types.Context") -> set[str]:
+        assert _SETUP is not None
+        if _SETUP.state == worker_setup.DONE:
+            prefs = props.preferences(context)
+            if prefs is not None:
+                prefs.worker_python = str(_SETUP.python)
+                context.preferences.is_dirty = True  # saved with the preferences (auto-save)
+            for line in _SETUP.summary:
+                self.report({"INFO"}, line)
+            self.report({"INFO"}, _SETUP.message)
+            return {"FINISHED"}
+        self.report({"WARNING"} if _SETUP.state == worker_setup.CANCELLED else {"ERROR"}, _SETUP.message)
+        return {"CANCELLED"}
+
+
+class PREFERENCES_OT_stylecore_setup_worker_cancel(bpy.types.Operator):
+    """Stop Set Up Worker (running it again completes the environment)"""
+
+    bl_idname = "preferences.stylecore_setup_worker_cancel"
+    bl_label = "Cancel Set Up Worker"
+
+    @classmethod
+    def poll(cls, context: "bpy.types.Context") -> bool:
+        return _SETUP is not None and not _SETUP.finished
+
+    def execute(self, context: "bpy.types.Context") -> set[str]:
+        if _SETUP is not None:
+            _SETUP.cancel()
+        return {"FINISHED"}
+
+
+def _redraw_preferences(context: "bpy.types.Context") -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+
+
 CLASSES = (
     SEQUENCER_OT_stylize,
     SEQUENCER_OT_stylize_train,
@@ -346,6 +485,8 @@ CLASSES = (
     SEQUENCER_OT_stylize_open_folder,
     SEQUENCER_OT_stylize_select_source,
     SEQUENCER_OT_stylize_check_worker,
+    PREFERENCES_OT_stylecore_setup_worker,
+    PREFERENCES_OT_stylecore_setup_worker_cancel,
 )
 
 
@@ -356,12 +497,62 @@ def _cancel_on_load(*_: object) -> None:
         _ACTIVE.cancel()
 
 
+@bpy.app.handlers.persistent
+def _new_unsaved_key(*_: object) -> None:
+    """Another file (or File > New) is open: its unsaved results get their own folder."""
+    global _UNSAVED_KEY
+    _UNSAVED_KEY = uuid.uuid4().hex[:12]
+
+
+@bpy.app.handlers.persistent
+def _move_unsaved_results(filepath: object = "", *_: object) -> None:
+    """Saving a file that was stylized while unsaved: its results move from the temp folder
+    to the Output Folder beside the .blend, and the strips follow (before the file is
+    written, so the saved file points there). Skipped while a job writes into them; the
+    next save moves them then."""
+    if not isinstance(filepath, str) or not filepath or active_session() is not None:
+        return
+    setting = _output_setting(props.preferences())
+    old = output_root(setting, "", _UNSAVED_KEY)
+    new = output_root(setting, filepath)
+    if not old.is_dir() or old == new:
+        return
+    try:
+        move_results(old, new)
+    except OSError as exc:
+        print(f"Stylecore: could not move the results of the unsaved file from {old} to {new}: {exc}")
+        return
+    for scene in bpy.data.scenes:
+        if scene.sequence_editor is None:
+            continue
+        for strip in vse.all_strips(scene):
+            st = props.strip_settings(strip)
+            moved = rebase(st.output_dir, old, new) if st.is_result else None
+            if moved is not None:
+                st.output_dir = moved
+                strip.directory = moved + os.sep
+    for image in bpy.data.images:  # the panel's preview frame
+        moved = rebase(bpy.path.abspath(image.filepath), old, new) if image.filepath else None
+        if moved is not None:
+            image.filepath = moved
+    root = unsaved_root(_UNSAVED_KEY)
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
+_HANDLERS = (("load_pre", _cancel_on_load), ("load_post", _new_unsaved_key), ("save_pre", _move_unsaved_results))
+
+
 def register_handlers() -> None:
-    if _cancel_on_load not in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.append(_cancel_on_load)
+    for name, handler in _HANDLERS:
+        if handler not in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).append(handler)
 
 
 def unregister_handlers() -> None:
-    if _cancel_on_load in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(_cancel_on_load)
+    for name, handler in _HANDLERS:
+        if handler in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).remove(handler)
+    if _SETUP is not None:
+        _SETUP.cancel()
     POOL.close_all()

@@ -135,6 +135,11 @@ class StylecorePreferences(bpy.types.AddonPreferences):
         name="Extra Training Options",
         description='Advanced: JSON object of further Train Style settings, e.g. {"size": 192, "batch_size": 2}',
     )
+    setup_pip_options: StringProperty(
+        name="Set Up pip Options",
+        description="Advanced: further pip options for Set Up Worker, e.g. --index-url URL for a mirror, or "
+                    "--no-index --find-links FOLDER for wheels copied to this machine",
+    )
 
     def draw(self, context: "bpy.types.Context") -> None:
         from .environment import SetupError, resolve_worker_python
@@ -147,11 +152,37 @@ class StylecorePreferences(bpy.types.AddonPreferences):
         except SetupError as exc:
             col = layout.column(align=True)
             col.label(text=str(exc), icon="ERROR")
-        layout.operator("sequencer.stylize_check_worker", icon="PLUGIN")
+        row = layout.row(align=True)
+        row.operator("sequencer.stylize_check_worker", icon="PLUGIN")
+        row.operator("preferences.stylecore_setup_worker", icon="IMPORT")
+        _draw_setup(layout)
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
         layout.prop(self, "job_options")
         layout.prop(self, "train_options")
+        layout.prop(self, "setup_pip_options")
+
+
+def _draw_setup(layout: "bpy.types.UILayout") -> None:
+    """Set Up Worker's progress (with Cancel) while it runs, its result and log after."""
+    from .operators import setup_worker_state
+
+    setup = setup_worker_state()
+    if setup is None:
+        return
+    box = layout.box()
+    if not setup.finished:
+        row = box.row(align=True)
+        if hasattr(row, "progress"):  # UILayout.progress exists from Blender 4.0
+            row.progress(factor=setup.fraction, type="BAR", text=setup.status)
+        else:
+            row.label(text=setup.status)
+        row.operator("preferences.stylecore_setup_worker_cancel", text="", icon="CANCEL")
+    else:
+        box.label(text=setup.message, icon="CHECKMARK" if setup.state == "done" else "ERROR")
+    row = box.row()
+    row.label(text=f"Log: {setup.log_path}")
+    row.operator("wm.path_open", text="", icon="TEXT").filepath = str(setup.log_path)
 
 
 CLASSES = (StylecoreStripSettings, StylecoreModelItem, StylecoreSceneSettings, StylecorePreferences)

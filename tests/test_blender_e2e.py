@@ -145,6 +145,45 @@ def test_a_crash_before_saving_the_strip_id_resumes_in_the_same_folder(media, tm
     assert props.strip_settings(strip).uid and folder.parent.name.endswith(props.strip_settings(strip).uid[:6])
 
 
+def test_an_unsaved_files_results_move_beside_the_blend_when_it_is_saved(media, tmp_path) -> None:
+    """Stylized before the first save: the frames go to this file's own temp folder, and
+    saving moves them beside the .blend, with the result strip (in the saved file too)."""
+    from blender_addon.environment import unsaved_root
+
+    bh.fresh_scene(tmp_path)
+    key = operators._UNSAVED_KEY
+    scene = bh.fresh_scene(tmp_path)  # File > New: another unsaved file, another folder
+    assert operators._UNSAVED_KEY != key
+    props.preferences().property_unset("output_dir")  # the default, //stylized/
+    strip = bh.add_movie(scene, media["movie"])
+    bh.feedforward_settings(strip, media["model"])
+    assert bpy.ops.sequencer.stylize() == {"FINISHED"}
+    temp = Path(props.strip_settings(jobs.find_result(scene, strip)).output_dir)
+    unsaved = unsaved_root(operators._UNSAVED_KEY)
+    assert unsaved in temp.parents and len(list(temp.glob("frame_*.png"))) == 8
+    stamps = {f.name: f.stat().st_mtime_ns for f in temp.glob("frame_*.png")}
+
+    blend = tmp_path / "project" / "edit.blend"
+    blend.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+
+    result = jobs.find_result(bpy.context.scene, strip)
+    moved = Path(props.strip_settings(result).output_dir)
+    assert moved == blend.parent / "stylized" / temp.relative_to(unsaved / "stylized")
+    assert Path(bpy.path.abspath(result.directory)) == moved
+    assert {f.name: f.stat().st_mtime_ns for f in moved.glob("frame_*.png")} == stamps
+    assert not unsaved.exists(), "nothing of the unsaved file is left in the temp folder"
+    # The saved file points there, and Stylize resumes there (nothing to redo).
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    scene = bpy.context.scene
+    strip = vse.find_strip(scene, "Clip")
+    assert Path(props.strip_settings(jobs.find_result(scene, strip)).output_dir) == moved
+    vse.select_only(scene, strip)
+    assert bpy.ops.sequencer.stylize() == {"FINISHED"}
+    assert Path(props.strip_settings(jobs.find_result(scene, strip)).output_dir) == moved
+    assert {f.name: f.stat().st_mtime_ns for f in moved.glob("frame_*.png")} == stamps
+
+
 def test_meta_strip_is_rendered_through_blender_then_stylized(media, tmp_path) -> None:
     scene = bh.fresh_scene(tmp_path)
     meta = vse.children(scene.sequence_editor).new_meta("Meta", 1, 3)

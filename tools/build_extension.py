@@ -1,9 +1,12 @@
 """Build the installable Blender extension zip of the add-on (no Blender needed).
 
-    python tools/build_extension.py [--output-dir dist]
+    python tools/build_extension.py [--output-dir dist] [--worker-wheel dist/stylecore-0.1.0-py3-none-any.whl]
 
 Writes ``dist/<id>-<version>.zip`` with every file of ``blender_addon/`` inside one
-top-level folder named after the extension id. Blender 4.2+ installs it as an extension
+top-level folder named after the extension id. ``--worker-wheel`` bundles a stylecore
+wheel (``pip wheel --no-deps .``) in ``worker_wheels/``: Set Up Worker installs it into the
+worker's environment instead of stylecore from the package index. (Not the manifest's
+``wheels``: those go into Blender's own Python, and stylecore needs torch.) Blender 4.2+ installs it as an extension
 (Get Extensions > Install from Disk; a manifest inside a single folder is accepted), and
 the same zip installs as a classic add-on (Add-ons > Install from Disk), whose folder
 becomes the module name.
@@ -20,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "blender_addon"
 MANIFEST = "blender_manifest.toml"
+WORKER_WHEELS = "worker_wheels"  # blender_addon/worker_setup.py looks here
 REQUIRED = ("schema_version", "id", "version", "name", "tagline", "maintainer", "type", "blender_version_min",
             "license")
 EXCLUDED_DIRS = frozenset({"__pycache__"})
@@ -56,8 +60,9 @@ def source_files(source: Path) -> list[Path]:
     return files
 
 
-def build(output_dir: Path, source: Path = SOURCE) -> Path:
-    """Write the zip and return its path; raises ``ValueError`` for a bad manifest."""
+def build(output_dir: Path, source: Path = SOURCE, worker_wheels: list[Path] | tuple[Path, ...] = ()) -> Path:
+    """Write the zip and return its path; raises ``ValueError`` for a bad manifest or a
+    worker wheel that is not a stylecore wheel."""
     manifest = read_manifest(source / MANIFEST)
     missing = [key for key in REQUIRED if key not in manifest]
     if missing:
@@ -67,6 +72,9 @@ def build(output_dir: Path, source: Path = SOURCE) -> Path:
         raise ValueError(f"extension id {ext_id!r} must be lower case letters, digits and _ (a Python module name)")
     if not (source / "__init__.py").is_file():
         raise ValueError(f"{source} has no __init__.py")
+    for wheel in worker_wheels:
+        if not (wheel.is_file() and wheel.name.startswith("stylecore-") and wheel.suffix == ".whl"):
+            raise ValueError(f"{wheel} is not a stylecore wheel file (stylecore-VERSION-...whl)")
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / f"{ext_id}-{version}.zip"
     tmp = target.with_name(f".{target.name}.tmp")
@@ -76,6 +84,10 @@ def build(output_dir: Path, source: Path = SOURCE) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, (source / rel).read_bytes())
+        for wheel in worker_wheels:
+            info = zipfile.ZipInfo(f"{ext_id}/{WORKER_WHEELS}/{wheel.name}", date_time=ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, wheel.read_bytes())  # stored: a wheel is compressed already
     tmp.replace(target)
     return target
 
@@ -83,9 +95,11 @@ def build(output_dir: Path, source: Path = SOURCE) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=REPO / "dist", help="where the zip goes (default: dist/)")
+    parser.add_argument("--worker-wheel", type=Path, action="append", default=[], metavar="WHEEL",
+                        help="a stylecore wheel for Set Up Worker to install (default: from the package index)")
     args = parser.parse_args(argv)
     try:
-        target = build(args.output_dir)
+        target = build(args.output_dir, worker_wheels=args.worker_wheel)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
