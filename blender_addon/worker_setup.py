@@ -54,7 +54,7 @@ _VERSIONS = ("import json, importlib.metadata as m\n"
 # The last step: the HED weights (stylecore's ``weights get hed-vgg16``), and which devices
 # torch sees; one process, as importing torch takes seconds.
 _PROBE = ("import json, torch, stylecore\n"
-          "from stylecore.loss_nets import get_weights\n"
+          "from stylecore.nets.loss_nets import get_weights\n"
           f"print('{HED_NETWORK} weights ready:', get_weights('{HED_NETWORK}'), flush=True)\n"
           "cuda = torch.cuda.is_available()\n"
           "mps = bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())\n"
