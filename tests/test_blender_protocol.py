@@ -144,8 +144,11 @@ def test_no_worker_python_explains_setup(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_output_root_beside_blend_or_in_temp(tmp_path: Path) -> None:
     blend = tmp_path / "edit.blend"
     assert output_root("//stylized/", str(blend)) == (tmp_path / "stylized").resolve()
-    unsaved = output_root("//stylized/", "")
-    assert unsaved.name == "stylized" and unsaved.parent.name == "stylecore"
+    unsaved = output_root("//stylized/", "", "abc")
+    # An unsaved file has a temp folder of its own: other files' results never mix in.
+    assert unsaved.name == "stylized" and unsaved.parent.name == "unsaved-abc"
+    assert unsaved.parent.parent.name == "stylecore"
+    assert output_root("//stylized/", "", "xyz") != unsaved
     assert output_root(str(tmp_path / "abs"), str(blend)) == (tmp_path / "abs").resolve()
 
 
