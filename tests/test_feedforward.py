@@ -167,8 +167,7 @@ SHIPPED = ("starry_night", "scream", "shipwreck", "woman_with_a_hat")
 def test_shipped_model_style_weight_fades_the_style(name: str) -> None:
     """Weight 0 gives the frame back (PSNR >= 30 dB); more weight moves the frame strictly
     further from the original (0 < 0.25 < 0.5 < 1 < 1.5); 2 still works. (Whether the
-    style loss falls with the weight is measured by bench.model_sheet, not asserted: see
-    BENCHMARKS.md.)"""
+    style loss falls with the weight is measured by bench.model_sheet, not asserted.)"""
     from conftest import SAMPLES
 
     from stylecore.catalog import resolve_model
