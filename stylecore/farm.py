@@ -205,10 +205,7 @@ def _slots(ray: Any, device: str, tasks: int) -> _Slots:
 def _attached(folder: str | Path) -> JobDir:
     """A job folder the driver has opened, seen from a task: no claim (the driver made it,
     and holds it) and no clean-up of temp files (other tasks' frames are in flight)."""
-    jobdir = JobDir.__new__(JobDir)
-    jobdir.folder = Path(folder)
-    jobdir.fingerprint = {}
-    return jobdir
+    return JobDir.attached(folder)
 
 
 class _ChunkFrames(JobDir):
@@ -217,9 +214,8 @@ class _ChunkFrames(JobDir):
     skips it (feedforward), or absent, so the chain starts fresh at the chunk's start."""
 
     def __init__(self, folder: str | Path, own: range, *, outside: bool) -> None:
-        # No JobDir.__init__: the folder is the driver's (see ``_attached``).
-        self.folder = Path(folder)
-        self.fingerprint = {}
+        # No JobDir.__init__: the folder is the driver's (see ``JobDir.attached``).
+        self._attach(folder)
         self.own, self.outside = own, outside
 
     def has_frame(self, number: int) -> bool:

@@ -45,6 +45,20 @@ class JobDir:
     of a ``with`` block): two runs never write one folder at once.
     """
 
+    @classmethod
+    def attached(cls, folder: str | Path) -> JobDir:
+        """The folder of a job that another process holds open (a farm task's view): no
+        lock, no claim, no clean-up of temp files (other tasks' frames are in flight)."""
+        jobdir = cls.__new__(cls)
+        jobdir._attach(folder)
+        return jobdir
+
+    def _attach(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.fingerprint = {}
+        self._lock = None
+        self._created = False
+
     def __init__(self, folder: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False) -> None:
         self.folder = Path(folder)
         # JSON round trip so tuples and lists (and int/float keys) compare as they are stored.

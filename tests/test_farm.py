@@ -89,7 +89,9 @@ def test_feedforward_farm_equals_a_single_process_run(cluster: None, tmp_path: P
     assert farm and farm[0]["chunks"] == 3
     assert sorted(frame_numbers(events, skipped=False)) == list(range(1, 21))
     for a, b in zip(read_frames(tmp_path / "farm", 20), read_frames(tmp_path / "single", 20)):
-        assert np.array_equal(a, b)
+        # Farm tasks run with their own thread count, and a convolution's float sums follow
+        # the threads: the same frames to 8-bit rounding (at most one level apart).
+        assert np.abs(a - b).max() <= 1.5 / 255, np.abs(a - b).max() * 255
     progress = [e for e in events if e["event"] == "progress"]
     assert progress[-1]["done"] == progress[-1]["total"] == 20
 

@@ -204,13 +204,21 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--resume"):
         train(config, log=lambda _: None)
     # A resume with other pixel-deciding settings would mix two trainings: refused in one line.
-    with pytest.raises(InputError, match=r"other settings \(changed: style_weight\).*--restart"):
+    with pytest.raises(InputError, match=r"other settings \(`style_weight` 1.0 -> 3.0\).*`restart`"):
         train(_config(style, data, out, steps=4, log_every=1, resume=True, style_weight=3.0), log=lambda _: None)
     lines: list[str] = []
     train(_config(style, data, out, steps=4, log_every=1, resume=True), log=lines.append)
     assert any("resumed" in line and "step 2" in line for line in lines)
     assert [line.split()[1] for line in lines if line.startswith("step ")] == ["3/4", "4/4"]
     assert out.is_file() and not (tmp_path / "m.ckpt").exists()
+
+    # The resumed training is the uninterrupted one: same weights at the end.
+    whole = tmp_path / "whole.safetensors"
+    train(_config(style, data, whole, steps=4, log_every=1), log=lambda _: None)
+    resumed_model, _ = load_model(out, "cpu")
+    whole_model, _ = load_model(whole, "cpu")
+    for (name, a), b in zip(resumed_model.state_dict().items(), whole_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_training_emits_events_and_cancel_keeps_a_checkpoint(tmp_path: Path) -> None:
@@ -328,16 +336,6 @@ def test_style_rotate_targets_both_orientations_of_the_painting(tmp_path: Path) 
     for k in both:
         assert not torch.allclose(plain_a[k], plain_b[k], rtol=1e-2)  # orientation matters to a Gram
         assert torch.allclose(both[k], (plain_a[k] + plain_b[k]) / 2, rtol=1e-4, atol=1e-7)
-
-
-    # The resumed training is the uninterrupted one: same weights at the end.
-    whole = tmp_path / "whole.safetensors"
-    train(_config(style, data, whole, steps=4, log_every=1), log=lambda _: None)
-    resumed_model, _ = load_model(out, "cpu")
-    whole_model, _ = load_model(whole, "cpu")
-    for (name, a), b in zip(resumed_model.state_dict().items(), whole_model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04 a broken zip"])
 def test_a_bad_checkpoint_on_resume_is_one_line(tmp_path: Path, content: bytes) -> None:
