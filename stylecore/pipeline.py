@@ -97,6 +97,11 @@ def run_job(
     emit = _ProgressEmitter(on_event)
     should_cancel = cancel or (lambda: False)
     check_output(spec.output)
+    if spec.mode == "feedforward":
+        # The model is found once, here (a missing file, unknown name or untrained style
+        # stops the job; a style image picks its model by scanning every model's
+        # thumbnail); the fingerprint, the input checks and the frame loop read the path.
+        spec = dataclasses.replace(spec, model=str(model_for(spec.model, spec.styles)))
     _check_inputs(spec)
     refuse_output_over_inputs(spec.output, job_inputs(spec))
     video_out = Path(spec.output) if is_video_output(spec.output) else None
@@ -215,8 +220,6 @@ def _check_inputs(spec: JobSpec) -> None:
             raise InputError(f"style image not found: {path}")
     if spec.style_video and not Path(spec.style_video).exists() and "%" not in spec.style_video:
         raise InputError(f"style video not found: {spec.style_video}")
-    if spec.mode == "feedforward":
-        model_for(spec.model, spec.styles)  # a missing file, unknown name or untrained style stops here
     if is_video_output(spec.output) and not Path(spec.output).parent.exists():
         raise InputError(f"the output's folder does not exist: {Path(spec.output).parent}")
     if spec.farm is not None:
