@@ -201,7 +201,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         train(config, log=stop_at_two)
     assert (tmp_path / "m.ckpt").is_file() and not out.exists()
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="`resume`"):
         train(config, log=lambda _: None)
     # A resume with other pixel-deciding settings would mix two trainings: refused in one line.
     with pytest.raises(InputError, match=r"other settings \(`style_weight` 1.0 -> 3.0\).*`restart`"):

@@ -29,6 +29,9 @@ class TrainConfig:
     temporal_weight: float = 1.0
     noise_weight: float = 0.0  # flow-free noise-stability loss; 0 = off
     noise_sigma: float = 0.03  # standard deviation of the added noise, in [0, 1] pixels
+    # Hinge that makes a stronger style weight give a lower style loss on the same frame
+    # (the strength control must be monotone; see objective.MonotoneStyleLoss); 0 = off.
+    monotone_weight: float = 1.0
     style_size: int = 512  # long side of the style image for its Gram matrices
     style_rotate: bool = False  # also match the style turned 90 degrees (against stripes)
     learning_rate: float = 1e-3
@@ -48,24 +51,26 @@ class TrainConfig:
     restart: bool = False
     bf16: bool | None = None  # CPU bfloat16 autocast; None = when the CPU supports it
     seed: int = 0
+    init: str | None = None  # start from this model's weights (fine-tuning) instead of from scratch
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
         object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
         if self.loss_net not in LOSS_NETS:
-            raise InputError(f"--loss-net must be one of {', '.join(LOSS_NETS)}, not {self.loss_net!r}")
+            raise InputError(f"`loss_net` must be one of {', '.join(LOSS_NETS)}, not {self.loss_net!r}")
         if self.steps < 1 or self.batch_size < 1:
-            raise InputError("--steps and --batch-size must be at least 1")
+            raise InputError("`steps` and `batch_size` must be at least 1")
         if self.size < 64 or self.size % 4:
-            raise InputError(f"--size {self.size}: use a multiple of 4 of at least 64")
-        if min(self.content_weight, self.style_weight, self.tv_weight, self.temporal_weight, self.noise_weight) < 0:
+            raise InputError(f"`size` {self.size}: use a multiple of 4 of at least 64")
+        if min(self.content_weight, self.style_weight, self.tv_weight, self.temporal_weight, self.noise_weight,
+               self.monotone_weight) < 0:
             raise InputError("loss weights must be >= 0")
         if not 0.0 <= self.synthetic_fraction <= 1.0:
-            raise InputError("--synthetic-fraction must be between 0 and 1")
+            raise InputError("`synthetic_fraction` must be between 0 and 1")
         if self.max_style_weight <= 0:
-            raise InputError("--max-style-weight must be positive")
+            raise InputError("`max_style_weight` must be positive")
         if self.resume and self.restart:
-            raise InputError("--resume and --restart contradict each other; pass one")
+            raise InputError("`resume` and `restart` contradict each other; pass one")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

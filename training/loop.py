@@ -20,7 +20,7 @@ from stylecore.modes.feedforward import cpu_has_native_bf16
 from stylecore.io.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
 from stylecore.catalog import write_thumbnail
-from stylecore.nets.model_file import ModelInfo, now_iso, save_model, style_thumbnail_hash
+from stylecore.nets.model_file import ModelInfo, load_model, now_iso, save_model, style_thumbnail_hash
 from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 from stylecore.nets.loss_nets import load_loss_network, resolve_loss_net
 
@@ -41,6 +41,9 @@ _RESUMABLE_CHANGES = frozenset({"resume", "restart", "cache_dir", "checkpoint_ev
                                 "device", "vgg_weights", "bf16"})
 _PREVIEW_FRAMES = 3
 _FINAL_LR_FRACTION = 0.1  # cosine decay of the learning rate down to this fraction
+# The monotone term's twin weight differs from its frame's by at least this much: nearer
+# weights give style losses within noise of each other, which the hinge's margin cannot order.
+_TWIN_MIN_GAP = 0.25
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -96,6 +99,14 @@ def draw_style_weights(config: TrainConfig, n: int, rng: np.random.Generator, de
     return torch.from_numpy(rng.uniform(0.0, config.max_style_weight, size=n).astype(np.float32)).to(device)
 
 
+def draw_twin_weight(weight: float, top: float, rng: np.random.Generator) -> float:
+    """A second style weight for the monotone term: uniform on ``[0, top]`` at least
+    ``_TWIN_MIN_GAP`` away from ``weight``."""
+    below, above = max(0.0, weight - _TWIN_MIN_GAP), max(0.0, top - weight - _TWIN_MIN_GAP)
+    u = rng.uniform(0.0, below + above)
+    return u if u < below else weight + _TWIN_MIN_GAP + (u - below)
+
+
 def batch_loss(
     model: StyleTransformer,
     batch: PairBatch,
@@ -103,9 +114,12 @@ def batch_loss(
     loss_fn: HybridLoss,
     config: TrainConfig,
     autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    twin_weight: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch of frame pairs: both frames of each pair go through the network
-    with the pair's style weight; the temporal term ties the two outputs together."""
+    with the pair's style weight; the temporal term ties the two outputs together. With
+    ``twin_weight`` the first pair's current frame also goes through at that weight, for
+    the monotone term."""
     n = batch.cur.shape[0]
     inputs = torch.cat([batch.prev, batch.cur])
     pair_weights = torch.cat([weights, weights])
@@ -115,9 +129,14 @@ def batch_loss(
         if config.noise_weight > 0:
             jitter = torch.randn_like(batch.prev) * config.noise_sigma
             noisy = model((batch.prev + jitter).clamp(0, 1), weights)
+        twin = None
+        if twin_weight is not None:
+            of = torch.tensor([n], device=inputs.device)
+            twin_weights = torch.tensor([twin_weight], device=inputs.device)
+            twin = (model(inputs[of], twin_weights), of, twin_weights)
     out_prev, out_cur = outputs[:n], outputs[n:]
     temporal = (out_cur, out_prev, batch.flow_bw, batch.mask) if config.temporal_weight > 0 else None
-    return loss_fn(inputs, outputs, pair_weights, temporal=temporal, noisy_outputs=noisy)
+    return loss_fn(inputs, outputs, pair_weights, temporal=temporal, noisy_outputs=noisy, twin=twin)
 
 
 def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:
@@ -128,10 +147,21 @@ def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[],
     loss_fn = HybridLoss(
         encoder,
         grams,
-        LossWeights(config.content_weight, config.style_weight, config.tv_weight, config.temporal_weight, config.noise_weight),
+        LossWeights(config.content_weight, config.style_weight, config.tv_weight, config.temporal_weight, config.noise_weight,
+                    config.monotone_weight if config.conditioned else 0.0),
         autocast=autocast,
     )
     return loss_fn, style_image
+
+
+def _init_from(path: str, model: StyleTransformer) -> dict[str, Any]:
+    """Load a model file's weights into ``model`` (fine-tuning); returns its training record."""
+    start, info = load_model(path)
+    if start.config != model.config:
+        raise InputError(f"`init` {path} is a different network ({start.config}) from the one this run trains "
+                         f"({model.config}); its settings must match (e.g. `unconditioned`, `max_style_weight`)")
+    model.load_state_dict(start.state_dict())
+    return dict(info.training)
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -186,10 +216,10 @@ def train(
     config = dataclasses.replace(config, loss_net=resolve_loss_net(config.loss_net, config.vgg_weights))
     out = Path(config.out)
     if out.suffix != ".safetensors":
-        raise InputError(f"--out {out}: model files end in .safetensors")
+        raise InputError(f"`out` {out}: model files end in .safetensors")
     ckpt = checkpoint_path(out)
     if ckpt.exists() and not (config.resume or config.restart):
-        raise InputError(f"{ckpt} exists from an earlier run; pass --resume to continue it or --restart to start over")
+        raise InputError(f"{ckpt} exists from an earlier run; pass `resume` to continue it or `restart` to start over")
     device = resolve_device(config.device)
     use_bf16 = bf16_supported(device) if config.bf16 is None else config.bf16
     autocast = _autocast_factory(device, use_bf16)
@@ -207,6 +237,7 @@ def train(
 
     model_config = TransformerConfig(conditioned=config.conditioned, max_style_weight=config.max_style_weight)
     model = StyleTransformer(model_config).to(device).train()
+    init_training = _init_from(config.init, model) if config.init else None
     cond_params = list(model.cond.parameters()) if model.cond is not None else []
     cond_ids = {id(p) for p in cond_params}
     groups: list[dict[str, object]] = [{"params": [p for p in model.parameters() if id(p) not in cond_ids], "lr_scale": 1.0}]
@@ -239,7 +270,9 @@ def train(
                 group["lr"] = _lr_at(step, config) * group["lr_scale"]
             batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
             weights = draw_style_weights(config, batch.cur.shape[0], rng, device)
-            total, terms = batch_loss(model, batch, weights, loss_fn, config, autocast)
+            twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
+                           if config.conditioned and config.monotone_weight > 0 else None)
+            total, terms = batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -287,6 +320,8 @@ def train(
             "bf16": use_bf16,
             "command": command,
             "seconds": round(time.perf_counter() - began, 1),
+            # A fine-tuned model's full recipe: the run it started from, and so on back.
+            **({"init": {"model": Path(config.init).name, "training": init_training}} if config.init else {}),
         },
         created=now_iso(),
     )

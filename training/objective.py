@@ -12,7 +12,14 @@
 - temporal: the previous frame's output warped by the input pair's flow vs the current
   output, masked by occlusion;
 - noise (optional): output of a frame vs output of the same frame plus small noise, a
-  flow-free stability term.
+  flow-free stability term;
+- monotone (our addition, not in the papers): one frame of the batch again at a second
+  style weight (its "twin"); a hinge on the stronger output's style loss exceeding the
+  weaker one's. The
+  per-weight optima of ``content + w * style`` have style losses that fall with ``w``, but a
+  briefly trained network that shares its filters over all weights does not get there by
+  itself (The Scream's first models had their lowest style loss at weight 0.25), and the
+  Style Weight slider must mean "more style".
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from stylecore.flow import warp_tensor
 # ``losses.HUANG``); the noise term, training's own, acts on [0, 1] pixels.
 RECIPE = losses.HUANG
 NOISE_SCALE = 5e2
+# The stronger output must beat the weaker one's style loss by this fraction: a strict fall.
+MONOTONE_MARGIN = 0.02
 
 CONTENT_LAYERS: dict[str, float] = dict(RECIPE.content_layers)
 STYLE_LAYERS: dict[str, float] = dict(RECIPE.style_layers)
@@ -45,6 +54,7 @@ class LossWeights:
     tv: float = 1.0
     temporal: float = 1.0
     noise: float = 0.0
+    monotone: float = 0.0
 
 
 class WeightedStyleLoss(torch.nn.Module):
@@ -55,14 +65,25 @@ class WeightedStyleLoss(torch.nn.Module):
         self.layers = dict(layers)
         self.target_grams = {name: target_grams[name].detach() for name in self.layers}
 
+    def per_image(self, features: Mapping[str, Tensor]) -> Tensor:
+        """The unweighted style loss of each image: a vector of the batch's length."""
+        count = features[next(iter(self.layers))].shape[0]
+        return torch.stack([
+            sum(layer_weight * losses.style_loss(features[name][i : i + 1], self.target_grams[name])
+                for name, layer_weight in self.layers.items())
+            for i in range(count)
+        ])
+
     def forward(self, features: Mapping[str, Tensor], weights: Tensor) -> Tensor:
-        total = torch.zeros((), device=weights.device)
-        for name, layer_weight in self.layers.items():
-            feats = features[name]
-            for i in range(feats.shape[0]):
-                term = losses.style_loss(feats[i : i + 1], self.target_grams[name])
-                total = total + weights[i] * layer_weight * term
-        return total / features[next(iter(self.layers))].shape[0]
+        return (weights * self.per_image(features)).mean()
+
+
+def monotone_hinge(stronger: Tensor, weaker: Tensor, margin: float = MONOTONE_MARGIN) -> Tensor:
+    """Mean of ``max(0, stronger - (1 - margin) * weaker)`` over a batch of style losses: zero
+    once every stronger-weight output's style loss is below its weaker twin's by ``margin``.
+    ``weaker`` is a target (detached): the term pushes the stronger output, never the weaker
+    one away from its own objective."""
+    return torch.relu(stronger - (1.0 - margin) * weaker.detach()).mean()
 
 
 class HybridLoss:
@@ -91,10 +112,13 @@ class HybridLoss:
         style_weights: Tensor,
         temporal: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
         noisy_outputs: Tensor | None = None,
+        twin: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """``inputs``/``outputs``: ``M x 3 x S x S`` (both frames of every pair);
         ``style_weights``: ``M``; ``temporal``: ``(out_cur, out_prev, flow_bw, mask)``;
-        ``noisy_outputs``: outputs of the noisy copies of the first ``K`` inputs."""
+        ``noisy_outputs``: outputs of the noisy copies of the first ``K`` inputs;
+        ``twin``: ``(outputs, of, weights)``: outputs of inputs ``of`` (indices into
+        ``inputs``) at other style ``weights`` than theirs in ``style_weights``."""
         w = self.weights
         with torch.no_grad(), self.autocast():
             content_targets = _float(self.encoder(inputs))
@@ -102,7 +126,8 @@ class HybridLoss:
             features = _float(self.encoder(outputs))
         outputs = outputs.float()
         content = losses.ContentLoss(content_targets, CONTENT_LAYERS)(features)
-        style = self.style(features, style_weights)
+        per_image_style = self.style.per_image(features)
+        style = (style_weights * per_image_style).mean()
         tv_fade = style_weights.float().clamp(0.0, 1.0)
         tv = sum((tv_fade[i] * losses.tv_loss(outputs[i : i + 1]) for i in range(outputs.shape[0])),
                  start=torch.zeros((), device=outputs.device)) / outputs.shape[0]
@@ -118,6 +143,15 @@ class HybridLoss:
         if noisy_outputs is not None and w.noise > 0:
             clean = outputs[: noisy_outputs.shape[0]]
             terms["noise"] = w.noise * NOISE_SCALE * torch.mean((noisy_outputs.float() - clean) ** 2)
+        if twin is not None and w.monotone > 0:
+            twin_outputs, of, twin_weights = twin
+            with self.autocast():
+                twin_style = self.style.per_image(_float(self.encoder(twin_outputs)))
+            own_style = per_image_style[of]
+            twin_stronger = twin_weights > style_weights[of]
+            hinge = monotone_hinge(torch.where(twin_stronger, twin_style, own_style),
+                                   torch.where(twin_stronger, own_style, twin_style))
+            terms["monotone"] = w.monotone * self.style_scale * hinge
         total = sum(terms.values(), start=torch.zeros((), device=outputs.device))
         return total, {name: float(value.detach()) for name, value in terms.items()}
 

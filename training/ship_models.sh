@@ -5,22 +5,33 @@
 # paintings). JOBS=4 trains them side by side, one thread each (what was used on this
 # project's 2-core CPU); the default trains one after another with all threads.
 # Re-running resumes a model whose checkpoint exists and skips finished ones.
+# Two stages: STEPS (1000) from scratch into OUT_DIR/stage1/, then FINETUNE_STEPS (600)
+# from that model at half the learning rate with the monotone style-weight term (which the
+# first stage leaves off, as the first shipped models were trained), into OUT_DIR.
 set -euo pipefail
 data=${1:?DATA_DIR}; styles=${2:?STYLES_DIR}; out=${3:?OUT_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 steps=${STEPS:-1000}
+finetune_steps=${FINETUNE_STEPS:-600}
 jobs=${JOBS:-1}
-mkdir -p "$out"
+mkdir -p "$out/stage1"
 
-train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
-  local name=$1 painting=$2 resume=(); shift 2
-  [ -f "$out/$name.safetensors" ] && { echo "$name: done"; return 0; }
-  [ -f "$out/$name.ckpt" ] && resume=(--resume)
+train_step() {  # OUT_FILE NAME PAINTING [EXTRA TRAINING OPTIONS]
+  local file=$1 name=$2 painting=$3 resume=(); shift 3
+  [ -f "$file" ] && { echo "$file: done"; return 0; }
+  [ -f "${file%.safetensors}.ckpt" ] && resume=(--resume)
   python -m training.train --style "$styles/$painting.jpg" --data "$data" \
     --data "$here/samples/astronaut_512x384.jpg" --data "$here/samples/chelsea_451x300.jpg" \
-    --out "$out/$name.safetensors" --steps "$steps" --size 192 --batch-size 2 \
+    --out "$file" --size 192 --batch-size 2 \
     --checkpoint-every 100 --preview-every 250 --log-every 25 --cache-dir "$out/flowcache" "${resume[@]}" "$@" \
-    > "$out/$name.log" 2>&1
+    > "${file%.safetensors}.log" 2>&1
+}
+
+train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
+  local name=$1 painting=$2; shift 2
+  train_step "$out/stage1/$name.safetensors" "$name" "$painting" --steps "$steps" --monotone-weight 0 "$@"
+  train_step "$out/$name.safetensors" "$name" "$painting" --init "$out/stage1/$name.safetensors" \
+    --steps "$finetune_steps" --lr 5e-4 --monotone-weight 1 "$@"
 }
 
 pids=()

@@ -76,11 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--temporal-weight", type=float, default=d.temporal_weight, help="0 disables the temporal loss")
     w.add_argument("--noise-weight", type=float, default=d.noise_weight, help="flow-free noise-stability loss (default off)")
     w.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
+    w.add_argument("--monotone-weight", type=float, default=d.monotone_weight,
+                   help="keeps the Style Weight control monotone: a stronger weight must give a lower style loss "
+                        "on the same frame (default %(default)s; 0 = off)")
     w.add_argument("--style-size", type=int, default=d.style_size, help="long side of the style image (default %(default)s)")
     w.add_argument("--style-rotate", action="store_true",
                    help="also match the style turned 90 degrees: for paintings whose strokes mostly run one way, "
                         "which otherwise come out as stripes over every surface (used for starry_night)")
     a = p.add_argument_group("advanced")
+    a.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this model file's weights (fine-tune it) instead of from scratch; the new "
+                        "model's metadata keeps the starting model's recipe")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
@@ -118,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         temporal_weight=args.temporal_weight,
         noise_weight=args.noise_weight,
         noise_sigma=args.noise_sigma,
+        monotone_weight=args.monotone_weight,
         style_size=args.style_size,
         style_rotate=args.style_rotate,
         learning_rate=args.lr,
@@ -135,6 +142,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         restart=args.restart,
         bf16={"auto": None, "on": True, "off": False}[args.bf16],
         seed=args.seed,
+        init=args.init,
     )
 
 

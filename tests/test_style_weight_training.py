@@ -1,0 +1,93 @@
+"""Training the Style Weight control: the monotone term (a stronger weight must give a
+lower style loss on the same frame) and fine-tuning a model from another (``--init``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_texture, stripe_style, write_image
+
+from stylecore.errors import InputError, cli_wording
+from stylecore.nets.model_file import load_model
+from training.config import TrainConfig
+from training.loop import _TWIN_MIN_GAP, draw_twin_weight, train
+from training.objective import MONOTONE_MARGIN, monotone_hinge
+
+
+def test_monotone_hinge_is_its_formula() -> None:
+    stronger = torch.tensor([1.0, 0.5, 0.97, 2.0])
+    weaker = torch.tensor([0.8, 1.0, 1.0, 1.0])
+    expected = np.mean([max(0.0, s - (1 - MONOTONE_MARGIN) * w) for s, w in zip(stronger.tolist(), weaker.tolist())])
+    assert float(monotone_hinge(stronger, weaker)) == pytest.approx(expected)
+    # A strict fall by the margin costs nothing; equal losses do.
+    assert float(monotone_hinge(torch.tensor([0.9]), torch.tensor([1.0]))) == 0.0
+    assert float(monotone_hinge(torch.tensor([1.0]), torch.tensor([1.0]))) == pytest.approx(MONOTONE_MARGIN)
+
+
+def test_monotone_hinge_moves_only_the_stronger_output() -> None:
+    stronger = torch.tensor([2.0], requires_grad=True)
+    weaker = torch.tensor([1.0], requires_grad=True)
+    monotone_hinge(stronger, weaker).backward()
+    assert float(stronger.grad) > 0 and weaker.grad is None
+
+
+def test_twin_weights_cover_the_range_away_from_their_frame() -> None:
+    rng = np.random.default_rng(0)
+    for weight in (0.0, 0.1, 1.0, 1.9, 2.0):
+        twins = np.array([draw_twin_weight(weight, 2.0, rng) for _ in range(400)])
+        assert ((twins >= 0) & (twins <= 2.0)).all()
+        assert (np.abs(twins - weight) >= _TWIN_MIN_GAP - 1e-9).all()
+        # Both sides of the frame's weight are drawn where there is room on both.
+        if 0.5 <= weight <= 1.5:
+            assert (twins < weight).any() and (twins > weight).any()
+
+
+def _tiny(tmp_path: Path, out: str, **kw: object) -> TrainConfig:
+    data = tmp_path / "data"
+    if not data.is_dir():
+        data.mkdir()
+        for i in range(2):
+            write_image(data / f"s{i}.png", smooth_texture(80, 80, seed=i, sigma=2.0))
+        write_image(tmp_path / "style.png", stripe_style(64))
+    base: dict[str, object] = dict(
+        style=str(tmp_path / "style.png"), data=str(data), out=str(tmp_path / out), steps=3, size=64, batch_size=1,
+        loss_net="random-vgg19", device="cpu", checkpoint_every=10**6, preview_every=10**6, log_every=1, bf16=False,
+        style_size=64,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_training_logs_the_monotone_term_and_off_means_absent(tmp_path: Path) -> None:
+    lines: list[str] = []
+    train(_tiny(tmp_path, "on.safetensors"), log=lines.append)
+    assert all("monotone" in line for line in lines if line.startswith("step "))
+    lines.clear()
+    train(_tiny(tmp_path, "off.safetensors", monotone_weight=0.0), log=lines.append)
+    assert not any("monotone" in line for line in lines)
+
+
+def test_init_starts_from_the_given_model_and_records_its_recipe(tmp_path: Path) -> None:
+    first = train(_tiny(tmp_path, "first.safetensors"), log=lambda _: None, command="first command")
+    # Zero steps of learning rate: the fine-tuned model must be the starting model.
+    tuned = train(_tiny(tmp_path, "tuned.safetensors", init=str(first), learning_rate=0.0), log=lambda _: None)
+    a, _ = load_model(first)
+    b, info = load_model(tuned)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name)
+    meta = json.loads(tuned.with_suffix(".json").read_text())
+    assert meta["training"]["init"]["model"] == "first.safetensors"
+    assert meta["training"]["init"]["training"]["command"] == "first command"
+    assert info.training["init"]["training"]["steps"] == 3
+
+
+def test_init_with_another_network_is_refused_in_one_line(tmp_path: Path) -> None:
+    first = train(_tiny(tmp_path, "first.safetensors"), log=lambda _: None)
+    with pytest.raises(InputError) as refused:
+        train(_tiny(tmp_path, "other.safetensors", init=str(first), conditioned=False), log=lambda _: None)
+    message = cli_wording(str(refused.value))
+    assert "--init" in message and "\n" not in message and not (tmp_path / "other.safetensors").exists()
