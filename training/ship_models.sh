@@ -5,14 +5,13 @@
 # paintings). JOBS=4 trains them side by side, one thread each (what was used on this
 # project's 2-core CPU); the default trains one after another with all threads.
 # Re-running resumes a model whose checkpoint exists and skips finished ones.
-# Two stages: STEPS (1000) from scratch into OUT_DIR/stage1/, then FINETUNE_STEPS (600)
-# from that model at half the learning rate with the monotone style-weight term (which the
-# first stage leaves off, as the first shipped models were trained), into OUT_DIR.
+# Two stages: STEPS (1000) from scratch without the monotone style-weight term (as the
+# first shipped models were trained) into OUT_DIR/stage1/, then 600 steps from that model
+# at half the learning rate with the term (--monotone-weight 1) into OUT_DIR.
 set -euo pipefail
 data=${1:?DATA_DIR}; styles=${2:?STYLES_DIR}; out=${3:?OUT_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 steps=${STEPS:-1000}
-finetune_steps=${FINETUNE_STEPS:-600}
 jobs=${JOBS:-1}
 mkdir -p "$out/stage1"
 
@@ -31,7 +30,7 @@ train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
   local name=$1 painting=$2; shift 2
   train_step "$out/stage1/$name.safetensors" "$name" "$painting" --steps "$steps" --monotone-weight 0 "$@"
   train_step "$out/$name.safetensors" "$name" "$painting" --init "$out/stage1/$name.safetensors" \
-    --steps "$finetune_steps" --lr 5e-4 --monotone-weight 1 "$@"
+    --steps 600 --lr 5e-4 --monotone-weight 1 "$@"
 }
 
 pids=()
