@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from stylecore.modes.feedforward import Stylizer, get_stylizer
-from stylecore.io.frames import ffmpeg_exe, open_source
+from stylecore.io.ffmpeg import ffmpeg_exe
+from stylecore.io.sources import open_source
 from stylecore.catalog import default_model_path
 from stylecore.nets.model_file import load_model
 from stylecore.pipeline import run_job

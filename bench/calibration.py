@@ -43,7 +43,7 @@ TILE_H = 216
 
 def content_images(folder: Path) -> dict[str, Path]:
     """The contents as PNG files (Big Buck Bunny frames from the shared clip, or the sample)."""
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
     from stylecore.io.imageops import save_image
 
     folder.mkdir(parents=True, exist_ok=True)

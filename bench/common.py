@@ -217,7 +217,7 @@ def synthetic_clip(dst: Path, *, frames: int, size: tuple[int, int], fps: float 
 
 def read_frames(path: Path | str) -> list[np.ndarray]:
     """All frames of a short clip (video or folder) as float32 RGB."""
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
 
     with open_source(path) as src:
         return [f for _, f in src.iter_frames(range(src.info.count))]

@@ -33,7 +33,7 @@ RESULTS = REPO / "bench" / "results"
 
 
 def frames(start_s: float, count: int, long_side: int) -> list[np.ndarray]:
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
 
     with open_source(BUNNY) as src:
         first = round(start_s * src.info.fps)

@@ -26,7 +26,7 @@ import numpy as np
 
 from stylecore.evaluate import warping_error
 from stylecore.farm import plan_chunks
-from stylecore.io.frames import open_source
+from stylecore.io.sources import open_source
 
 from .common import REPO, SAMPLES, describe_machine, load_average
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from stylecore.modes import optimize
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
     from stylecore.io.imageops import load_image, resize, to_tensor
     from stylecore.nets.loss_nets import load_loss_network
 

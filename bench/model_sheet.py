@@ -55,7 +55,7 @@ PREVIOUS_MODEL = "previous starry_night (random-vgg19)"
 
 
 def bunny_frames(seconds: dict[str, float], width: int = 640) -> dict[str, np.ndarray]:
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
 
     with open_source(BUNNY) as src:
         fps = src.info.fps
@@ -210,7 +210,7 @@ def clip_metrics(paths: dict[str, Path], closest: dict[str, int], clip: list[np.
 
 def peer_video(style: int, clip: list[np.ndarray]) -> list[np.ndarray]:
     """The peer's own video path (with its temporal smoothing), read back as frames."""
-    from stylecore.io.frames import encode_video
+    from stylecore.io.encode import encode_video
 
     from .common import read_frames
 

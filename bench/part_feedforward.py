@@ -97,7 +97,7 @@ def make_clip(work: Path, size: tuple[int, int], frames: int) -> tuple[Path, str
 
 
 def _decode_seconds(clip: Path) -> float:
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
 
     with open_source(clip) as src:
         t = time.perf_counter()

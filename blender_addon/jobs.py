@@ -25,7 +25,7 @@ MODES = {"FEEDFORWARD": "feedforward", "OPTIMIZATION": "optimization", "STYLE_VI
 PRESERVE = {"NONE": "none", "LUMINANCE": "luminance", "HISTOGRAM": "histogram"}
 DEVICES = {"AUTO": "auto", "CPU": "cpu", "CUDA": "cuda", "MPS": "mps"}
 LOSS_NETS = {"AUTO": "auto", "HED_VGG16": "hed-vgg16", "VGG19": "vgg19", "RANDOM_VGG19": "random-vgg19"}
-# The files stylecore reads from an image folder (stylecore.io.frames.IMAGE_EXTENSIONS).
+# The files stylecore reads from an image folder (stylecore.io.sources.IMAGE_EXTENSIONS).
 WORKER_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp"})
 FRAME_NAME = "frame_{:06d}.png"
 # Job fields the add-on owns: extra options from the preferences may not override them.

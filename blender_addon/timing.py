@@ -62,7 +62,7 @@ def frame_map(timing: StripTiming) -> list[int]:
 def natural_key(name: str) -> tuple[object, ...]:
     """Order ``frame2`` before ``frame10``: the order stylecore reads an image folder in.
 
-    Kept identical to ``stylecore.io.frames.natural_key`` (the add-on cannot import stylecore),
+    Kept identical to ``stylecore.io.sources.natural_key`` (the add-on cannot import stylecore),
     so a position in this order is the source index the worker uses.
     """
     parts = re.split(r"(\d+)", name)

@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stylecore.io.frames import encode_video, open_source
+from stylecore.io.encode import encode_video
+from stylecore.io.sources import open_source
 from stylecore.io.imageops import load_image, resize, save_image, scaled_size
 
 HERE = Path(__file__).resolve().parent

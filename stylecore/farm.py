@@ -54,7 +54,7 @@ from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec
 
 if TYPE_CHECKING:
-    from stylecore.io.frames import FrameSource
+    from stylecore.io.sources import FrameSource
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -239,7 +239,7 @@ def _cuts_task(spec: JobSpec, indices: Sequence[int], start: int, stop: int, thr
     on the same processed frames (so the loop agrees with the plan)."""
     from stylecore import flow
     from stylecore.io import imageops
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
     from stylecore.pipeline import _processing_size
 
     _set_threads(threads)
@@ -260,7 +260,7 @@ def _chunk_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: str
                 threads: int) -> dict[str, Any]:
     """Make one chunk with the pipeline's frame loop; returns timings for the farm's report."""
     began = time.perf_counter()
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
     from stylecore.pipeline import _run_optimization
 
     _set_threads(threads)
@@ -294,7 +294,7 @@ def _stitch_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: st
     """
     began = time.perf_counter()
     from stylecore.io import imageops
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
     from stylecore.pipeline import _processing_size
 
     _set_threads(1)

@@ -24,16 +24,9 @@ from stylecore import flow
 from stylecore.io import imageops
 from stylecore.devices import oom_guard, resolve_device
 from stylecore.errors import Cancelled, InputError, OutputError
-from stylecore.io.frames import (
-    FrameSource,
-    VideoEndedEarly,
-    encode_video,
-    is_pattern,
-    open_source,
-    pattern_files,
-    remove_stale_temp_videos,
-    resolve_range,
-)
+from stylecore.io.encode import encode_video, remove_stale_temp_videos
+from stylecore.io.ranges import resolve_range
+from stylecore.io.sources import FrameSource, VideoEndedEarly, is_pattern, open_source, pattern_files
 from stylecore.jobdir import JobDir, is_job_file_name
 from stylecore.catalog import model_for
 from stylecore.jobspec import NOT_WRITTEN_SUFFIXES, VIDEO_SUFFIXES, JobSpec

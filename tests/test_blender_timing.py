@@ -77,7 +77,7 @@ def test_natural_order_is_the_engines() -> None:
     if python is None:
         pytest.skip("no Python with stylecore: set STYLECORE_WORKER_PYTHON")
     names = ["a10.png", "a9.png", "A1.png", "b.png", "a1b2.png", "a01.png", "x_3_10.jpg", "x_3_9.jpg"]
-    code = ("import json, sys; from stylecore.io.frames import natural_key; "
+    code = ("import json, sys; from stylecore.io.sources import natural_key; "
             "print(json.dumps(sorted(json.loads(sys.argv[1]), key=natural_key)))")
     engine = subprocess.run([python, "-c", code, json.dumps(names)], capture_output=True, text=True, check=True)
     assert sorted(names, key=natural_key) == json.loads(engine.stdout)

@@ -13,7 +13,7 @@ from conftest import pan_frames, write_png_folder
 
 from stylecore.errors import Cancelled, DeviceError, InputError, WeightsError
 from stylecore.modes.feedforward import Stylizer, run_feedforward
-from stylecore.io.frames import open_source
+from stylecore.io.sources import open_source
 from stylecore.io.imageops import load_image
 from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec

@@ -11,17 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from stylecore.io import frames
 from stylecore.errors import InputError
-from stylecore.io.frames import (
-    encode_video,
-    ffmpeg_exe,
-    has_audio,
-    natural_key,
-    open_source,
-    parse_frame_range,
-    resolve_range,
-)
+from stylecore.io import decoders, encode
+from stylecore.io.encode import encode_video
+from stylecore.io.ffmpeg import ffmpeg_exe, has_audio
+from stylecore.io.ranges import parse_frame_range, resolve_range
+from stylecore.io.sources import DEFAULT_SEQUENCE_FPS, natural_key, open_source
 from stylecore.io.imageops import save_image
 
 W, H = 32, 24
@@ -283,8 +278,8 @@ def test_decoder_processes_are_reaped(tmp_path: Path) -> None:
 
 
 def test_video_without_ffmpeg_falls_back_to_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(frames, "ffmpeg_exe", lambda: None)
-    monkeypatch.setattr(frames, "_warned_opencv", False)
+    monkeypatch.setattr(decoders, "ffmpeg_exe", lambda: None)
+    monkeypatch.setattr(decoders, "_warned_opencv", False)
     video = make_video(tmp_path / "clip.mp4", 60)
     with pytest.warns(UserWarning, match="ffmpeg not found") as record:
         for _ in range(2):
@@ -309,7 +304,7 @@ def test_folder_is_sorted_naturally_and_skips_other_files(tmp_path: Path) -> Non
     _write_png(tmp_path / ".frame_000004.png.x.tmp.png", 0.9)  # a half-written temp file
     with open_source(tmp_path) as src:
         assert src.info.kind == "folder" and src.info.count == 3
-        assert src.info.fps == frames.DEFAULT_SEQUENCE_FPS
+        assert src.info.fps == DEFAULT_SEQUENCE_FPS
         values = [round(float(img.mean()), 1) for _, img in src.iter_frames(range(3))]
     assert values == [0.1, 0.2, 0.3]
     assert sorted(["f10", "f2", "F1"], key=natural_key) == ["F1", "f2", "f10"]
@@ -448,7 +443,7 @@ def test_encode_video_keeps_trimmed_audio(tmp_path: Path) -> None:
 
 
 def test_encode_video_without_ffmpeg_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(frames, "ffmpeg_exe", lambda: None)
+    monkeypatch.setattr(encode, "ffmpeg_exe", lambda: None)
     paths = _png_frames(tmp_path / "f", 6, (32, 24))
     out = tmp_path / "fallback.mp4"
     with pytest.warns(UserWarning, match="ffmpeg not found"):

@@ -299,12 +299,13 @@ def test_a_gif_output_is_refused_with_the_video_formats(tmp_path: Path, style_pn
 
 
 def test_a_video_one_frame_shorter_than_its_container_says_finishes(tmp_path: Path, monkeypatch) -> None:
-    from stylecore.io import frames
+    from stylecore.io import decoders
+    from stylecore.io.sources import open_source
 
     clip = write_video(tmp_path / "clip.mp4", pan_frames(4))
-    facts = frames._container_facts
-    monkeypatch.setattr(frames, "_container_facts", lambda path: (facts(path)[0] + 1, facts(path)[1]))
-    with frames.open_source(clip) as source:
+    facts = decoders._container_facts
+    monkeypatch.setattr(decoders, "_container_facts", lambda path: (facts(path)[0] + 1, facts(path)[1]))
+    with open_source(clip) as source:
         assert source.info.count == 5  # what the container claims
     spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", device="cpu")
     with pytest.warns(UserWarning, match="ends after 4 frames"):

@@ -147,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from stylecore.evaluate import TemporalConfig
-    from stylecore.io.frames import parse_frame_range
+    from stylecore.io.ranges import parse_frame_range
 
     losses = (
         None
@@ -211,7 +211,7 @@ def evaluate_clip(
     """Read the clips and run every requested metric."""
     from stylecore.devices import resolve_device
     from stylecore.evaluate import TemporalConfig, feature_losses, noise_stability, temporal_scores
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
 
     temporal = temporal or TemporalConfig()
     dev = resolve_device(device)

@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def job_from_args(args: argparse.Namespace) -> JobSpec:
     """Translate parsed arguments into a ``JobSpec`` (the only place that reads the Namespace)."""
-    from stylecore.io.frames import parse_frame_range
+    from stylecore.io.ranges import parse_frame_range
     from stylecore.schedule import parse_style_weight
 
     styles = tuple(_parse_style(text) for text in args.style)
@@ -215,7 +215,7 @@ def _parse_style(text: str) -> tuple[str, float]:
 
 def _schedule_for(spec_args: dict[str, Any], path: Path) -> tuple[float, ...]:
     """Read a per-frame style-weight schedule for as many frames as the job will write."""
-    from stylecore.io.frames import open_source
+    from stylecore.io.sources import open_source
     from stylecore.pipeline import resolve_indices
     from stylecore.schedule import load_schedule
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from stylecore.devices import is_oom, resolve_device
 from stylecore.errors import Cancelled, DeviceError, InputError
-from stylecore.io.frames import FrameSource
+from stylecore.io.sources import FrameSource
 from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
 from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec

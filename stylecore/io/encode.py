@@ -1,0 +1,173 @@
+"""Video output: image frames encoded by ffmpeg (with audio), or by OpenCV without it."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stylecore.errors import InputError, StylecoreError
+from stylecore.io.ffmpeg import ffmpeg_exe, has_audio, no_window
+from stylecore.io.imageops import TEMP_MARK, current_umask, temp_path_for
+from stylecore.io.sources import pattern_files
+
+Progress = Callable[[int, int], None]
+
+
+def _codec_args(suffix: str) -> tuple[list[str], list[str]]:
+    """(video args, audio args) for a container."""
+    if suffix == ".webm":
+        return ["-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "32", "-pix_fmt", "yuv420p"], ["-c:a", "libopus"]
+    video = ["-c:v", "libx264", "-preset", "medium", "-crf", "18", "-pix_fmt", "yuv420p"]
+    if suffix in (".mp4", ".mov", ".m4v"):
+        video += ["-movflags", "+faststart"]  # playable while downloading / quick to open
+    return video, ["-c:a", "aac", "-b:a", "192k"]
+
+
+def encode_video(
+    frames: Sequence[Path] | str | Path,
+    out_path: Path | str,
+    fps: float,
+    *,
+    audio_from: str | Path | None = None,
+    audio_start: float = 0.0,
+    progress: Progress | None = None,
+    crf: int | None = None,
+) -> None:
+    """Encode image frames (a list, or a pattern like ``frame_%06d.png``) into a video.
+
+    With ffmpeg: H.264 yuv420p (BT.709), odd sizes padded by one pixel; the audio of
+    ``audio_from`` from ``audio_start`` seconds for the frames' duration is added when it
+    has any. Without ffmpeg: OpenCV 'mp4v', no audio, and a warning. The file appears
+    only when complete. ``progress(done, total)`` is called after each frame. ``crf``
+    overrides the codec's quality (lower is better; default 18 for H.264, 32 for VP9).
+    """
+    files = pattern_files(frames) if isinstance(frames, (str, Path)) else [Path(f) for f in frames]
+    if not files:
+        raise InputError(f"no frames to encode into {out_path}; stylize some frames first")
+    if not fps or fps <= 0 or not math.isfinite(fps):
+        raise InputError(f"frame rate {fps} must be a positive number")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    first = _read_bgr(files[0])
+    tmp = temp_path_for(out_path)
+    try:
+        exe = ffmpeg_exe()
+        if exe is None:
+            warnings.warn("ffmpeg not found: writing an 'mp4v' video without audio", stacklevel=2)
+            _encode_opencv(files, first, tmp, fps, progress)
+        else:
+            audio = audio_from is not None and has_audio(audio_from)
+            _encode_ffmpeg(exe, files, first, tmp, fps, audio_from if audio else None, audio_start, progress, crf)
+        # The temp file is created private; the video gets the usual permissions, like frames.
+        os.chmod(tmp, 0o666 & ~current_umask())
+        # Rename only a complete file: a killed encode never leaves a broken video behind.
+        tmp.replace(out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temp_videos(out_path: Path | str) -> None:
+    """Delete the hidden partial videos that runs killed while encoding ``out_path`` left
+    beside it (``encode_video``'s temp names). Call it only where no encode of that output runs."""
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        return
+    prefix, suffix = f".{out_path.name}.", f"{TEMP_MARK}{out_path.suffix}"
+    for entry in out_path.parent.iterdir():
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+            entry.unlink(missing_ok=True)
+
+
+def _read_bgr(path: Path) -> np.ndarray:
+    raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+    if raw is None:
+        raise InputError(f"cannot read frame {path}; it is missing or not an image")
+    return raw
+
+
+def _frames_bgr(files: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray]:
+    yield first
+    for f in files[1:]:
+        raw = _read_bgr(f)
+        if raw.shape != first.shape:
+            raise InputError(
+                f"{f} is {raw.shape[1]}x{raw.shape[0]} but {files[0].name} is {first.shape[1]}x{first.shape[0]}; "
+                "all frames of a video must have one size"
+            )
+        yield raw
+
+
+def _encode_ffmpeg(
+    exe: str,
+    files: Sequence[Path],
+    first: np.ndarray,
+    tmp: Path,
+    fps: float,
+    audio_from: str | Path | None,
+    audio_start: float,
+    progress: Progress | None,
+    crf: int | None,
+) -> None:
+    height, width = first.shape[:2]
+    rate = Fraction(fps).limit_denominator(1001)  # 23.976 -> 24000/1001 exactly
+    duration = len(files) / fps
+    cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", str(rate), "-i", "-"]
+    if audio_from is not None:
+        # -ss before -i seeks the input; -t keeps only the stylized frames' stretch of sound.
+        cmd += ["-ss", f"{max(audio_start, 0.0):.6f}", "-t", f"{duration:.6f}", "-i", str(audio_from)]
+    cmd += ["-map", "0:v:0"] + (["-map", "1:a:0"] if audio_from is not None else [])
+    # yuv420p needs even sides: pad odd ones by a pixel. Convert with the BT.709 matrix
+    # and say so in the stream, as players assume for HD.
+    cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix=bt709:out_range=tv",
+            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    video_args, audio_args = _codec_args(tmp.suffix.lower())
+    if crf is not None:
+        video_args[video_args.index("-crf") + 1] = str(int(crf))
+    cmd += video_args + (audio_args if audio_from is not None else [])
+    cmd += [str(tmp)]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, creationflags=no_window()
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        for done, frame in enumerate(_frames_bgr(files, first), start=1):
+            proc.stdin.write(frame.tobytes())
+            if progress is not None:
+                progress(done, len(files))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ffmpeg died; its message is read below
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        last = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
+        raise StylecoreError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space")
+
+
+def _encode_opencv(
+    files: Sequence[Path], first: np.ndarray, tmp: Path, fps: float, progress: Progress | None
+) -> None:
+    height, width = first.shape[:2]
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise StylecoreError(f"OpenCV cannot write {tmp.suffix} video; install ffmpeg or use an .mp4 output")
+    try:
+        for done, frame in enumerate(_frames_bgr(files, first), start=1):
+            writer.write(frame)
+            if progress is not None:
+                progress(done, len(files))
+    finally:
+        writer.release()
