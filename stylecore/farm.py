@@ -12,7 +12,7 @@ How a job is split:
    > 0) a cut pass, in parallel tasks, finds the scene cuts with the pipeline's own test.
    Shots are independent: the single-machine run restarts its chain there too.
 2. Chunks. A shot is cut into chunks of ``chunk`` frames, one task each, running the
-   pipeline's own frame loop (``pipeline._run_optimization`` over a ``span``;
+   mode's own frame loop (``optimize_loop.run_optimization`` over a ``span``;
    ``feedforward.run_feedforward`` on feedforward chunks, which are independent and give
    the single-machine frames exactly).
 3. Stitches. A chunk that starts mid-shot has no stylized previous frame, so it starts
@@ -42,7 +42,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +55,7 @@ from stylecore.jobspec import JobSpec
 
 if TYPE_CHECKING:
     from stylecore.io.sources import FrameSource
-
-Emit = Callable[[dict[str, Any]], None]
+    from stylecore.modes.frame_loop import CancelCheck, Emit
 
 INSTALL_HINT = 'pip install "stylecore[farm]"'
 _WORK = ".stylecore-farm"  # hidden folder inside the job folder: drafts and the shot list
@@ -240,13 +239,13 @@ def _cuts_task(spec: JobSpec, indices: Sequence[int], start: int, stop: int, thr
     from stylecore import flow
     from stylecore.io import imageops
     from stylecore.io.sources import open_source
-    from stylecore.pipeline import _processing_size
+    from stylecore.modes.optimize_loop import processing_size
 
     _set_threads(threads)
     cuts = []
     first = max(1, start)
     with open_source(spec.content) as source:
-        size = _processing_size(spec, source.info.width, source.info.height)
+        size = processing_size(spec.size, source.info.width, source.info.height)
         previous: np.ndarray | None = None
         for k, (_, image) in enumerate(source.iter_frames([indices[k] for k in range(first - 1, stop)]), first - 1):
             image = imageops.resize(image, size)
@@ -258,10 +257,11 @@ def _cuts_task(spec: JobSpec, indices: Sequence[int], start: int, stop: int, thr
 
 def _chunk_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: str, work: str, events: Any,
                 threads: int) -> dict[str, Any]:
-    """Make one chunk with the pipeline's frame loop; returns timings for the farm's report."""
+    """Make one chunk with the mode's frame loop; returns timings for the farm's report."""
     began = time.perf_counter()
     from stylecore.io.sources import open_source
-    from stylecore.pipeline import _run_optimization
+    from stylecore.modes.frame_loop import FeedforwardLoopConfig, loop_config
+    from stylecore.modes.optimize_loop import run_optimization
 
     _set_threads(threads)
     stats = _task_started("chunk", chunk, events, began)
@@ -274,13 +274,14 @@ def _chunk_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: str
         frames = _ChunkFrames(folder, chunk.numbers, outside=spec.mode == "feedforward")
     emit = _reporter(events, stats, began, final=not chunk.stitched, numbers=chunk.numbers)
     never = lambda: False  # noqa: E731 - the driver stops a task with ray.cancel
+    config = loop_config(spec, len(indices))
     with open_source(spec.content) as source:
-        if spec.mode == "feedforward":
+        if isinstance(config, FeedforwardLoopConfig):
             from stylecore.modes.feedforward import run_feedforward
 
-            run_feedforward(spec, source, indices, frames, emit, never)
+            run_feedforward(config, source, indices, frames, emit, never)
         else:
-            _run_optimization(spec, source, indices, frames, emit, never, span=chunk.span)
+            run_optimization(config, source, indices, frames, emit, never, span=chunk.span)
     stats["seconds"] = round(time.perf_counter() - began, 3)
     return stats
 
@@ -295,7 +296,7 @@ def _stitch_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: st
     began = time.perf_counter()
     from stylecore.io import imageops
     from stylecore.io.sources import open_source
-    from stylecore.pipeline import _processing_size
+    from stylecore.modes.optimize_loop import processing_size
 
     _set_threads(1)
     stats = _task_started("stitch", chunk, events, began)
@@ -303,7 +304,7 @@ def _stitch_task(spec: JobSpec, indices: Sequence[int], chunk: Chunk, folder: st
     emit = _reporter(events, stats, began, final=True, numbers=chunk.numbers)
     with open_source(spec.content) as source:
         info = source.info
-        size = _processing_size(spec, info.width, info.height)
+        size = processing_size(spec.size, info.width, info.height)
 
         def content(k: int) -> np.ndarray:
             return imageops.resize(source.read(indices[k]), size)
@@ -407,7 +408,7 @@ def _reporter(events: Any, stats: dict[str, Any], began: float, *, final: bool, 
 
 
 def run_farm(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: JobDir, emit: Emit,
-             cancel: Callable[[], bool]) -> None:
+             cancel: CancelCheck) -> None:
     """Make every missing frame of the job on the Ray cluster ``spec.farm``.
 
     Called by ``run_job`` with the job folder open. Raises ``Cancelled`` when ``cancel()``
@@ -442,7 +443,7 @@ class _Driver:
     """One farm run: plan, submit, relay events, stop everything on error or cancel."""
 
     def __init__(self, ray: Any, spec: JobSpec, indices: Sequence[int], jobdir: JobDir, emit: Emit,
-                 cancel: Callable[[], bool], ray_start_s: float) -> None:
+                 cancel: CancelCheck, ray_start_s: float) -> None:
         self.ray, self.spec, self.indices, self.jobdir = ray, spec, list(indices), jobdir
         self.emit, self.cancel, self.ray_start_s = emit, cancel, ray_start_s
         self.total = len(self.indices)

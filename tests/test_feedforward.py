@@ -13,6 +13,7 @@ from conftest import pan_frames, write_png_folder
 
 from stylecore.errors import Cancelled, DeviceError, InputError, WeightsError
 from stylecore.modes.feedforward import Stylizer, run_feedforward
+from stylecore.modes.frame_loop import loop_config
 from stylecore.io.sources import open_source
 from stylecore.io.imageops import load_image
 from stylecore.jobdir import JobDir
@@ -41,7 +42,8 @@ def _save(tmp_path: Path, conditioned: bool = True) -> Path:
 def _run(spec: JobSpec, indices: Sequence[int], cancel: Any = None) -> tuple[JobDir, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     with open_source(spec.content) as source, JobDir(spec.output, spec.fingerprint()) as jobdir:
-        run_feedforward(spec, source, list(indices), jobdir, events.append, cancel or (lambda: False))
+        run_feedforward(loop_config(spec, len(indices)), source, list(indices), jobdir, events.append,
+                        cancel or (lambda: False))
     return jobdir, events
 
 
@@ -281,6 +283,7 @@ def test_cancel_waits_for_the_reader_before_the_source_closes(tmp_path: Path, cl
 
         source.read = read  # type: ignore[method-assign]
         with pytest.raises(Cancelled):
-            run_feedforward(spec, source, list(range(6)), jobdir, lambda e: None, lambda: jobdir.has_frame(1))
+            run_feedforward(loop_config(spec, 6), source, list(range(6)), jobdir, lambda e: None,
+                            lambda: jobdir.has_frame(1))
         assert not reading.is_set()
         assert not [t for t in threading.enumerate() if t.name == "stylecore-reader"]

@@ -32,13 +32,12 @@ from stylecore.errors import Cancelled, DeviceError, InputError
 from stylecore.io.sources import FrameSource
 from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
 from stylecore.jobdir import JobDir
-from stylecore.jobspec import JobSpec
-from stylecore.catalog import model_for, resolve_model
+from stylecore.catalog import resolve_model
+from stylecore.modes.frame_loop import CancelCheck, Emit, FeedforwardLoopConfig
 from stylecore.nets.model_file import ModelInfo, load_model
 from stylecore.nets.tiling import min_tile, stylize_tiled
 from stylecore.nets.transformer import StyleTransformer
 
-Emit = Callable[[dict[str, Any]], None]
 # Tile sizes tried, largest first, when a whole frame does not fit.
 _AUTO_TILES = (2048, 1024, 512, 256)
 _QUEUE_BATCHES = 2  # decoded batches waiting ahead of the network
@@ -302,22 +301,22 @@ def _finish_colors(stylized: np.ndarray, content: np.ndarray, mode: str) -> np.n
 
 
 def run_feedforward(
-    spec: JobSpec,
+    config: FeedforwardLoopConfig,
     source: FrameSource,
     indices: Sequence[int],
     jobdir: JobDir,
     emit: Emit,
-    cancel: Callable[[], bool],
+    cancel: CancelCheck,
 ) -> None:
     """Stylize ``indices[k]`` into output frame ``k + 1`` with the job's model.
 
     Frames already on disk are skipped (resume). ``cancel()`` is checked between
     batches; a cancelled job keeps every frame already written and raises ``Cancelled``.
     """
-    device = resolve_device(spec.device)
-    stylizer = get_stylizer(model_for(spec.model, spec.styles), device, compile=spec.compile, tile=spec.tile)
+    device = resolve_device(config.device)
+    stylizer = get_stylizer(config.model, device, compile=config.compile, tile=config.tile)
     info = source.info
-    work_size = scaled_size(info.width, info.height, spec.size) if spec.size else (info.width, info.height)
+    work_size = scaled_size(info.width, info.height, config.size) if config.size else (info.width, info.height)
     if min(work_size) < 8:
         raise InputError(f"frames of {work_size[0]}x{work_size[1]} are too small to stylize; use a larger `size`")
     out_size = (info.width, info.height)
@@ -331,12 +330,12 @@ def run_feedforward(
     if not todo:
         return
 
-    batch_size = max(1, int(spec.batch_size))
+    batch_size = max(1, int(config.batch_size))
     batches: queue.Queue[_Batch | _Stop] = queue.Queue(maxsize=_QUEUE_BATCHES)
     writes: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop] = queue.Queue(maxsize=2 * batch_size)
     written: queue.Queue[_Written | _Stop] = queue.Queue()
     stop = threading.Event()
-    keep_contents = spec.preserve_colors != "none"
+    keep_contents = config.preserve_colors != "none"
     reader = threading.Thread(
         target=_read_batches,
         args=(source, todo, batch_size, work_size, device.type == "cuda", keep_contents, batches, stop),
@@ -374,13 +373,13 @@ def run_feedforward(
             began = time.perf_counter()
             frames = batch.frames
             n = frames.shape[0]
-            weights = [spec.style_weight_at(number) for number in batch.numbers]
+            weights = [config.style_weights[number - 1] for number in batch.numbers]
             result = stylizer(frames, weights)
             per_frame = (time.perf_counter() - began) / n
             for k in range(n):
                 image = np.ascontiguousarray(result[k].clamp(0, 1).permute(1, 2, 0).numpy())
                 if batch.contents is not None:
-                    image = _finish_colors(image, batch.contents[k], spec.preserve_colors)
+                    image = _finish_colors(image, batch.contents[k], config.preserve_colors)
                 if work_size != out_size:
                     image = resize(image, out_size)
                 _put(writes, (batch.numbers[k], batch.indices[k], image, per_frame), writer)
