@@ -35,6 +35,8 @@ _SCRIPT_PACKAGE = "_stylecore_addon"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from .vse import VIDEO_CONTAINERS
+
     parser = argparse.ArgumentParser(
         prog="blender_addon.batch",
         description="Stylize stale strips of a .blend and render its sequencer.",
@@ -43,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stylize", choices=("stale", "all", "none"), default="stale",
                         help="which marked strips to stylize: stale ones (default), all, or none")
     parser.add_argument("--render", metavar="PATH",
-                        help="render the sequencer to a video (.mp4 .mov .mkv .avi .webm) or PNG frames "
+                        help=f"render the sequencer to a video ({' '.join(VIDEO_CONTAINERS)}) or PNG frames "
                              "(a folder, or a path with #)")
     parser.add_argument("--frames", metavar="START:END", help="inclusive timeline frame range to render")
     parser.add_argument("--scene", help="scene to use (default: the file's active scene)")

@@ -19,21 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import props, timing, vse
+from . import contract, props, timing, vse
+from .contract import FRAME_NAME, IMAGE_EXTENSIONS, UNHASHED_FIELDS
 
-MODES = {"FEEDFORWARD": "feedforward", "OPTIMIZATION": "optimization", "STYLE_VIDEO": "style-video"}
-PRESERVE = {"NONE": "none", "LUMINANCE": "luminance", "HISTOGRAM": "histogram"}
+
+def _by_identifier(names: tuple[str, ...]) -> dict[str, str]:
+    """The engine's names keyed by the identifiers of the panel's choices (HED_VGG16: hed-vgg16)."""
+    return {name.upper().replace("-", "_"): name for name in names}
+
+
+MODES = _by_identifier(contract.MODES)
+PRESERVE = _by_identifier(contract.PRESERVE_COLORS)
 DEVICES = {"AUTO": "auto", "CPU": "cpu", "CUDA": "cuda", "MPS": "mps"}
-LOSS_NETS = {"AUTO": "auto", "HED_VGG16": "hed-vgg16", "VGG19": "vgg19", "RANDOM_VGG19": "random-vgg19"}
-# The files stylecore reads from an image folder (stylecore.io.sources.IMAGE_EXTENSIONS).
-WORKER_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp"})
-FRAME_NAME = "frame_{:06d}.png"
+LOSS_NETS = _by_identifier(contract.LOSS_NETS)
 # Job fields the add-on owns: extra options from the preferences may not override them.
 _OWNED_FIELDS = frozenset({"content", "output", "frame_map", "frames"})
 _OWNED_TRAIN_FIELDS = frozenset({"style", "output", "content", "restart", "quality"})
 QUALITY = {"DRAFT": "draft", "GOOD": "good", "BEST": "best"}
-# Job fields that do not change the pixels (not part of the folder hash).
-_UNHASHED_FIELDS = frozenset({"output", "device", "batch_size", "compile", "tile"})
 
 
 class StylizeError(Exception):
@@ -240,7 +242,7 @@ def _file_content(scene: Any, strip: Any, frames: list[int]) -> tuple[str | None
         missing = [name for name in shown if name not in position]
         if missing:
             raise StylizeError(f"image strip '{strip.name}' shows {missing[0]}, which stylecore would not read "
-                               f"from {folder} (hidden, or not a {'/'.join(sorted(WORKER_IMAGE_EXTENSIONS))} file)")
+                               f"from {folder} (hidden, or not a {'/'.join(sorted(IMAGE_EXTENSIONS))} file)")
         return str(folder), [position[name] for name in shown]
     return None, []
 
@@ -248,7 +250,7 @@ def _file_content(scene: Any, strip: Any, frames: list[int]) -> tuple[str | None
 def worker_folder_order(folder: Path) -> list[str]:
     """Image names in ``folder`` in the order stylecore reads them (index = position)."""
     names = [p.name for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in WORKER_IMAGE_EXTENSIONS]
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(names, key=timing.natural_key)
 
 
@@ -432,7 +434,7 @@ def _stamp_fields(job: dict[str, Any], *, content_files: bool) -> dict[str, Any]
     ``content_files=False`` leaves out the content's stamp (a rendered source is
     rewritten on every run; the digest of its pixels stands in for it).
     """
-    fields = {k: v for k, v in job.items() if k not in _UNHASHED_FIELDS}
+    fields = {k: v for k, v in job.items() if k not in UNHASHED_FIELDS}
     paths = [job.get("content") if content_files else None, job.get("model"), job.get("style_video")]
     paths += [p for p, _ in job.get("styles") or ()]
     fields["inputs"] = {str(p): _file_stamp(Path(p)) for p in paths if p}
@@ -443,7 +445,7 @@ def _file_stamp(path: Path) -> list[int]:
     """Size and modification time of a file; for a folder, of its newest image."""
     try:
         if path.is_dir():
-            stats = [p.stat() for p in path.iterdir() if p.suffix.lower() in WORKER_IMAGE_EXTENSIONS]
+            stats = [p.stat() for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
             return [len(stats), max((s.st_mtime_ns for s in stats), default=0)]
         stat = path.stat()
         return [stat.st_size, stat.st_mtime_ns]

@@ -33,7 +33,7 @@ PRESERVE_ITEMS = (
     ("LUMINANCE", "Luminance", "Stylize brightness only; keep the original colours"),
     ("HISTOGRAM", "Histogram", "Match the style's colours to the original's before stylizing"),
 )
-# The engine's loss_net names (docs/worker-protocol.md), keyed by these identifiers in jobs.py.
+# The engine's loss_net names (stylecore/contract.py) as identifiers: jobs.LOSS_NETS maps them back.
 LOSS_NET_ITEMS = (
     ("AUTO", "Automatic", "ImageNet VGG19 if the worker has its weights, else HED VGG16"),
     ("HED_VGG16", "HED VGG16", "ImageNet VGG16 from the HED edge detector: installs from the package index"),

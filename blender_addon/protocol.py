@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PROTOCOL = 2  # 2: adds the train and models jobs
+from .contract import PROTOCOL
+
 WORKER_MODULE = "stylecore.worker"
 # Pseudo-event the reader queues when the worker's stdout closes (the process ended).
 EXIT_EVENT = "worker-exit"

@@ -21,6 +21,8 @@ import bpy
 from . import timing
 
 MAX_CHANNEL = 128
+# Blender's FFmpeg container for each of the house's video suffixes (contract.VIDEO_SUFFIXES;
+# a test holds the two to the same set).
 VIDEO_CONTAINERS = {".mp4": "MPEG4", ".m4v": "MPEG4", ".mov": "QUICKTIME", ".mkv": "MKV", ".avi": "AVI",
                     ".webm": "WEBM"}
 # Strip types whose pixels come straight from a file the worker can read.

@@ -20,15 +20,16 @@ from typing import Any
 import numpy as np
 
 from stylecore import __version__
+from stylecore.contract import FRAME_NAME
 from stylecore.errors import InputError, JobMismatchError, OutputError
 from stylecore.io.imageops import atomic_write_bytes, is_temp_name, load_image, save_image
 
-FRAME_NAME = "frame_{:06d}.png"
 JOB_FILE = "stylecore-job.json"
 # Hidden, so frame scans and image-folder sources never see it; present only while a run holds the folder.
 LOCK_FILE = ".stylecore-job.lock"
 INPUTS_KEY = "inputs"  # the fingerprint's identities of the input files (JobSpec.fingerprint)
-_FRAME_RE = re.compile(r"frame_(\d{6})\.png\Z")
+# FRAME_NAME with its number as a group.
+_FRAME_RE = re.compile(re.escape(FRAME_NAME).replace(re.escape("{:06d}"), r"(\d{6})") + r"\Z")
 # Files an OS or file browser drops into any folder; they do not make it "someone else's".
 _OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 

@@ -17,11 +17,10 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+from stylecore.contract import MODES, PRESERVE_COLORS, UNHASHED_FIELDS, VIDEO_SUFFIXES
 from stylecore.errors import InputError
 from stylecore.nets.loss_nets import DEFAULT_LOSS_NET, LOSS_NETS
 
-# Outputs with these extensions are encoded videos; any other output is a folder of PNG frames.
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 # Media formats a user may mean but that stylecore does not write: refused, never made a folder.
 NOT_WRITTEN_SUFFIXES = frozenset({
     ".gif", ".apng", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp", ".avif", ".heic",
@@ -32,17 +31,13 @@ NOT_WRITTEN_SUFFIXES = frozenset({
 _HASH_UP_TO = 16 << 20
 # Larger than any frame a GPU can stylize; a bigger `size` is a typo, not a wish.
 MAX_SIZE = 32768
-MODES = ("optimization", "style-video", "feedforward")
-PRESERVE_COLORS = ("none", "luminance", "histogram")
 STYLE_SYNC = ("index", "time")
 STYLE_END = ("loop", "pingpong", "hold")
 OPTIMIZERS = ("lbfgs", "adam")
 
-# Fields that change what the frames look like. Anything else (device, output path,
-# progress, batch size) may change between runs of one job without invalidating frames.
-_NOT_FINGERPRINTED = frozenset(
-    {"output", "device", "batch_size", "audio", "compile", "tile", "keep_frames", "extra", "farm", "chunk"}
-)
+# Fields left out of the fingerprint: those that never change the pixels, and the farm's,
+# whose chunk ``fingerprint`` puts back where it starts temporal chains.
+_NOT_FINGERPRINTED = UNHASHED_FIELDS | {"farm", "chunk"}
 
 
 @dataclass(frozen=True)

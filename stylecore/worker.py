@@ -16,9 +16,9 @@ import traceback
 from typing import IO, Any
 
 from stylecore import __version__
+from stylecore.contract import PROTOCOL
 from stylecore.errors import Cancelled, StylecoreError
 
-PROTOCOL = 2
 # Protocol 2 added the ``train`` and ``models`` requests; a protocol-1 client only stylizes,
 # which protocol 2 still answers unchanged.
 COMPATIBLE_PROTOCOLS = (1, 2)

@@ -17,6 +17,7 @@ sys.path.insert(0, str(bh.REPO / "tools"))
 import build_extension  # noqa: E402
 
 ADDON_DIR = bh.REPO / "blender_addon"
+CONTRACT = bh.REPO / "stylecore" / "contract.py"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,35 @@ def test_zip_holds_the_addon_in_one_folder(archive: Path) -> None:
     assert {"__init__.py", "blender_manifest.toml", "batch.py", "vse.py"} <= shipped
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert build_extension.build(archive.parent).read_bytes() == archive.read_bytes()  # reproducible
+
+
+def test_zip_carries_the_engines_contract(archive: Path) -> None:
+    """The installed add-on has no checkout to load the contract from: the zip holds the file itself."""
+    manifest = build_extension.read_manifest(ADDON_DIR / "blender_manifest.toml")
+    assert zipfile.ZipFile(archive).read(f"{manifest['id']}/contract.py") == CONTRACT.read_bytes()
+
+
+def test_contract_imports_nothing() -> None:
+    """Blender's Python reads it without stylecore's dependencies (or stylecore)."""
+    tree = ast.parse(CONTRACT.read_text())
+    assert not [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def test_addon_speaks_the_engines_contract() -> None:
+    import stylecore.contract as engine
+    from blender_addon import contract, jobs, props, protocol, vse
+
+    assert {name: getattr(contract, name) for name in engine.__all__} == {name: getattr(engine, name)
+                                                                         for name in engine.__all__}
+    assert protocol.PROTOCOL == engine.PROTOCOL and jobs.FRAME_NAME == engine.FRAME_NAME
+    assert jobs.UNHASHED_FIELDS == engine.UNHASHED_FIELDS and jobs.IMAGE_EXTENSIONS == engine.IMAGE_EXTENSIONS
+    # Every engine choice has its panel item, and every panel item is an engine choice.
+    for items, names, engine_names in ((props.MODE_ITEMS, jobs.MODES, engine.MODES),
+                                       (props.PRESERVE_ITEMS, jobs.PRESERVE, engine.PRESERVE_COLORS),
+                                       (props.LOSS_NET_ITEMS, jobs.LOSS_NETS, engine.LOSS_NETS)):
+        assert sorted(item[0] for item in items) == sorted(names)
+        assert sorted(names.values()) == sorted(engine_names)
+    assert sorted(vse.VIDEO_CONTAINERS) == sorted(engine.VIDEO_SUFFIXES)
 
 
 def test_blenders_validator_accepts_the_zip(archive: Path) -> None:
@@ -85,6 +115,8 @@ def test_unzipped_folder_enables_as_a_classic_addon(archive: Path, tmp_path: Pat
         "import sys, bpy, addon_utils\n"
         f"sys.path.insert(0, {str(tmp_path)!r})\n"
         f"assert addon_utils.enable({module!r}, default_set=True) is not None\n"
+        f"import {module}.contract as contract\n"
+        f"assert contract.__file__.startswith({str(tmp_path)!r}) and contract.PROTOCOL > 0\n"
         "assert hasattr(bpy.types, 'SEQUENCER_OT_stylize') and hasattr(bpy.types, 'SEQUENCER_PT_stylize')\n"
         f"print('prefs', bpy.context.preferences.addons[{module!r}].preferences.output_dir)\n"
         f"addon_utils.disable({module!r})\n"

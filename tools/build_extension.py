@@ -3,7 +3,9 @@
     python tools/build_extension.py [--output-dir dist] [--worker-wheel dist/stylecore-0.1.0-py3-none-any.whl]
 
 Writes ``dist/<id>-<version>.zip`` with every file of ``blender_addon/`` inside one
-top-level folder named after the extension id. ``--worker-wheel`` bundles a stylecore
+top-level folder named after the extension id; ``contract.py`` is the engine's
+``stylecore/contract.py`` (the facts both sides share), in place of the checkout's stand-in
+that loads it by path. ``--worker-wheel`` bundles a stylecore
 wheel (``pip wheel --no-deps .``) in ``worker_wheels/``: Set Up Worker installs it into the
 worker's environment instead of stylecore from the package index. (Not the manifest's
 ``wheels``: those go into Blender's own Python, and stylecore needs torch.) Blender 4.2+ installs it as an extension
@@ -23,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "blender_addon"
 MANIFEST = "blender_manifest.toml"
+# Add-on files the zip takes from the engine: the one home of what both sides share.
+VENDORED = {"contract.py": REPO / "stylecore" / "contract.py"}
 WORKER_WHEELS = "worker_wheels"  # blender_addon/worker_setup.py looks here
 REQUIRED = ("schema_version", "id", "version", "name", "tagline", "maintainer", "type", "blender_version_min",
             "license")
@@ -83,7 +87,7 @@ def build(output_dir: Path, source: Path = SOURCE, worker_wheels: list[Path] | t
             info = zipfile.ZipInfo(f"{ext_id}/{rel.as_posix()}", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, (source / rel).read_bytes())
+            archive.writestr(info, VENDORED.get(rel.as_posix(), source / rel).read_bytes())
         for wheel in worker_wheels:
             info = zipfile.ZipInfo(f"{ext_id}/{WORKER_WHEELS}/{wheel.name}", date_time=ZIP_DATE)
             info.external_attr = 0o644 << 16

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stylecore.contract import LOSS_NETS
 from stylecore.errors import InputError, WeightsError
 
 if TYPE_CHECKING:
@@ -20,8 +21,7 @@ if TYPE_CHECKING:
 
     from stylecore.nets.vgg import VGGEncoder
 
-AUTO = "auto"
-LOSS_NETS = (AUTO, "vgg19", "hed-vgg16", "random-vgg19")
+AUTO = LOSS_NETS[0]  # the contract lists "auto" first
 DEFAULT_LOSS_NET = AUTO
 
 
