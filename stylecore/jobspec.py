@@ -199,7 +199,7 @@ def input_identity(path: str) -> str:
         if p.is_file():
             return _file_identity(p)
         if p.is_dir():
-            from stylecore.io.sources import IMAGE_EXTENSIONS
+            from stylecore.contract import IMAGE_EXTENSIONS
 
             files = sorted(e for e in p.iterdir() if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()
                            and not e.name.startswith("."))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stylecore.contract import IMAGE_EXTENSIONS
 from stylecore.errors import InputError
 from stylecore.io.decoders import open_decoder
 from stylecore.io.imageops import load_image
@@ -25,7 +26,6 @@ from stylecore.io.imageops import load_image
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr", ".webp"})
 # Image sequences (and videos that state none) carry no frame rate; this is Blender's default scene rate.
 DEFAULT_SEQUENCE_FPS = 24.0
 # Decoding forward is exact and, for short jumps, faster than a container seek (which
