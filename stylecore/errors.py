@@ -7,12 +7,14 @@ import re
 # Library messages name settings by their Python argument, in backticks (`loss_net`); the
 # CLI and the Blender add-on re-word them for their readers (flags, panel fields).
 _SETTING = re.compile(r"`([a-z_]+)`")
+# Settings whose flag is not their name with - for _.
+_FLAGS = {"long_term_gap": "--long-term"}
 
 
 def cli_wording(message: str) -> str:
     """``message`` as the command line says it: each backticked setting becomes its flag
     (`loss_net` -> --loss-net). The Blender add-on has its own wording (runner.for_blender)."""
-    return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+    return _SETTING.sub(lambda m: _FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
 
 
 class StylecoreError(Exception):

@@ -54,9 +54,9 @@ class TemporalConfig:
 
     def __post_init__(self) -> None:
         if self.long_term_gap < 0:
-            raise InputError(f"--long-term {self.long_term_gap} must be >= 0 (0 turns it off)")
+            raise InputError(f"`long_term_gap` {self.long_term_gap} must be >= 0 (0 turns it off)")
         if self.long_term_gap == 1:
-            raise InputError("--long-term 1 repeats the warping error; use k >= 2, or 0 to turn it off")
+            raise InputError("`long_term_gap` 1 repeats the warping error; use k >= 2, or 0 to turn it off")
 
 
 @dataclass(frozen=True)

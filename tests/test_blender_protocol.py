@@ -161,3 +161,5 @@ def test_engine_messages_reach_blender_users_in_panel_words() -> None:
     assert "`" not in shown and "--" not in shown
     assert "the Loss Network field of the Stylize panel" in shown
     assert "'<Worker Python> -m stylecore weights get hed-vgg16'" in shown
+    shown = for_blender("cannot resume from m.ckpt: EOF; `restart` starts over")
+    assert shown.endswith("; Start Over (Train Style) starts over")

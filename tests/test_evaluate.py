@@ -165,8 +165,17 @@ def test_resizes_content_and_rejects_length_mismatch(clips: dict[str, list[np.nd
     assert scores.warping_error < 1e-3
     with pytest.raises(InputError, match="ends after 3 frames"):
         warping_error(clips["consistent"][:3], clips["content"][:5], TemporalConfig(long_term_gap=0))
-    with pytest.raises(InputError):
-        TemporalConfig(long_term_gap=1)
+
+
+def test_a_bad_long_term_gap_is_named_as_argument_or_flag(tmp_path, capsys) -> None:
+    from stylecore.cli.main import main
+
+    with pytest.raises(InputError, match="`long_term_gap` -1 must be >= 0"):
+        TemporalConfig(long_term_gap=-1)
+    args = ["evaluate", str(tmp_path / "out"), "--content", str(tmp_path / "src"), "--long-term", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "--long-term 1 repeats the warping error" in err and "`" not in err
 
 
 def test_noise_stability_known_models() -> None:

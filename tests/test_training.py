@@ -65,7 +65,7 @@ def test_scan_data_finds_videos_sequences_and_stills(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no videos"):
         scan_data(tmp_path / "empty")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="`data` .* does not exist"):
         scan_data(tmp_path / "missing")
 
 
@@ -342,6 +342,6 @@ def test_a_bad_checkpoint_on_resume_is_one_line(tmp_path: Path, content: bytes) 
     style, data = _setup(tmp_path)
     out = tmp_path / "m.safetensors"
     (tmp_path / "m.ckpt").write_bytes(content)
-    with pytest.raises(InputError, match=r"cannot resume from .*m\.ckpt.*--restart") as info:
+    with pytest.raises(InputError, match=r"cannot resume from .*m\.ckpt.*`restart` starts over") as info:
         train(_config(style, data, out, steps=2, resume=True), log=lambda _: None)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "; --restart starts over" in cli_wording(str(info.value))

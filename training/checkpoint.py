@@ -56,4 +56,4 @@ def load_checkpoint(
         return int(state["step"]), dict(state["settings"])
     except Exception as exc:  # noqa: BLE001 - truncated, not a checkpoint, other torch: each is one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot resume from {path}: {first}; pass --restart to start over") from None
+        raise InputError(f"cannot resume from {path}: {first}; `restart` starts over") from None

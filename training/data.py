@@ -54,7 +54,7 @@ def scan_data(paths: str | Path | tuple[str | Path, ...] | list[str | Path]) -> 
         clips += [c for c in found.clips if c not in clips]
         stills += [s for s in found.stills if s not in stills]
     if not clips and not stills:
-        raise InputError("no --data was given; give a folder of videos, image sequences or images")
+        raise InputError("no `data` was given; give a folder of videos, image sequences or images")
     return DataSources(tuple(clips), tuple(stills))
 
 
@@ -65,7 +65,7 @@ def _scan_one(path: str | Path) -> DataSources:
             return DataSources(stills=(root,))
         return DataSources(clips=(root,))
     if not root.is_dir():
-        raise InputError(f"--data {root} does not exist; give a folder of videos, image sequences or images")
+        raise InputError(f"`data` {root} does not exist; give a folder of videos, image sequences or images")
     clips: list[Path] = []
     stills: list[Path] = []
     for entry in sorted(root.iterdir()):
@@ -81,7 +81,7 @@ def _scan_one(path: str | Path) -> DataSources:
     found = DataSources(tuple(clips), tuple(stills))
     if found.empty:
         raise InputError(
-            f"--data {root} holds no videos, image-sequence folders or images; "
+            f"`data` {root} holds no videos, image-sequence folders or images; "
             f"add some ({', '.join(sorted(VIDEO_EXTENSIONS))} or images)"
         )
     return found
