@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from stylecore.errors import InputError
-from stylecore.io.sources import IMAGE_EXTENSIONS, open_source
+from stylecore.contract import IMAGE_EXTENSIONS
+from stylecore.io.sources import open_source
 from stylecore.io.imageops import load_image, resize
 
 from .flow_cache import FlowCache
