@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             temporal = optimize.TemporalTarget(
                 to_tensor(warped, device), torch.from_numpy(np.ascontiguousarray(pair.mask, np.float32))[None, None])
         config = optimize.OptimConfig(iterations=args.iterations if temporal else 300,
-                                      scales=1 if temporal else optimize.auto_scales(h, w))
+                                      scales=1 if temporal else optimize.auto_scales(w, h))
         # No early stop for later frames: the whole curve is the point.
         saved = optimize.CONVERGED
         optimize.CONVERGED = -1.0 if temporal else saved

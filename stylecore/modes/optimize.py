@@ -230,9 +230,9 @@ def _run_adam(
             image.clamp_(0.0, 1.0)
 
 
-def auto_scales(height: int, width: int) -> int:
+def auto_scales(width: int, height: int) -> int:
     """Pyramid levels for a frame: one more for every halving that stays >= 192 px."""
-    levels, side = 1, max(height, width)
+    levels, side = 1, max(width, height)
     while side // 2 >= _MIN_LEVEL_SIDE and levels < 4:
         side //= 2
         levels += 1
@@ -240,7 +240,8 @@ def auto_scales(height: int, width: int) -> int:
 
 
 def _pyramid_sizes(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
-    """Sizes from coarsest to finest; each level halves the next."""
+    """Sizes from coarsest to finest; each level halves the next. ``(height, width)``, as
+    torch's ``interpolate`` takes them (the one place sizes are not ``(w, h)``)."""
     height, width = size
     sizes = [(height, width)]
     for _ in range(max(scales, 1) - 1):

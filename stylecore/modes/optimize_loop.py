@@ -114,7 +114,7 @@ def run_optimization(
                                 pooling=RECIPE.pooling)
     targets = _StyleTargets(config, encoder, device, size, info.fps)
     temporal_on = solver.temporal_weight > 0
-    first_scales = config.scales or auto_scales(size[1], size[0])
+    first_scales = config.scales or auto_scales(*size)
     histogram = config.preserve_colors == "histogram"
     shot_reference: np.ndarray | None = None  # first content frame of the current shot
     shot_start = 0  # its output number
