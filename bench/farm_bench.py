@@ -50,7 +50,7 @@ def _stylize(out: Path, iterations: int, farm: bool) -> tuple[float, float]:
 
 def _frames(folder: Path) -> list[np.ndarray]:
     with open_source(folder) as src:
-        return [frame for _, frame in src.iter_frames(range(src.info.frame_count))]
+        return [frame for _, frame in src.iter_frames(range(src.info.count))]
 
 
 def seam_report(frames: Sequence[np.ndarray], content: Sequence[np.ndarray]) -> dict[str, object]:
