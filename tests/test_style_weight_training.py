@@ -91,3 +91,13 @@ def test_init_with_another_network_is_refused_in_one_line(tmp_path: Path) -> Non
         train(_tiny(tmp_path, "other.safetensors", init=str(first), conditioned=False), log=lambda _: None)
     message = cli_wording(str(refused.value))
     assert "--init" in message and "\n" not in message and not (tmp_path / "other.safetensors").exists()
+
+
+def test_the_command_line_reaches_the_monotone_weight_and_init() -> None:
+    from training.train import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--style", "s.jpg", "--data", "d", "--out", "m.safetensors",
+                                      "--monotone-weight", "2.5", "--init", "first.safetensors"])
+    config = config_from_args(args)
+    assert (config.monotone_weight, config.init) == (2.5, "first.safetensors")
+    assert config_from_args(build_parser().parse_args(["--style", "s", "--data", "d", "--out", "m.safetensors"])).init is None
