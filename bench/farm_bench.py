@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,17 +33,26 @@ STYLE = SAMPLES / "starry_night_512.jpg"
 CHUNK = 48
 
 
-def _stylize(out: Path, iterations: int, farm: bool) -> tuple[float, float]:
-    """Wall seconds of one run and the load average when it started."""
-    command = [sys.executable, "-m", "stylecore", "stylize", str(CLIP), "--style", str(STYLE), "--mode", "optimization",
-               "--size", "192", "--iterations", str(iterations), "--first-iterations", str(2 * iterations),
-               "--loss-net", "hed-vgg16", "-o", str(out), "--quiet"]
+def _stylize(out: Path, iterations: int, farm: bool) -> tuple[float, float, dict[str, object]]:
+    """Wall seconds of one run, the load average when it started, and the farm's own
+    figures (its ``farm`` and ``farm_stats`` events: Ray start, per-task import, setup and
+    first frame), through the Python API so that the events are at hand."""
+    import stylecore
+
+    events: dict[str, object] = {}
+
+    def keep(event: dict[str, object]) -> None:
+        if event.get("event") in ("farm", "farm_stats"):
+            events[str(event["event"])] = event
+
+    options: dict[str, object] = dict(mode="optimization", size=192, iterations=iterations,
+                                      first_iterations=2 * iterations, loss_net="hed-vgg16")
     if farm:
-        command += ["--farm", "--chunk", str(CHUNK)]
+        options.update(farm="auto", chunk=CHUNK)
     load = load_average()
     began = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO)
-    return time.perf_counter() - began, load
+    stylecore.stylize(str(CLIP), str(out), style=str(STYLE), on_event=keep, **options)
+    return time.perf_counter() - began, load, events
 
 
 def _frames(folder: Path) -> list[np.ndarray]:
@@ -78,9 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, farm in (("single", False), ("farm", True)):
             out = Path(tmp) / name
-            seconds, load = _stylize(out, args.iterations, farm)
+            seconds, load, events = _stylize(out, args.iterations, farm)
             report[name] = {"wall_s": round(seconds, 1), "load_at_start": load,
-                            **seam_report(_frames(out), content)}
+                            **seam_report(_frames(out), content), **events}
             print(name, json.dumps(report[name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

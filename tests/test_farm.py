@@ -15,7 +15,7 @@ import pytest
 from conftest import SAMPLES, pan_frames, smooth_texture, write_png_folder
 from stylecore.cli.main import main
 from stylecore.errors import Cancelled, InputError
-from stylecore.farm import Chunk, Stitch, plan_chunks
+from stylecore.farm import SETTLE, Chunk, Stitch, plan_chunks
 from stylecore.io.imageops import load_image
 from stylecore.jobspec import JobSpec
 from stylecore.pipeline import run_job
@@ -51,8 +51,13 @@ def pan_errors(frames: list[np.ndarray]) -> list[float]:
 
 def test_shots_then_chunks() -> None:
     chunks = plan_chunks(20, 6, cuts=[9], chained=True)
-    assert chunks == [Chunk(0, 6), Chunk(6, 9, stitched=True), Chunk(9, 15), Chunk(15, 20, stitched=True)]
-    assert chunks[1].span == range(5, 9)  # a stitched chunk starts its chain one frame early
+    assert chunks == [Chunk(0, 6), Chunk(6, 9, stitched=True, lead=1 + SETTLE), Chunk(9, 15),
+                      Chunk(15, 20, stitched=True, lead=1 + SETTLE)]
+    # A stitched chunk starts its chain early enough to settle before the common frame 5.
+    assert chunks[1].span == range(5 - SETTLE, 9)
+    # ... but never before its shot: here the shot starts at 3.
+    assert plan_chunks(10, 5, [3], chained=True)[2] == Chunk(8, 10, stitched=True, lead=5)
+    assert plan_chunks(10, 2, [3], chained=True)[3] == Chunk(5, 7, stitched=True, lead=2)
     assert all(not c.stitched for c in plan_chunks(20, 6, chained=False))
 
 
@@ -98,10 +103,13 @@ def test_feedforward_farm_equals_a_single_process_run(cluster: None, tmp_path: P
 
 def test_optimization_farm_stitches_invisibly_and_survives_a_killed_task(cluster: None, tmp_path: Path,
                                                                       style_png: Path) -> None:
-    count = 12
-    content = write_png_folder(tmp_path / "pan", pan_frames(count, height=32, width=48, step=STEP))
-    spec = JobSpec(content=str(content), output=str(tmp_path / "out"), mode="optimization",
-                   styles=((str(style_png), 1.0),), farm="auto", chunk=4, **FAST)
+    count, chunk = 14, 5  # each stitched chunk's chain gets its full SETTLE frames
+    # Frames are made at 48 px and written at the clip's 96 px, as a real job's are: the
+    # stitch must carry the texture at the written size (it once worked at the processing
+    # size and its blurred correction left a seam 100x the other frames' error on a real clip).
+    content = write_png_folder(tmp_path / "pan", pan_frames(count, height=64, width=96, step=STEP))
+    spec = JobSpec(content=str(content), output=str(tmp_path / "out"), mode="optimization", size=48,
+                   styles=((str(style_png), 1.0),), farm="auto", chunk=chunk, **FAST)
     events: list[dict[str, Any]] = []
     killed: list[int] = []
 
@@ -124,10 +132,11 @@ def test_optimization_farm_stitches_invisibly_and_survives_a_killed_task(cluster
         *(f"frame_{n:06d}.png" for n in range(1, count + 1)), "stylecore-job.json"]
 
     frames = read_frames(tmp_path / "out", count)
-    assert np.mean((frames[0] - pan_frames(1, height=32, width=48)[0]) ** 2) > 1e-3  # really stylized
+    assert np.mean((frames[0] - pan_frames(1, height=64, width=96)[0]) ** 2) > 1e-3  # really stylized
     errors = pan_errors(frames)
-    seams = [errors[s - 1] for s in (4, 8)]  # pairs into the first frame of each stitched chunk
-    others = [e for t, e in enumerate(errors) if t + 1 not in (4, 8)]
+    starts = (chunk, 2 * chunk)  # positions of the stitched chunks' first frames
+    seams = [errors[s - 1] for s in starts]  # the pairs into them
+    others = [e for t, e in enumerate(errors) if t + 1 not in starts]
     assert max(seams) <= 1.5 * float(np.median(others)), (seams, float(np.median(others)))
 
     again: list[dict[str, Any]] = []
