@@ -3,6 +3,8 @@
     python -m bench.model_sheet                 # docs/images/models.jpg + docs/images/style_weight.jpg
     python -m bench.model_sheet --metrics       # also the quality table (bench/results/models.json)
     python -m bench.model_sheet --models DIR    # judge models in DIR (NAME.safetensors) instead
+    python -m bench.model_sheet --small         # the distilled NAME-small models beside their teachers:
+                                                # docs/images/small_models.jpg + bench/results/small_models.json
 
 The sheet: one row per content (Big Buck Bunny frames from across the 60 s clip: meadow,
 sky, fur, a dark scene, and two stills that are not Big Buck Bunny), a header row with
@@ -240,6 +242,51 @@ def weight_metrics(paths: dict[str, Path], frames: list[np.ndarray], net: torch.
     return table
 
 
+def small_sheet(paths: dict[str, Path], frames: dict[str, np.ndarray], out: Path) -> Path:
+    """One row per painting and content: the teacher and its small copy on the frame at
+    640 px, then both on a 1:1 crop (320x180 from the middle of the frame at 1280 px: what
+    "at 100 %" looks like at 720p)."""
+    tile_h = round(TILE_W * 9 / 16)
+    rows = []
+    for name, path in paths.items():
+        for label, frame in frames.items():
+            big = resize(frame, (1280, round(frame.shape[0] * 1280 / frame.shape[1])))
+            top, left = (big.shape[0] - 180) // 2, (1280 - 320) // 2
+            panels = []
+            for tag, model in (("", path), ("-small", small_path(path))):
+                panels.append(labelled(to_u8(fit(ours(model, [frame])[0], (TILE_W, tile_h))), f"{name}{tag}, {label}"))
+            for tag, model in (("", path), ("-small", small_path(path))):
+                crop = ours(model, [big])[0][top:top + 180, left:left + 320]
+                panels.append(labelled(to_u8(crop), f"{name}{tag} at 100%"))
+            rows.append(_row(panels))
+    return _write(out, _stack(rows))
+
+
+def small_path(teacher: Path) -> Path:
+    return teacher.with_name(f"{teacher.stem}-small{teacher.suffix}")
+
+
+def small_metrics(paths: dict[str, Path], clip: list[np.ndarray], net: torch.nn.Module) -> dict[str, dict[str, object]]:
+    """Warping error, style and content loss of each teacher and its small copy, and how far
+    the copy's frames are from the teacher's (PSNR)."""
+    from stylecore.evaluate import TemporalConfig, feature_losses, temporal_scores
+
+    outputs: dict[str, list[np.ndarray]] = {}
+    for name, path in paths.items():
+        outputs[name] = ours(path, clip)
+        outputs[f"{name}-small"] = ours(small_path(path), clip)
+    temporal = temporal_scores(outputs, clip, TemporalConfig())
+    table: dict[str, dict[str, object]] = {}
+    for label, frames in outputs.items():
+        teacher = label.removesuffix("-small")
+        fl = feature_losses(frames, clip, net, style=load_image(PAINTINGS[teacher]))
+        table[label] = {"warping_error": temporal[label].warping_error, "style_loss": fl.style_loss,
+                        "content_loss": fl.content_loss}
+        if label != teacher:
+            table[label]["psnr_vs_teacher_db"] = float(np.mean([_psnr(a, b) for a, b in zip(frames, outputs[teacher])]))
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.model_sheet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,11 +294,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--previous", type=Path, help="the previously shipped model, for the table")
     parser.add_argument("--metrics", action="store_true", help="also compute the quality table")
     parser.add_argument("--out", type=Path, default=DOCS, help="where the sheets go (default docs/images)")
+    parser.add_argument("--small", action="store_true",
+                        help="judge the distilled NAME-small models against their teachers instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     paths = model_paths(args.models)
     net = judge()
     frames = contents()
+    if args.small:
+        from .common import read_frames
+
+        print(small_sheet(paths, {k: frames[k] for k in ("meadow", "fur", "astronaut")}, args.out / "small_models.jpg"))
+        report = {"load_average_start": load_average(),
+                  "bunny_96f_320x180": small_metrics(paths, read_frames(SAMPLES / "bunny_96f_320x180.mp4"), net),
+                  "bbb_48f_640x360": small_metrics(
+                      paths, list(bunny_frames({f"f{i}": 20.0 + i / 24.0 for i in range(48)}).values()), net),
+                  "load_average_end": load_average()}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "small_models.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+        print(json.dumps(report, indent=1, default=float))
+        return 0
     # Three probe frames at 320 px: enough to rank the peer's 26 styles, 4x cheaper than 640.
     probes = [resize(frames[k], (320, round(frames[k].shape[0] * 320 / frames[k].shape[1])))
               for k in ("meadow", "fur", "astronaut")]

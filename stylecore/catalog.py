@@ -44,6 +44,12 @@ class ModelEntry:
     training: dict[str, object]
 
     @property
+    def teacher(self) -> str | None:
+        """The model a distilled ("-small") model learnt to reproduce; None for the others."""
+        record = self.training.get("teacher")
+        return str(record.get("model")) if isinstance(record, dict) else None
+
+    @property
     def thumbnail(self) -> Path | None:
         """The style image's thumbnail beside the model, when there is one."""
         path = self.path.with_suffix(THUMBNAIL_SUFFIX)
@@ -168,7 +174,8 @@ def model_for(model: str | Path | None, styles: tuple[tuple[str, float], ...] = 
 
 
 def find_by_style(style_image: str | Path) -> ModelEntry | None:
-    """The model trained on this style image, user models first.
+    """The model trained on this style image, user models first, full models before the
+    distilled ("-small") copies of them (those are chosen by name, for speed).
 
     The same file matches by its thumbnail hash; a re-saved or resized copy matches by the
     model's style thumbnail (``NAME.jpg``), when the two 32 px thumbnails differ by less
@@ -178,7 +185,7 @@ def find_by_style(style_image: str | Path) -> ModelEntry | None:
 
     image = load_image(style_image)
     wanted = style_thumbnail_hash(image)
-    entries = list_models()
+    entries = sorted(list_models(), key=lambda e: (e.teacher is not None, e.origin != "user", e.name))
     for entry in entries:
         if entry.style_thumbnail_sha256 == wanted:
             return entry

@@ -362,3 +362,69 @@ def test_a_bad_checkpoint_on_resume_is_one_line(tmp_path: Path, content: bytes) 
     with pytest.raises(InputError, match=r"cannot resume from .*m\.ckpt.*`restart` starts over") as info:
         train(_config(style, data, out, steps=2, resume=True), log=lambda _: None)
     assert "\n" not in str(info.value) and "; --restart starts over" in cli_wording(str(info.value))
+
+
+def test_distill_loss_follows_its_formula() -> None:
+    """pixel * PIXEL_SCALE * mean|S - T| + feature * sum_l content_loss + temporal, each term alone."""
+    from stylecore import losses
+    from training.objective import DISTILL_LAYERS, PIXEL_SCALE, DistillLoss, temporal_term
+
+    def encoder(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: x * (k + 1) + k for k, name in enumerate(DISTILL_LAYERS)}
+
+    torch.manual_seed(0)
+    student, teacher = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    flow, mask = torch.rand(1, 2, 8, 8), torch.ones(1, 1, 8, 8)
+    total, terms = DistillLoss(encoder, pixel=2.0, feature=3.0, temporal=0.5)(  # type: ignore[arg-type]
+        student, teacher, temporal=(student[1:], student[:1], flow, mask))
+    assert terms["pixel"] == pytest.approx(2.0 * PIXEL_SCALE * float((student - teacher).abs().mean()))
+    feature = sum(float(losses.content_loss(encoder(student)[n], encoder(teacher)[n])) for n in DISTILL_LAYERS)
+    assert terms["feature"] == pytest.approx(3.0 * feature, rel=1e-5)
+    assert terms["temporal"] == pytest.approx(0.5 * float(temporal_term(student[1:], student[:1], flow, mask)), rel=1e-5)
+    assert float(total) == pytest.approx(sum(terms.values()), rel=1e-5)
+    _, same = DistillLoss(encoder, 1.0, 1.0, 0.0)(teacher, teacher)  # type: ignore[arg-type]
+    assert same == {"pixel": 0.0, "feature": 0.0}
+
+
+@pytest.mark.slow
+def test_a_distilled_half_width_model_learns_its_teacher(tmp_path: Path) -> None:
+    """A student at half the channels, trained on a teacher's outputs, comes much closer to
+    them than an untrained student; its file says what it was distilled from, and a style
+    image still finds the full model, not its small copy."""
+    from stylecore.catalog import find_by_style
+
+    style, data = _setup(tmp_path)
+    models = tmp_path / "models"
+    teacher_path = train(_config(style, data, models / "stripes.safetensors", steps=10), log=lambda _: None)
+    student_path = train(_config(style, data, models / "stripes-small.safetensors", steps=40, teacher=str(teacher_path),
+                                 width=0.5, learning_rate=3e-3), log=lambda _: None)
+    teacher, _ = load_model(teacher_path)
+    student, info = load_model(student_path)
+    assert student.config.down_channels == (8, 16, 24) and student.config.up_channels == (16, 8)
+    assert info.training["teacher"]["model"] == "stripes"  # type: ignore[index]
+    assert info.style_thumbnail_sha256 == load_model(teacher_path)[1].style_thumbnail_sha256
+    sampler = PairSampler([], [np.asarray(smooth_texture(96, 96, seed=i, sigma=2.0)) for i in range(3)], 64, 1.0)
+    inputs = collate([sampler.draw(np.random.default_rng(5)) for _ in range(4)]).cur
+    weights = torch.tensor([0.0, 0.5, 1.0, 2.0])
+    torch.manual_seed(0)
+    fresh = StyleTransformer(student.config).eval()
+    with torch.no_grad():
+        target = teacher(inputs, weights)
+        trained_error = float((student(inputs, weights) - target).abs().mean())
+        fresh_error = float((fresh(inputs, weights) - target).abs().mean())
+    assert trained_error < 0.5 * fresh_error, (trained_error, fresh_error)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STYLECORE_MODELS", str(models))
+        found = find_by_style(style)
+    assert found is not None and found.name == "stripes" and found.teacher is None
+
+
+def test_distillation_refuses_a_painting_its_teacher_did_not_learn(tmp_path: Path) -> None:
+    style, data = _setup(tmp_path)
+    teacher_path = train(_config(style, data, tmp_path / "t.safetensors", steps=1), log=lambda _: None)
+    other = write_image(tmp_path / "other.png", smooth_texture(64, 64, seed=9, sigma=3.0))
+    with pytest.raises(InputError) as caught:
+        train(_config(other, data, tmp_path / "s.safetensors", steps=1, teacher=str(teacher_path), width=0.5),
+              log=lambda _: None)
+    assert "is not the painting `teacher` t was trained on" in str(caught.value)
+    assert "--teacher" in cli_wording(str(caught.value)) and "--style" in cli_wording(str(caught.value))

@@ -52,6 +52,11 @@ class TrainConfig:
     bf16: bool | None = None  # CPU bfloat16 autocast; None = when the CPU supports it
     seed: int = 0
     init: str | None = None  # start from this model's weights (fine-tuning) instead of from scratch
+    # Distillation: learn to reproduce this model's outputs (a model name or file) rather
+    # than the style itself; ``style`` must be the painting it was trained on.
+    teacher: str | None = None
+    width: float = 1.0  # channels relative to the standard network (0.5 = the "-small" models)
+    pixel_weight: float = 1.0  # distillation: L1 distance to the teacher's output
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -67,6 +72,10 @@ class TrainConfig:
             raise InputError("loss weights must be >= 0")
         if not 0.0 <= self.synthetic_fraction <= 1.0:
             raise InputError("`synthetic_fraction` must be between 0 and 1")
+        if not 0.1 <= self.width <= 4.0:
+            raise InputError(f"`width` {self.width}: use a channel factor between 0.1 and 4 (0.5 = half the channels)")
+        if self.pixel_weight < 0:
+            raise InputError("loss weights must be >= 0")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")
         if self.resume and self.restart:

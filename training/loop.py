@@ -19,7 +19,7 @@ from stylecore.errors import Cancelled, InputError
 from stylecore.modes.feedforward import cpu_has_native_bf16
 from stylecore.io.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
-from stylecore.catalog import write_thumbnail
+from stylecore.catalog import resolve_model, write_thumbnail
 from stylecore.nets.model_file import ModelInfo, load_model, now_iso, save_model, style_thumbnail_hash
 from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 from stylecore.nets.loss_nets import load_loss_network, resolve_loss_net
@@ -28,7 +28,7 @@ from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_sampler, scan_data
 from .flow_cache import FlowCache
-from .objective import LOSS_LAYERS, RECIPE, STYLE_LAYERS, HybridLoss, LossWeights
+from .objective import DISTILL_LAYERS, LOSS_LAYERS, RECIPE, STYLE_LAYERS, DistillLoss, HybridLoss, LossWeights
 from .pairs import PairBatch, collate
 from .preview import contact_sheet
 
@@ -91,12 +91,16 @@ def _preview_weights(model_config: TransformerConfig) -> list[float]:
     return [0.0, 0.25 * top, 0.5 * top, top]
 
 
-def draw_style_weights(config: TrainConfig, n: int, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
+def draw_style_weights(config: TrainConfig, n: int, rng: np.random.Generator, device: torch.device,
+                       network: TransformerConfig | None = None) -> torch.Tensor:
     """Per-pair style weights: uniform on ``[0, max_style_weight]`` for a conditioned network
-    (Babaeizadeh and Ghiasi 2018), else all 1."""
-    if not config.conditioned:
+    (Babaeizadeh and Ghiasi 2018), else all 1. ``network`` (a distilled student's, which
+    takes its teacher's range) overrides the config's conditioning."""
+    conditioned = config.conditioned if network is None else network.conditioned
+    top = config.max_style_weight if network is None else network.max_style_weight
+    if not conditioned:
         return torch.ones(n, device=device)
-    return torch.from_numpy(rng.uniform(0.0, config.max_style_weight, size=n).astype(np.float32)).to(device)
+    return torch.from_numpy(rng.uniform(0.0, top, size=n).astype(np.float32)).to(device)
 
 
 def draw_twin_weight(weight: float, top: float, rng: np.random.Generator) -> float:
@@ -137,6 +141,48 @@ def batch_loss(
     out_prev, out_cur = outputs[:n], outputs[n:]
     temporal = (out_cur, out_prev, batch.flow_bw, batch.mask) if config.temporal_weight > 0 else None
     return loss_fn(inputs, outputs, pair_weights, temporal=temporal, noisy_outputs=noisy, twin=twin)
+
+
+def distill_batch_loss(
+    model: StyleTransformer,
+    teacher: StyleTransformer,
+    batch: PairBatch,
+    weights: torch.Tensor,
+    loss_fn: DistillLoss,
+    autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The distillation loss of one batch: student and teacher see both frames of each
+    pair at the pair's style weight; the temporal term ties the student's two outputs."""
+    n = batch.cur.shape[0]
+    inputs = torch.cat([batch.prev, batch.cur])
+    pair_weights = torch.cat([weights, weights])
+    with torch.no_grad(), autocast():
+        targets = teacher(inputs, pair_weights).float()
+    with autocast():
+        outputs = model(inputs, pair_weights)
+    temporal = (outputs[n:], outputs[:n], batch.flow_bw, batch.mask)
+    return loss_fn(outputs, targets, temporal=temporal)
+
+
+def load_teacher(config: TrainConfig, style_image: np.ndarray, device: torch.device) -> tuple[StyleTransformer, dict[str, Any]]:
+    """The teacher of a distillation run, frozen, and its record for the student's metadata.
+    Refuses a ``style`` other than the painting the teacher learnt (the student's metadata
+    and thumbnail would name the wrong painting)."""
+    path = resolve_model(config.teacher)
+    teacher, info = load_model(path, device)
+    if info.style_thumbnail_sha256 != style_thumbnail_hash(style_image):
+        raise InputError(f"`style` {Path(config.style).name} is not the painting `teacher` {path.stem} was trained on "
+                         f"({info.style_name}); give that painting as `style`")
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.eval(), {"model": path.stem, "training": dict(info.training)}
+
+
+def build_distill_loss(config: TrainConfig, device: torch.device,
+                       autocast: Callable[[], AbstractContextManager[object]]) -> DistillLoss:
+    encoder = load_loss_network(config.loss_net, tuple(DISTILL_LAYERS), device, weights_path=config.vgg_weights,
+                                pooling=RECIPE.pooling)
+    return DistillLoss(encoder, config.pixel_weight, config.content_weight, config.temporal_weight, autocast=autocast)
 
 
 def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:
@@ -226,7 +272,16 @@ def train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    loss_fn, style_image = build_loss(config, device, autocast)
+    teacher: StyleTransformer | None = None
+    teacher_record: dict[str, Any] | None = None
+    distill_fn: DistillLoss | None = None
+    loss_fn: HybridLoss | None = None
+    if config.teacher:
+        style_image = load_image(config.style)
+        teacher, teacher_record = load_teacher(config, style_image, device)
+        distill_fn = build_distill_loss(config, device, autocast)
+    else:
+        loss_fn, style_image = build_loss(config, device, autocast)
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
     sampler = build_sampler(
         scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log
@@ -235,7 +290,9 @@ def train(
     preview_frames = collate([sampler.draw(preview_rng) for _ in range(_PREVIEW_FRAMES)]).cur.to(device)
     preview_dir = out.parent / f"{out.stem}_previews"
 
-    model_config = TransformerConfig(conditioned=config.conditioned, max_style_weight=config.max_style_weight)
+    base_config = (teacher.config if teacher is not None else
+                   TransformerConfig(conditioned=config.conditioned, max_style_weight=config.max_style_weight))
+    model_config = base_config.scaled(config.width)
     model = StyleTransformer(model_config).to(device).train()
     init_training = _init_from(config.init, model) if config.init else None
     cond_params = list(model.cond.parameters()) if model.cond is not None else []
@@ -269,10 +326,14 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, config) * group["lr_scale"]
             batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
-            weights = draw_style_weights(config, batch.cur.shape[0], rng, device)
-            twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
-                           if config.conditioned and config.monotone_weight > 0 else None)
-            total, terms = batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
+            weights = draw_style_weights(config, batch.cur.shape[0], rng, device, model_config)
+            if teacher is not None and distill_fn is not None:
+                total, terms = distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast)
+            else:
+                twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
+                               if config.conditioned and config.monotone_weight > 0 else None)
+                assert loss_fn is not None
+                total, terms = batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -322,6 +383,8 @@ def train(
             "seconds": round(time.perf_counter() - began, 1),
             # A fine-tuned model's full recipe: the run it started from, and so on back.
             **({"init": {"model": Path(config.init).name, "training": init_training}} if config.init else {}),
+            # A distilled model's teacher and the teacher's own recipe.
+            **({"teacher": teacher_record} if teacher_record else {}),
         },
         created=now_iso(),
     )

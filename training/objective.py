@@ -13,6 +13,11 @@
   output, masked by occlusion;
 - noise (optional): output of a frame vs output of the same frame plus small noise, a
   flow-free stability term;
+- distillation (``DistillLoss``, the "-small" models): instead of the content, style and
+  TV terms, a narrower student matches a trained teacher's output at the same style weight,
+  in pixels (L1) and in loss-network features (relative error at ``DISTILL_LAYERS``); the
+  temporal term stays, so the student is as stable as its teacher. The monotone term is
+  not needed: the student learns the teacher's output at every weight.
 - monotone (our addition, not in the papers): one frame of the batch again at a second
   style weight (its "twin"); a hinge on the stronger output's style loss exceeding the
   weaker one's. The
@@ -45,6 +50,11 @@ MONOTONE_MARGIN = 0.02
 CONTENT_LAYERS: dict[str, float] = dict(RECIPE.content_layers)
 STYLE_LAYERS: dict[str, float] = dict(RECIPE.style_layers)
 LOSS_LAYERS: tuple[str, ...] = RECIPE.layers
+# Distillation compares edges and textures up to relu3_1: deep enough for strokes, and the
+# loss network then stops at its third block (the student's step is dominated by it).
+DISTILL_LAYERS: dict[str, float] = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0}
+# L1 of [0, 1] pixels is ~0.05 for an untrained student: this brings it near the feature term.
+PIXEL_SCALE = 1e1
 
 
 @dataclass(frozen=True)
@@ -137,9 +147,7 @@ class HybridLoss:
             "tv": w.tv * RECIPE.tv_scale * tv,
         }
         if temporal is not None and w.temporal > 0:
-            out_cur, out_prev, flow_bw, mask = temporal
-            warped = warp_tensor(out_prev.float(), flow_bw.float())
-            terms["temporal"] = w.temporal * RECIPE.temporal_scale * losses.temporal_loss(out_cur.float(), warped, mask)
+            terms["temporal"] = w.temporal * temporal_term(*temporal)
         if noisy_outputs is not None and w.noise > 0:
             clean = outputs[: noisy_outputs.shape[0]]
             terms["noise"] = w.noise * NOISE_SCALE * torch.mean((noisy_outputs.float() - clean) ** 2)
@@ -152,6 +160,49 @@ class HybridLoss:
             hinge = monotone_hinge(torch.where(twin_stronger, twin_style, own_style),
                                    torch.where(twin_stronger, own_style, twin_style))
             terms["monotone"] = w.monotone * self.style_scale * hinge
+        total = sum(terms.values(), start=torch.zeros((), device=outputs.device))
+        return total, {name: float(value.detach()) for name, value in terms.items()}
+
+
+def temporal_term(out_cur: Tensor, out_prev: Tensor, flow_bw: Tensor, mask: Tensor) -> Tensor:
+    """The scaled temporal loss: the previous output warped by the pair's flow vs the current."""
+    warped = warp_tensor(out_prev.float(), flow_bw.float())
+    return RECIPE.temporal_scale * losses.temporal_loss(out_cur.float(), warped, mask)
+
+
+class DistillLoss:
+    """A student's loss against its teacher's outputs on the same frames and weights:
+    ``p * PIXEL_SCALE * |S - T|_1 + f * sum_l content_loss(phi_l(S), phi_l(T)) + g * temporal``."""
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        pixel: float,
+        feature: float,
+        temporal: float,
+        autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        self.encoder = encoder
+        self.pixel, self.feature, self.temporal = pixel, feature, temporal
+        self.autocast = autocast
+
+    def __call__(
+        self,
+        outputs: Tensor,
+        teacher_outputs: Tensor,
+        temporal: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """``outputs``, ``teacher_outputs``: ``M x 3 x S x S``; ``temporal`` as in ``HybridLoss``."""
+        with torch.no_grad(), self.autocast():
+            targets = _float(self.encoder(teacher_outputs))
+        with self.autocast():
+            features = _float(self.encoder(outputs))
+        terms = {
+            "pixel": self.pixel * PIXEL_SCALE * (outputs.float() - teacher_outputs.float()).abs().mean(),
+            "feature": self.feature * losses.ContentLoss(targets, DISTILL_LAYERS)(features),
+        }
+        if temporal is not None and self.temporal > 0:
+            terms["temporal"] = self.temporal * temporal_term(*temporal)
         total = sum(terms.values(), start=torch.zeros((), device=outputs.device))
         return total, {name: float(value.detach()) for name, value in terms.items()}
 

@@ -7,11 +7,15 @@
 # Re-running resumes a model whose checkpoint exists and skips finished ones.
 # Two stages: STEPS (1000) from scratch without the monotone style-weight term (as the
 # first shipped models were trained) into OUT_DIR/stage1/, then 600 steps from that model
-# at half the learning rate with the term (--monotone-weight 1) into OUT_DIR.
+# at half the learning rate with the term (--monotone-weight 1) into OUT_DIR; then each
+# model's half-width copy, OUT_DIR/NAME-small.safetensors, distilled from it for SMALL_STEPS
+# (1500) steps (--teacher, --width 0.5: pixel and feature distance to its output, plus the
+# temporal loss).
 set -euo pipefail
 data=${1:?DATA_DIR}; styles=${2:?STYLES_DIR}; out=${3:?OUT_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 steps=${STEPS:-1000}
+small_steps=${SMALL_STEPS:-1500}
 jobs=${JOBS:-1}
 mkdir -p "$out/stage1"
 
@@ -31,6 +35,8 @@ train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
   train_step "$out/stage1/$name.safetensors" "$name" "$painting" --steps "$steps" --monotone-weight 0 "$@"
   train_step "$out/$name.safetensors" "$name" "$painting" --init "$out/stage1/$name.safetensors" \
     --steps 600 --lr 5e-4 --monotone-weight 1 "$@"
+  train_step "$out/$name-small.safetensors" "$name-small" "$painting" --teacher "$out/$name.safetensors" \
+    --width 0.5 --steps "$small_steps"
 }
 
 pids=()

@@ -32,6 +32,8 @@ examples:
   python -m training.train --style starry_night.jpg --data videos/ --out starry.safetensors
   python -m training.train --style scream.jpg --data clip.mp4 --data photos/ --out scream.safetensors --steps 1500
   python -m training.train ... --resume          continue an interrupted run (same settings)
+  python -m training.train --style scream.jpg --data clip.mp4 --teacher scream --width 0.5 --out scream-small.safetensors
+                                                 distil a half-width copy of a trained model (faster, for weak devices)
   python -m training.train --style s.jpg --data d/ --out t.safetensors --steps 20 --size 64 --loss-net random-vgg19
                                                  a quick smoke test
 
@@ -87,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--init", default=None, metavar="MODEL",
                    help="start from this model file's weights (fine-tune it) instead of from scratch; the new "
                         "model's metadata keeps the starting model's recipe")
+    k = p.add_argument_group("distillation (a small, faster copy of a trained model)")
+    k.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="learn to reproduce this model (a name from 'stylecore models' or a file) instead of the style "
+                        "itself; --style must be the painting it was trained on. The loss is the distance to the "
+                        "teacher's output in pixels (--pixel-weight) and in loss-network features (--content-weight), "
+                        "plus the temporal loss")
+    k.add_argument("--width", type=float, default=d.width,
+                   help="channels relative to the standard network (default %(default)s; 0.5 = half the channels, "
+                        "about 4x fewer operations: the shipped NAME-small models)")
+    k.add_argument("--pixel-weight", type=float, default=d.pixel_weight, help="distillation: L1 to the teacher's output")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
@@ -143,6 +155,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         bf16={"auto": None, "on": True, "off": False}[args.bf16],
         seed=args.seed,
         init=args.init,
+        teacher=args.teacher,
+        width=args.width,
+        pixel_weight=args.pixel_weight,
     )
 
 

@@ -28,7 +28,7 @@ layers) and the output cropped back.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -69,6 +69,13 @@ class TransformerConfig:
         data["down_channels"] = list(self.down_channels)
         data["up_channels"] = list(self.up_channels)
         return data
+
+    def scaled(self, width: float) -> TransformerConfig:
+        """The same network with ``width`` times the channels (at least 4 per layer)."""
+        def scale(channels: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(max(4, round(c * width)) for c in channels)
+
+        return replace(self, down_channels=scale(self.down_channels), up_channels=scale(self.up_channels))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
