@@ -87,6 +87,16 @@ class Section:
     data: dict[str, Any] = field(default_factory=dict)  # raw figures for results.json
 
 
+def write_report(path: Path, report: dict[str, Any]) -> int:
+    """Write a bench script's JSON report (creating its folder), say where; exit status 0."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

@@ -26,7 +26,7 @@ from stylecore.evaluate import warping_error
 from stylecore.farm import plan_chunks
 from stylecore.io.sources import open_source
 
-from .common import REPO, SAMPLES, describe_machine, load_average
+from .common import write_report, REPO, SAMPLES, describe_machine, load_average
 
 CLIP = SAMPLES / "bunny_96f_320x180.mp4"
 STYLE = SAMPLES / "starry_night_512.jpg"
@@ -89,10 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report[name] = {"wall_s": round(seconds, 1), "load_at_start": load,
                             **seam_report(_frames(out), content), **events}
             print(name, json.dumps(report[name]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    return write_report(args.out, report)
 
 
 if __name__ == "__main__":

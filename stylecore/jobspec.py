@@ -84,7 +84,8 @@ class JobSpec:
     # Feedforward.
     batch_size: int = 4
     tile: int = 0  # tile size in pixels; 0 = untiled unless memory runs out
-    compile: bool = False
+    # torch.compile the network: None = when the job is long enough to repay it (on a CPU).
+    compile: bool | None = None
     # Video output: frames are made in a job folder beside the video, then encoded.
     audio: bool = True
     keep_frames: bool = False
@@ -271,7 +272,7 @@ def _check_fields(spec: JobSpec) -> None:
         if value is not None and (not isinstance(value, str) or not value):
             raise InputError(f"`{name}` must be a path or empty, not {_shown(value)}")
     for name in _BOOLS:
-        if not isinstance(getattr(spec, name), bool):
+        if not isinstance(getattr(spec, name), bool) and not (name == "compile" and spec.compile is None):
             raise InputError(f"`{name}` must be true or false, not {_shown(getattr(spec, name))}")
     if not isinstance(spec.extra, dict):
         raise InputError(f"`extra` must be a JSON object, not {_shown(spec.extra)}")

@@ -195,3 +195,19 @@ def test_two_runs_to_one_video_the_second_says_so(tmp_path: Path, capsys, pan_fo
         holder.stdin.close()
         holder.wait(timeout=60)
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [([], None), (["--compile"], True), (["--compile", "on"], True),
+                                                 (["--compile", "off"], False), (["--compile", "auto"], None)])
+def test_compile_is_automatic_unless_set(tmp_path: Path, flags: list[str], expected: bool | None) -> None:
+    """No flag lets a feedforward job decide (compile when the clip repays it); the flag
+    alone still forces it, and `off` keeps a job eager."""
+    import argparse
+
+    from stylecore.cli.stylize import job_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    clip = tmp_path / "clip.mp4"
+    args = parser.parse_args(["stylize", str(clip), "-o", str(tmp_path / "out"), *flags])
+    assert job_from_args(args).compile is expected

@@ -125,9 +125,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto (default), cpu, cuda or mps")
     r.add_argument("--seed", type=int, default=0, help="random seed, for reproducible runs (default 0)")
     r.add_argument("--batch-size", type=int, default=4, help="feedforward frames per batch (default 4)")
-    r.add_argument("--compile", action="store_true",
-                   help="feedforward: torch.compile the network (about 2x faster on a CPU once compiled; "
-                        "compiling takes tens of seconds and needs a C++ compiler, so it pays on long clips)")
+    r.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
+                   help="feedforward: torch.compile the network, 2-3x faster on a CPU once compiled (about 13 s "
+                        "the first time, a few seconds once cached; needs a C++ compiler). auto (default): "
+                        "on a CPU when the clip is long enough to repay it (about 7 s of 640x360, 1 s of 1080p)")
     r.add_argument("--tile", type=int, default=0,
                    help="feedforward tile size in pixels for huge frames (default 0: only when out of memory)")
     r.add_argument("--overwrite", action="store_true",
@@ -188,7 +189,7 @@ def job_from_args(args: argparse.Namespace) -> JobSpec:
         style_end=args.style_end,
         batch_size=args.batch_size,
         tile=args.tile,
-        compile=args.compile,
+        compile={"auto": None, "on": True, "off": False}[args.compile],
         audio=not args.no_audio,
         keep_frames=args.keep_frames,
         farm=args.farm,

@@ -40,7 +40,7 @@ class FeedforwardLoopConfig(FrameLoopConfig):
     model: Path
     batch_size: int
     tile: int
-    compile: bool
+    compile: bool | None  # None: automatic (feedforward.wants_compile)
 
 
 @dataclass(frozen=True)
