@@ -1,0 +1,165 @@
+"""Optimization mode's later frames at 426x240 (the size at which the project's origin
+took two minutes a frame on a GPU), default quality, ``hed-vgg16``, on this machine; and
+where a later frame's time goes.
+
+    python -m bench.optimization_speed                # bench/results/optimization_speed.json
+    python -m bench.optimization_speed --frames 8
+
+Runs ``run_job`` on Big Buck Bunny from 20 s at 426x240 with default settings (the first
+frame coarse to fine, later frames warm-started from the warped previous result with the
+temporal loss, each stopping when the loss stops falling) and reports each frame's
+seconds and L-BFGS evaluations; then times the parts of a later frame on their own: the
+optical flow pair, one loss evaluation (loss network forward and backward, Grams,
+temporal term), and reading, resizing and writing the frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stylecore import flow
+from stylecore.io import imageops
+from stylecore.io.sources import open_source
+from stylecore.jobspec import JobSpec
+from stylecore.modes import optimize
+from stylecore.pipeline import run_job
+
+from .common import write_report, BUNNY, REPO, SAMPLES, describe_machine, load_average
+
+STYLE = SAMPLES / "starry_night_512.jpg"
+SIZE = 426
+START_S = 20.0
+
+
+def _median_time(fn: Callable[[], object], repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _count_evaluations() -> tuple[list[int], Callable[[], None]]:
+    """Count loss evaluations per frame by wrapping ``optimize._solve``'s objective calls."""
+    counts: list[int] = []
+    original = optimize._run_lbfgs
+
+    def counting(image, objective, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def counted() -> torch.Tensor:
+            counts[-1] += 1
+            return objective()
+        return original(image, counted, *args, **kwargs)
+
+    def restore() -> None:
+        optimize._run_lbfgs = original
+
+    optimize._run_lbfgs = counting  # type: ignore[assignment]
+    return counts, restore
+
+
+def job(frames: int, work: Path, **options: object) -> dict[str, object]:
+    with open_source(BUNNY) as source:
+        first = round(START_S * source.info.fps)
+    spec = JobSpec(content=str(BUNNY), output=str(work / "out"), mode="optimization", styles=((str(STYLE), 1.0),),
+                   size=SIZE, frames=(first, first + frames), loss_net="hed-vgg16", device="cpu", **options)  # type: ignore[arg-type]
+    counts, restore = _count_evaluations()
+    seconds: list[float] = []
+    marks: dict[int, int] = {}
+
+    def on_event(event: dict[str, object]) -> None:
+        if event.get("event") == "frame" and not event.get("skipped"):
+            seconds.append(float(event["seconds"]))  # type: ignore[arg-type]
+            marks[len(seconds)] = sum(counts)
+        elif event.get("event") == "cut":
+            raise SystemExit("the bench range holds a scene cut; pick another --start")
+
+    def fresh_count(*_: object) -> None:
+        counts.append(0)
+
+    original_frame = optimize.optimize_frame
+
+    def frame_with_count(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fresh_count()
+        return original_frame(*args, **kwargs)
+
+    import stylecore.modes.optimize_loop as loop
+    loop.optimize_frame = frame_with_count  # type: ignore[assignment]
+    load = load_average()
+    began = time.perf_counter()
+    try:
+        run_job(spec, on_event)
+    finally:
+        restore()
+        loop.optimize_frame = original_frame  # type: ignore[assignment]
+    return {"wall_s": round(time.perf_counter() - began, 1), "load_at_start": load, "frame_s": seconds,
+            "evaluations": counts, "later_median_s": statistics.median(seconds[1:]),
+            "later_median_evaluations": statistics.median(counts[1:]), "options": {k: str(v) for k, v in options.items()}}
+
+
+def parts() -> dict[str, float]:
+    """Seconds of the pieces of one later frame at 426x240, each on its own."""
+    with open_source(BUNNY) as source:
+        first = round(START_S * source.info.fps)
+        a, b = (source.read(first + k) for k in (0, 1))
+    size = imageops.scaled_size(a.shape[1], a.shape[0], SIZE)
+    a, b = imageops.resize(a, size), imageops.resize(b, size)
+    config = optimize.OptimConfig()
+    from stylecore.nets.loss_nets import load_loss_network
+    encoder = load_loss_network("hed-vgg16", config.layers, torch.device("cpu"), pooling=optimize.RECIPE.pooling)
+    style = imageops.to_tensor(imageops.resize(imageops.load_image(STYLE), size), torch.device("cpu"))
+    grams = optimize.style_grams(encoder, style, config.style_layers)
+    pair = flow.flow_pair(a, b)
+    target = optimize.TemporalTarget(imageops.to_tensor(flow.warp(a, pair.flow_bw), torch.device("cpu")),
+                                     torch.from_numpy(np.ascontiguousarray(pair.mask, np.float32))[None, None])
+    content = imageops.to_tensor(b, torch.device("cpu"))
+
+    from stylecore import losses
+
+    style_loss = losses.StyleLoss(grams, config.style_layers)
+    content_loss = losses.ContentLoss(encoder(content), config.content_layers)
+
+    def evaluation_only() -> None:
+        image = target.warped.clone().requires_grad_(True)
+        feats = encoder(image)
+        loss = content_loss(feats) + style_loss(feats) + losses.tv_loss(image) + losses.temporal_loss(
+            image, target.warped, target.mask)
+        loss.backward()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "f.png"
+        io_s = _median_time(lambda: imageops.save_image(out, imageops.resize(b, (640, 360))))
+    return {"flow_pair_s": _median_time(lambda: flow.flow_pair(a, b)),
+            "evaluation_s": _median_time(evaluation_only),
+            "content_features_s": _median_time(lambda: encoder(content)),
+            "write_frame_s": io_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.optimization_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "optimization_speed.json")
+    args = parser.parse_args(argv)
+    report: dict[str, object] = {"machine": describe_machine().line(), "threads": torch.get_num_threads(),
+                                 "size": "426x240"}
+    report["parts"] = parts()
+    print("parts:", json.dumps(report["parts"]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        report["default"] = job(args.frames, Path(tmp))
+    print("default:", json.dumps(report["default"]), flush=True)
+    return write_report(args.out, report)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
