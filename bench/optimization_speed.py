@@ -33,7 +33,7 @@ from stylecore.jobspec import JobSpec
 from stylecore.modes import optimize
 from stylecore.pipeline import run_job
 
-from .common import write_report, BUNNY, REPO, SAMPLES, describe_machine, load_average
+from .common import BUNNY, REPO, SAMPLES, describe_machine, load_average, median, timed, write_report
 
 STYLE = SAMPLES / "starry_night_512.jpg"
 SIZE = 426
@@ -41,67 +41,45 @@ START_S = 20.0
 
 
 def _median_time(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-def _count_evaluations() -> tuple[list[int], Callable[[], None]]:
-    """Count loss evaluations per frame by wrapping ``optimize._solve``'s objective calls."""
-    counts: list[int] = []
-    original = optimize._run_lbfgs
-
-    def counting(image, objective, *args, **kwargs):  # type: ignore[no-untyped-def]
-        def counted() -> torch.Tensor:
-            counts[-1] += 1
-            return objective()
-        return original(image, counted, *args, **kwargs)
-
-    def restore() -> None:
-        optimize._run_lbfgs = original
-
-    optimize._run_lbfgs = counting  # type: ignore[assignment]
-    return counts, restore
+    fn()  # warm-up
+    return median([timed(fn)[0] for _ in range(repeats)])
 
 
 def job(frames: int, work: Path, **options: object) -> dict[str, object]:
+    """One default job; each frame's seconds and loss evaluations (L-BFGS's objective
+    calls, counted by wrapping ``optimize._run_lbfgs``; a frame's count is the running
+    total at its ``frame`` event minus the previous frame's)."""
     with open_source(BUNNY) as source:
         first = round(START_S * source.info.fps)
     spec = JobSpec(content=str(BUNNY), output=str(work / "out"), mode="optimization", styles=((str(STYLE), 1.0),),
                    size=SIZE, frames=(first, first + frames), loss_net="hed-vgg16", device="cpu", **options)  # type: ignore[arg-type]
-    counts, restore = _count_evaluations()
+    evaluations = 0
     seconds: list[float] = []
-    marks: dict[int, int] = {}
+    totals: list[int] = []
+    original = optimize._run_lbfgs
+
+    def counting(image, objective, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def counted() -> torch.Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            return objective()
+        return original(image, counted, *args, **kwargs)
 
     def on_event(event: dict[str, object]) -> None:
         if event.get("event") == "frame" and not event.get("skipped"):
             seconds.append(float(event["seconds"]))  # type: ignore[arg-type]
-            marks[len(seconds)] = sum(counts)
+            totals.append(evaluations)
         elif event.get("event") == "cut":
             raise SystemExit("the bench range holds a scene cut; pick another --start")
 
-    def fresh_count(*_: object) -> None:
-        counts.append(0)
-
-    original_frame = optimize.optimize_frame
-
-    def frame_with_count(*args, **kwargs):  # type: ignore[no-untyped-def]
-        fresh_count()
-        return original_frame(*args, **kwargs)
-
-    import stylecore.modes.optimize_loop as loop
-    loop.optimize_frame = frame_with_count  # type: ignore[assignment]
+    optimize._run_lbfgs = counting  # type: ignore[assignment]
     load = load_average()
     began = time.perf_counter()
     try:
         run_job(spec, on_event)
     finally:
-        restore()
-        loop.optimize_frame = original_frame  # type: ignore[assignment]
+        optimize._run_lbfgs = original  # type: ignore[assignment]
+    counts = [b - a for a, b in zip([0, *totals], totals)]
     return {"wall_s": round(time.perf_counter() - began, 1), "load_at_start": load, "frame_s": seconds,
             "evaluations": counts, "later_median_s": statistics.median(seconds[1:]),
             "later_median_evaluations": statistics.median(counts[1:]), "options": {k: str(v) for k, v in options.items()}}

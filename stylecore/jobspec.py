@@ -257,7 +257,8 @@ _FLOATS = {  # name: (smallest allowed, whether the smallest itself is allowed)
 }
 _PATHS = ("content", "output")
 _OPTIONAL_PATHS = ("style_video", "model", "vgg_weights")
-_BOOLS = ("compile", "audio", "keep_frames")
+_BOOLS = ("audio", "keep_frames")
+_OPTIONAL_BOOLS = ("compile",)  # None = automatic
 
 
 def _check_fields(spec: JobSpec) -> None:
@@ -272,8 +273,11 @@ def _check_fields(spec: JobSpec) -> None:
         if value is not None and (not isinstance(value, str) or not value):
             raise InputError(f"`{name}` must be a path or empty, not {_shown(value)}")
     for name in _BOOLS:
-        if not isinstance(getattr(spec, name), bool) and not (name == "compile" and spec.compile is None):
+        if not isinstance(getattr(spec, name), bool):
             raise InputError(f"`{name}` must be true or false, not {_shown(getattr(spec, name))}")
+    for name in _OPTIONAL_BOOLS:
+        if getattr(spec, name) is not None and not isinstance(getattr(spec, name), bool):
+            raise InputError(f"`{name}` must be true, false or empty (automatic), not {_shown(getattr(spec, name))}")
     if not isinstance(spec.extra, dict):
         raise InputError(f"`extra` must be a JSON object, not {_shown(spec.extra)}")
     if spec.farm is not None and (not isinstance(spec.farm, str) or not spec.farm):

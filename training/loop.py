@@ -91,16 +91,12 @@ def _preview_weights(model_config: TransformerConfig) -> list[float]:
     return [0.0, 0.25 * top, 0.5 * top, top]
 
 
-def draw_style_weights(config: TrainConfig, n: int, rng: np.random.Generator, device: torch.device,
-                       network: TransformerConfig | None = None) -> torch.Tensor:
+def draw_style_weights(network: TransformerConfig, n: int, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
     """Per-pair style weights: uniform on ``[0, max_style_weight]`` for a conditioned network
-    (Babaeizadeh and Ghiasi 2018), else all 1. ``network`` (a distilled student's, which
-    takes its teacher's range) overrides the config's conditioning."""
-    conditioned = config.conditioned if network is None else network.conditioned
-    top = config.max_style_weight if network is None else network.max_style_weight
-    if not conditioned:
+    (Babaeizadeh and Ghiasi 2018), else all 1. A distilled student has its teacher's range."""
+    if not network.conditioned:
         return torch.ones(n, device=device)
-    return torch.from_numpy(rng.uniform(0.0, top, size=n).astype(np.float32)).to(device)
+    return torch.from_numpy(rng.uniform(0.0, network.max_style_weight, size=n).astype(np.float32)).to(device)
 
 
 def draw_twin_weight(weight: float, top: float, rng: np.random.Generator) -> float:
@@ -274,14 +270,22 @@ def train(
 
     teacher: StyleTransformer | None = None
     teacher_record: dict[str, Any] | None = None
-    distill_fn: DistillLoss | None = None
-    loss_fn: HybridLoss | None = None
+    step_loss: Callable[[PairBatch, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
     if config.teacher:
         style_image = load_image(config.style)
         teacher, teacher_record = load_teacher(config, style_image, device)
         distill_fn = build_distill_loss(config, device, autocast)
+
+        def step_loss(batch: PairBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            assert teacher is not None
+            return distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast)
     else:
         loss_fn, style_image = build_loss(config, device, autocast)
+
+        def step_loss(batch: PairBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
+                           if config.conditioned and config.monotone_weight > 0 else None)
+            return batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
     sampler = build_sampler(
         scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log
@@ -326,14 +330,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, config) * group["lr_scale"]
             batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
-            weights = draw_style_weights(config, batch.cur.shape[0], rng, device, model_config)
-            if teacher is not None and distill_fn is not None:
-                total, terms = distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast)
-            else:
-                twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
-                               if config.conditioned and config.monotone_weight > 0 else None)
-                assert loss_fn is not None
-                total, terms = batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
+            weights = draw_style_weights(model_config, batch.cur.shape[0], rng, device)
+            total, terms = step_loss(batch, weights)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
