@@ -73,18 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             warped = flow.warp(previous, pair.flow_bw)
             temporal = optimize.TemporalTarget(
                 to_tensor(warped, device), torch.from_numpy(np.ascontiguousarray(pair.mask, np.float32))[None, None])
-        config = optimize.OptimConfig(iterations=args.iterations if temporal else 300,
-                                      scales=1 if temporal else optimize.auto_scales(w, h))
         # No early stop for later frames: the whole curve is the point.
-        saved = optimize.CONVERGED
-        optimize.CONVERGED = -1.0 if temporal else saved
+        config = optimize.OptimConfig(iterations=args.iterations if temporal else 300,
+                                      scales=1 if temporal else optimize.auto_scales(w, h),
+                                      tolerance=float("-inf") if temporal else optimize.OptimConfig.tolerance)
         started = time.perf_counter()
-        try:
-            result = optimize.optimize_frame(encoder, to_tensor(content, device), grams, config,
-                                             init=temporal.warped if temporal else None, temporal=temporal,
-                                             trace=lambda level, n, loss: trace.append((n, loss)))
-        finally:
-            optimize.CONVERGED = saved
+        result = optimize.optimize_frame(encoder, to_tensor(content, device), grams, config,
+                                         init=temporal.warped if temporal else None, temporal=temporal,
+                                         trace=lambda level, n, loss: trace.append((n, loss)))
         elapsed = time.perf_counter() - started
         previous = imageops.to_numpy(result)
         if temporal is not None:

@@ -4,13 +4,17 @@ where a later frame's time goes.
 
     python -m bench.optimization_speed                # bench/results/optimization_speed.json
     python -m bench.optimization_speed --frames 8
+    python -m bench.optimization_speed --reference    # also the earlier defaults, for the A/B
 
 Runs ``run_job`` on Big Buck Bunny from 20 s at 426x240 with default settings (the first
 frame coarse to fine, later frames warm-started from the warped previous result with the
-temporal loss, each stopping when the loss stops falling) and reports each frame's
-seconds and L-BFGS evaluations; then times the parts of a later frame on their own: the
-optical flow pair, one loss evaluation (loss network forward and backward, Grams,
-temporal term), and reading, resizing and writing the frame.
+temporal loss, each stopping when the loss stops falling; the loss network in bfloat16
+where the CPU has it) and reports each frame's seconds and L-BFGS evaluations, and the
+result's style loss, content loss and warping error; then times the parts of a later
+frame on their own: the optical flow pair, one loss evaluation in float32 and in bfloat16
+(loss network forward and backward, Grams, temporal term), and resizing and writing the
+frame. ``--reference`` also runs the defaults before stop 19 (float32, later frames
+stopping only when 10 iterations gain less than 0.2 %) on the same frames.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def _median_time(fn: Callable[[], object], repeats: int = 5) -> float:
 def job(frames: int, work: Path, **options: object) -> dict[str, object]:
     """One default job; each frame's seconds and loss evaluations (L-BFGS's objective
     calls, counted by wrapping ``optimize._run_lbfgs``; a frame's count is the running
-    total at its ``frame`` event minus the previous frame's)."""
+    total at its ``frame`` event minus the previous frame's), and the quality of what it
+    made (``quality``)."""
     with open_source(BUNNY) as source:
         first = round(START_S * source.info.fps)
     spec = JobSpec(content=str(BUNNY), output=str(work / "out"), mode="optimization", styles=((str(STYLE), 1.0),),
@@ -82,7 +87,41 @@ def job(frames: int, work: Path, **options: object) -> dict[str, object]:
     counts = [b - a for a, b in zip([0, *totals], totals)]
     return {"wall_s": round(time.perf_counter() - began, 1), "load_at_start": load, "frame_s": seconds,
             "evaluations": counts, "later_median_s": statistics.median(seconds[1:]),
-            "later_median_evaluations": statistics.median(counts[1:]), "options": {k: str(v) for k, v in options.items()}}
+            "later_median_evaluations": statistics.median(counts[1:]), "options": {k: str(v) for k, v in options.items()},
+            **quality(work / "out", first, frames)}
+
+
+def quality(folder: Path, first: int, frames: int) -> dict[str, float]:
+    """Style and content loss (``hed-vgg16``, the style at the frame's long side, later
+    frames) and warping error of a finished job's frames, as ``stylecore evaluate`` has them."""
+    from stylecore import evaluate
+    from stylecore.nets.loss_nets import load_loss_network
+
+    made = [imageops.load_image(p) for p in sorted(folder.glob("frame_*.png"))]
+    size = (made[0].shape[1], made[0].shape[0])
+    with open_source(BUNNY) as source:
+        contents = [imageops.resize(source.read(first + k), size) for k in range(frames)]
+    style = imageops.load_image(STYLE)
+    style = imageops.resize(style, imageops.scaled_size(style.shape[1], style.shape[0], max(size)))
+    # The judge of bench.model_sheet's quality table, so the numbers compare with it.
+    encoder = load_loss_network("hed-vgg16", {**evaluate.GATYS_STYLE_LAYERS, **evaluate.GATYS_CONTENT_LAYERS},
+                                torch.device("cpu"))
+    losses = evaluate.feature_losses(made[1:], contents[1:], encoder, style=style)
+    return {"style_loss": losses.style_loss, "content_loss": losses.content_loss,
+            "warping_error": evaluate.warping_error(made, contents).warping_error}
+
+
+def reference_job(frames: int, work: Path) -> dict[str, object]:
+    """The defaults before stop 19: float32, and later frames held to the first frame's
+    0.2 % stop rule."""
+    from stylecore.modes import optimize_loop
+
+    saved = optimize_loop.LATER_TOLERANCE
+    optimize_loop.LATER_TOLERANCE = optimize.FIRST_TOLERANCE
+    try:
+        return job(frames, work, bf16=False)
+    finally:
+        optimize_loop.LATER_TOLERANCE = saved
 
 
 def parts() -> dict[str, float]:
@@ -107,9 +146,9 @@ def parts() -> dict[str, float]:
     style_loss = losses.StyleLoss(grams, config.style_layers)
     content_loss = losses.ContentLoss(encoder(content), config.content_layers)
 
-    def evaluation_only() -> None:
+    def evaluation_only(bf16: bool) -> None:
         image = target.warped.clone().requires_grad_(True)
-        feats = encoder(image)
+        feats = optimize._features(encoder, image, bf16)
         loss = content_loss(feats) + style_loss(feats) + losses.tv_loss(image) + losses.temporal_loss(
             image, target.warped, target.mask)
         loss.backward()
@@ -118,7 +157,8 @@ def parts() -> dict[str, float]:
         out = Path(tmp) / "f.png"
         io_s = _median_time(lambda: imageops.save_image(out, imageops.resize(b, (640, 360))))
     return {"flow_pair_s": _median_time(lambda: flow.flow_pair(a, b)),
-            "evaluation_s": _median_time(evaluation_only),
+            "evaluation_float32_s": _median_time(lambda: evaluation_only(False)),
+            "evaluation_bfloat16_s": _median_time(lambda: evaluation_only(True)),
             "content_features_s": _median_time(lambda: encoder(content)),
             "write_frame_s": io_s}
 
@@ -127,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.optimization_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--reference", action="store_true",
+                        help="also run the earlier defaults (float32, 0.2 %% stop rule for later frames)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "optimization_speed.json")
     args = parser.parse_args(argv)
     report: dict[str, object] = {"machine": describe_machine().line(), "threads": torch.get_num_threads(),
@@ -136,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report["default"] = job(args.frames, Path(tmp))
     print("default:", json.dumps(report["default"]), flush=True)
+    if args.reference:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["reference"] = reference_job(args.frames, Path(tmp))
+        print("reference:", json.dumps(report["reference"]), flush=True)
     return write_report(args.out, report)
 
 

@@ -57,9 +57,12 @@ class JobSpec:
     # the Blender add-on uses it to honour strip offsets and retiming. Overrides frames.
     frame_map: tuple[int, ...] | None = None
     size: int | None = None  # long side in pixels; None = mode default
-    iterations: int = 150  # later frames (warm-started)
+    iterations: int = 150  # later frames (warm-started), at most: see optimize.LATER_TOLERANCE
     first_iterations: int = 300  # at most: L-BFGS stops earlier once the loss stops falling
     optimizer: str = "lbfgs"
+    # Optimization and style-video: run the loss network in bfloat16. None = where that is
+    # faster (CUDA, CPUs with AVX512-BF16/AMX); see ``optimize._features``.
+    bf16: bool | None = None
     scales: int = 0  # coarse-to-fine levels; 0 = automatic from the frame size
     content_weight: float = 1.0
     style_weight: float = 1.0
@@ -258,7 +261,7 @@ _FLOATS = {  # name: (smallest allowed, whether the smallest itself is allowed)
 _PATHS = ("content", "output")
 _OPTIONAL_PATHS = ("style_video", "model", "vgg_weights")
 _BOOLS = ("audio", "keep_frames")
-_OPTIONAL_BOOLS = ("compile",)  # None = automatic
+_OPTIONAL_BOOLS = ("compile", "bf16")  # None = automatic
 
 
 def _check_fields(spec: JobSpec) -> None:

@@ -211,3 +211,7 @@ def test_compile_is_automatic_unless_set(tmp_path: Path, flags: list[str], expec
     clip = tmp_path / "clip.mp4"
     args = parser.parse_args(["stylize", str(clip), "-o", str(tmp_path / "out"), *flags])
     assert job_from_args(args).compile is expected
+    # --bf16 reads the same way
+    bf16_flags = [flag.replace("--compile", "--bf16") for flag in flags]
+    args = parser.parse_args(["stylize", str(clip), "-o", str(tmp_path / "out"), "--style", "s.jpg", *bf16_flags])
+    assert job_from_args(args).bf16 is expected

@@ -189,7 +189,7 @@ def test_protocol_fuzz_every_bad_field_is_one_readable_line(tmp_path: Path, work
               "iterations", "first_iterations", "optimizer", "scales", "content_weight", "style_weight",
               "style_weights", "tv_weight", "temporal_weight", "preserve_colors", "style_scale", "loss_net",
               "vgg_weights", "seed", "device", "style_sync", "style_rate", "style_offset", "style_end",
-              "batch_size", "tile", "compile", "audio", "keep_frames", "extra"]
+              "batch_size", "tile", "compile", "bf16", "audio", "keep_frames", "extra"]
     junk = [None, True, -5, 0, 1e30, float("nan"), float("inf"), "notanumber", "", [], [5], [["a"]],
             [[1, 2]], [["a", float("nan")]], {"a": 1}, [1, 2, 3], 2**70, [float("nan")], -1.5]
     rng = random.Random(13)

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylecore.devices import resolve_device
+from stylecore.devices import bf16_autocast_pays, resolve_device
 from stylecore.errors import Cancelled, InputError
-from stylecore.modes.feedforward import cpu_has_native_bf16
 from stylecore.io.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
 from stylecore.catalog import resolve_model, write_thumbnail
@@ -44,15 +43,6 @@ _FINAL_LR_FRACTION = 0.1  # cosine decay of the learning rate down to this fract
 # The monotone term's twin weight differs from its frame's by at least this much: nearer
 # weights give style losses within noise of each other, which the hinge's margin cannot order.
 _TWIN_MIN_GAP = 0.25
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bfloat16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return cpu_has_native_bf16()
-    return False
 
 
 def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], AbstractContextManager[object]]:
@@ -263,7 +253,7 @@ def train(
     if ckpt.exists() and not (config.resume or config.restart):
         raise InputError(f"{ckpt} exists from an earlier run; pass `resume` to continue it or `restart` to start over")
     device = resolve_device(config.device)
-    use_bf16 = bf16_supported(device) if config.bf16 is None else config.bf16
+    use_bf16 = bf16_autocast_pays(device) if config.bf16 is None else config.bf16
     autocast = _autocast_factory(device, use_bf16)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stylecore.devices import is_oom, resolve_device
+from stylecore.devices import cpu_has_native_bf16, is_oom, resolve_device
 from stylecore.errors import Cancelled, DeviceError, InputError
 from stylecore.io.sources import FrameSource
 from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
@@ -53,13 +53,6 @@ AUTO_COMPILE_PIXEL_FRAMES = 40_000_000
 _AUTO_TILES = (2048, 1024, 512, 256)
 _QUEUE_BATCHES = 2  # decoded batches waiting ahead of the network
 _log = logging.getLogger(__name__)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bfloat16 convolutions run faster than float32 (elsewhere they
-    are emulated and slower)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def inference_dtype(device: torch.device, compiled: bool) -> torch.dtype:

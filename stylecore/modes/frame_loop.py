@@ -58,6 +58,7 @@ class OptimizationLoopConfig(FrameLoopConfig):
     first_iterations: int
     scales: int  # 0 = automatic from the frame size
     seed: int
+    bf16: bool | None  # the loss network in bfloat16; None = where it is faster (devices.bf16_autocast_pays)
 
 
 def loop_config(spec: JobSpec, frames: int) -> FeedforwardLoopConfig | OptimizationLoopConfig:
@@ -81,4 +82,5 @@ def loop_config(spec: JobSpec, frames: int) -> FeedforwardLoopConfig | Optimizat
         first_iterations=spec.first_iterations,
         scales=spec.scales,
         seed=spec.seed,
+        bf16=spec.bf16,
     )
