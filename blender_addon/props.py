@@ -76,7 +76,7 @@ class StylecoreStripSettings(bpy.types.PropertyGroup):
                                        "Video modes)")
     iterations: IntProperty(name="Iterations", default=150, min=1, soft_max=2000,
                             description="Optimisation steps per frame at most (Optimization and Style Video): a frame "
-                                        "stops earlier once its loss stops falling, usually after 30-40")
+                                        "stops earlier once its loss stops falling, usually after 40-60")
     batch: BoolProperty(name="Include in Batch", default=False,
                         description="Stylize this strip when a batch run (blender_addon.batch) asks for stale strips")
     uid: StringProperty(name="ID", description="Identifies this strip to its result strip (survives renames)")

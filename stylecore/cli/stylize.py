@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--iterations", type=int, default=JobSpec.iterations,
                    help="optimizer iterations for later frames, at most: they start from the warped previous "
                         "result and stop once 10 iterations lower the loss by less than 2 %% (usually after "
-                        f"30-40) (default {JobSpec.iterations})")
+                        f"40-60) (default {JobSpec.iterations})")
     o.add_argument("--first-iterations", type=int, default=JobSpec.first_iterations,
                    help="iterations for the first frame of each shot, at most: the optimizer stops earlier "
                         f"once the loss stops falling (default {JobSpec.first_iterations})")
