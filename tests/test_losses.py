@@ -27,6 +27,33 @@ def test_gram_matrix_matches_explicit_sums() -> None:
     np.testing.assert_allclose(gram.numpy(), expected, rtol=1e-12)
 
 
+def test_gram_matrix_gradient_is_the_formulas() -> None:
+    """The one-product backward against finite differences of the forward."""
+    feats = _rand(2, 3, 4, 5).requires_grad_(True)
+    assert torch.autograd.gradcheck(losses.gram_matrix, (feats,))
+    weights = _rand(2, 3, 3, seed=1)  # not symmetric: the backward must symmetrise dG
+    (losses.gram_matrix(feats) * weights).sum().backward()
+    f = feats.detach()
+    expected = torch.einsum("nij,njm->nim", weights + weights.transpose(1, 2), f.reshape(2, 3, 20)) / (3 * 4 * 5)
+    torch.testing.assert_close(feats.grad.reshape(2, 3, 20), expected)
+
+
+def test_gram_matrix_of_bfloat16_features_is_float32() -> None:
+    """A bfloat16 loss network's features: the Gram as from upcast features, the gradient
+    in bfloat16 and within its rounding of the float32 one."""
+    feats = torch.rand(1, 8, 30, 40, generator=torch.Generator().manual_seed(2)).bfloat16()
+    wide = feats.float().requires_grad_(True)
+    narrow = feats.clone().requires_grad_(True)
+    gram = losses.gram_matrix(narrow)
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram, losses.gram_matrix(wide), rtol=1e-6, atol=0)
+    weights = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(3))
+    (gram * weights).sum().backward()
+    (losses.gram_matrix(wide) * weights).sum().backward()
+    assert narrow.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(narrow.grad.float(), wide.grad, rtol=2e-2, atol=0)
+
+
 def test_gram_matrix_is_size_independent_for_a_tiled_pattern() -> None:
     # Normalising by C*H*W means repeating the same texture gives the same Gram matrix.
     feats = _rand(1, 3, 4, 4)

@@ -60,6 +60,29 @@ def test_scene_cut_starts_a_new_shot(tmp_path: Path, style_png: Path) -> None:
     assert [c["index"] for c in cuts] == [3]
 
 
+def test_each_shot_starts_with_the_first_frame_solver(tmp_path: Path, style_png: Path, monkeypatch) -> None:
+    """A shot's first frame (the job's, and after a cut) is solved with the line search and
+    the strict stop rule; the warm-started later frames without the search, to 2 %."""
+    from stylecore.modes import optimize, optimize_loop
+
+    shot_a = pan_frames(3, seed=1)
+    shot_b = [smooth_texture(48, 64, seed=7, sigma=1.5)[:, ::-1].copy() for _ in range(2)]
+    content = write_png_folder(tmp_path / "cut", shot_a + shot_b)
+    solvers: list[tuple[bool, float, bool]] = []
+    solve = optimize_loop.optimize_frame
+
+    def recording(encoder, content, grams, config, **kwargs):  # type: ignore[no-untyped-def]
+        solvers.append((config.line_search, config.tolerance, kwargs.get("temporal") is not None))
+        return solve(encoder, content, grams, config, **kwargs)
+
+    monkeypatch.setattr(optimize_loop, "optimize_frame", recording)
+    run_job(JobSpec(content=str(content), output=str(tmp_path / "out"), mode="optimization",
+                    styles=((str(style_png), 1.0),), **{**FAST, "first_iterations": 5, "iterations": 3}))
+    first = (True, optimize.FIRST_TOLERANCE, False)
+    later = (False, optimize.LATER_TOLERANCE, True)
+    assert solvers == [first, later, later, first, later]
+
+
 def test_cancel_then_resume_gives_the_same_frames(tmp_path: Path, style_png: Path) -> None:
     content = write_png_folder(tmp_path / "pan", pan_frames(4))
     common = dict(content=str(content), mode="optimization", styles=((str(style_png), 1.0),),

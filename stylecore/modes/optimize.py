@@ -12,6 +12,7 @@ needs far fewer iterations than the first. Large first frames are solved coarse 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -33,14 +34,17 @@ _MIN_LEVEL_SIDE = 192
 
 
 # The stop rule of ``OptimConfig.tolerance`` for a shot's first frame and for the later
-# frames, which start from the warped previous result. Measured at 426x240 with hed-vgg16
+# frames, which start from the warped previous result: stop once a 10-iteration chunk
+# lowers the loss by less than this fraction. Measured at 426x240 with hed-vgg16
 # (``bench.convergence``; BENCHMARKS.md): a later frame's loss falls 9-13 % over its first
 # 20 iterations, 2-4 % over the next 10, then about 1 % per 10, and is within 1 % of its
-# 150-iteration value after 60-80. Stopping once 10 iterations gain less than 2 % ends a
-# later frame after 30-40 iterations instead of 80-100; over 5 frames its style and
-# content losses were 2.5 % and 1.8 % above stopping at 0.2 %, its warping error 13 %
-# lower, and side by side the frames differ only in the placement of fine strokes. The
-# first frame has no previous result to lean on and keeps the strict rule.
+# 150-iteration value after 60-80. 2 % ends a later frame after 40-70 iterations
+# instead of 80-100; over 5 frames its style and content losses were 2.5 % and 1.8 %
+# above stopping at 0.2 %, its warping error 13 % lower, and side by side the frames
+# differ only in the placement of fine strokes. The first frame has no previous result
+# to lean on and keeps the strict rule. A chunk's gain is measured from its start to the
+# next chunk's start, so that it includes the clamp to [0, 1] between chunks: the rule
+# learns of a small gain one chunk after it happened.
 FIRST_TOLERANCE = 2e-3
 LATER_TOLERANCE = 2e-2
 
@@ -59,6 +63,11 @@ class OptimConfig:
     scales: int = 1  # coarse-to-fine levels (1 = single scale)
     # Stop once a 10-iteration chunk lowers the loss by less than this fraction (L-BFGS).
     tolerance: float = FIRST_TOLERANCE
+    # L-BFGS's strong-Wolfe line search. Later frames go without it: from the warped
+    # previous result the quasi-Newton step is good as it is, and an iteration is then one
+    # loss evaluation instead of 1.2 (same loss after the same iterations; ``_run_lbfgs``
+    # falls back to the search should a step overshoot).
+    line_search: bool = True
     # Run the loss network in bfloat16 (autocast); the losses stay float32. See ``_features``.
     bf16: bool = False
     content_layers: Mapping[str, float] = field(default_factory=lambda: dict(RECIPE.content_layers))
@@ -158,7 +167,8 @@ def _solve(
     if iterations <= 0:
         return image.detach()
     if config.optimizer == "lbfgs":
-        _run_lbfgs(image, objective, iterations, config.learning_rate or 1.0, cancel, trace, config.tolerance)
+        _run_lbfgs(image, objective, iterations, config.learning_rate or 1.0, cancel, trace, config.tolerance,
+                   config.line_search)
     else:
         _run_adam(image, objective, iterations, config.learning_rate or 0.02, cancel)
     return image.detach().clamp(0.0, 1.0)
@@ -167,13 +177,13 @@ def _solve(
 def _features(encoder: VGGEncoder, image: torch.Tensor, bf16: bool) -> dict[str, torch.Tensor]:
     """The loss network's features of ``image``; with ``bf16`` its convolutions run in
     bfloat16 (1.4x faster an evaluation on a CPU with AVX512-BF16, measured at 426x240)
-    while the Gram matrices and losses are taken in float32, outside the autocast, because
-    a bf16 Gram over ~100k positions loses the precision the style loss lives on."""
+    and the features come back in bfloat16. The losses take them in float32
+    (``losses.content_loss``, ``losses.gram_matrix``), because a bfloat16 Gram over ~100k
+    positions loses the precision the style loss lives on."""
     if not bf16:
         return encoder(image)
     with torch.autocast(image.device.type, dtype=torch.bfloat16):
-        feats = encoder(image)
-    return {name: value.float() for name, value in feats.items()}
+        return encoder(image)
 
 
 # L-BFGS runs in chunks so that cancel is honoured without waiting for a whole frame.
@@ -190,13 +200,27 @@ def _run_lbfgs(
     cancel: Callable[[], bool] | None,
     trace: Callable[[int, float], None] | None = None,
     tolerance: float = FIRST_TOLERANCE,
+    line_search: bool = True,
 ) -> None:
-    optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=_CHUNK, history_size=50, line_search_fn="strong_wolfe")
+    """L-BFGS on ``image`` in chunks of ``_CHUNK`` iterations, stopping when a chunk lowers
+    the loss by less than ``tolerance`` of it.
+
+    Without ``line_search`` every iteration is one loss evaluation and takes the
+    quasi-Newton step as it is; should a chunk end above where it began (the step
+    overshot), its start is restored and the rest runs with the line search."""
+
+    def make() -> torch.optim.LBFGS:
+        return torch.optim.LBFGS([image], lr=lr, max_iter=_CHUNK, history_size=50,
+                                 line_search_fn="strong_wolfe" if line_search else None)
+
+    optimizer = make()
+    latest = [float("inf")]  # the loss at the last evaluation: near a chunk's end
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         loss = objective()
         loss.backward()
+        latest[0] = float(loss.detach())
         return loss
 
     done = 0
@@ -211,27 +235,31 @@ def _run_lbfgs(
         state = optimizer.state[image]
         iters_before, evals_before = state.get("n_iter", 0), state.get("func_evals", 0)
         last_good = image.detach().clone()
-        loss = optimizer.step(closure)
+        began = float(optimizer.step(closure).detach())  # the loss where this chunk began
         with torch.no_grad():
-            if not (torch.isfinite(image).all() and torch.isfinite(loss)):
-                # An ill-conditioned line search can step into overflow; keep the last
-                # finite image instead of writing a frame of NaNs.
+            if not (torch.isfinite(image).all() and math.isfinite(began) and math.isfinite(latest[0])):
+                # An ill-conditioned step can overflow; keep the last finite image instead
+                # of writing a frame of NaNs.
                 image.copy_(last_good)
                 break
+            if not line_search and latest[0] > began:
+                image.copy_(last_good)
+                line_search = True
+                optimizer = make()
+                continue
             image.clamp_(0.0, 1.0)
         done += chunk
         if trace is not None:
-            trace(done, float(loss.detach()))
+            trace(done, began)
         # A chunk that ended before its iteration and evaluation budgets means L-BFGS
         # converged (gradient or change below tolerance): further chunks would do nothing.
         iters = state.get("n_iter", 0) - iters_before
         evals = state.get("func_evals", 0) - evals_before
         if iters < chunk and evals < group["max_eval"]:
             break
-        current = float(loss.detach())
-        if previous - current < tolerance * abs(previous):
+        if previous - began < tolerance * abs(previous):
             break  # the loss has stopped falling
-        previous = current
+        previous = began
 
 
 def _run_adam(

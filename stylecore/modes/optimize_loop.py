@@ -189,6 +189,7 @@ def run_optimization(
                 solver,
                 iterations=config.iterations if temporal else config.first_iterations,
                 tolerance=LATER_TOLERANCE if temporal else FIRST_TOLERANCE,
+                line_search=temporal is None,
                 style_weight=config.style_weights[number - 1],
                 scales=1 if temporal else first_scales,
             )
