@@ -173,11 +173,14 @@ def test_ctrl_c_in_a_headless_batch_cancels_and_keeps_whole_frames(tmp_path: Pat
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     slow = json.dumps({**bh.FAST_JOB, "first_iterations": 30})
     env = dict(os.environ, STYLECORE_WORKER_PYTHON=str(WORKER), PYTHONUNBUFFERED="1")
-    # Its own session, as a shell runs a foreground job: Ctrl+C goes to the whole group.
+    # Its own session, as a shell runs a foreground job: Ctrl+C goes to the whole group. A
+    # foreground job takes SIGINT's default action even when these tests run in the
+    # background (where the shell hands its children SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler).
     proc = subprocess.Popen([sys.executable, "-m", "blender_addon.batch", str(blend), "--render",
                              str(tmp_path / "out.mp4"), "--job-options", slow, "--worker-python", str(WORKER)],
                             cwd=bh.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     assert proc.stdout is not None
     for line in proc.stdout:
