@@ -17,7 +17,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -30,7 +29,7 @@ from stylecore.nets.loss_nets import load_loss_network
 from stylecore.pipeline import run_job
 
 from .common import BUNNY, REPO, SAMPLES, describe_machine, load_average, write_report
-from .pictures import labelled, to_u8
+from .pictures import labelled, save_sheet, to_u8
 
 START_S = 20.6  # the bird is still on its branch; it is gone 8 frames later
 FRAMES = 10
@@ -91,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                            + [labelled(to_u8(made[s][number - 1]), f"{name}: {s}") for s in made],
                                            axis=1))
     report["load_at_end"] = load_average()
-    args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.sheet), np.concatenate(rows, axis=0)[:, :, ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 88])
-    print(f"wrote {args.sheet}")
+    save_sheet(args.sheet, rows)
     return write_report(args.out, report)
 
 

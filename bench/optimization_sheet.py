@@ -19,7 +19,6 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -31,7 +30,7 @@ from stylecore.nets.loss_nets import load_loss_network
 from stylecore.pipeline import run_job
 
 from .common import BUNNY, REPO, SAMPLES, describe_machine, load_average, write_report
-from .pictures import fit, labelled, to_u8
+from .pictures import fit, labelled, save_sheet, to_u8
 
 FRAMES = 5
 SIZE = 426
@@ -125,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                     labelled(to_u8(_crop(shown)), f"frame {FRAMES}, 100 % at {SIZE} px"),
                 ], axis=1))
     report["load_at_end"] = load_average()
-    args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.sheet), np.concatenate(rows, axis=0)[:, :, ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 88])
-    print(f"wrote {args.sheet}")
+    save_sheet(args.sheet, rows)
     return write_report(args.out, report)
 
 

@@ -137,3 +137,10 @@ def animation(path: Path, panels: dict[str, Sequence[np.ndarray]], *, fps: float
     )
     tmp.replace(path)
     return path
+
+
+def save_sheet(path: Path, rows: Sequence[np.ndarray]) -> None:
+    """Stack equally wide RGB uint8 rows into one JPEG at ``path`` (quality 88)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0)[:, :, ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    print(f"wrote {path}")
