@@ -85,8 +85,8 @@ class _Gram(torch.autograd.Function):
 
     Autograd sees ``F`` used twice and takes two products and a sum for the gradient;
     ``G`` is symmetric in ``F``, so ``dF = (dG + dG^T) F`` is the same gradient from one
-    product. The Grams are a third of an optimisation step's time at 426x240 (five
-    layers of ``C x C`` products over up to 100k positions), so this matters.
+    product. The Grams' products took a quarter of an optimisation step's time at 426x240
+    (five layers of ``C x C`` products over up to 100k positions), so this matters.
 
     With bfloat16 features (the loss network under autocast) the forward product is taken
     in float32 of the same values, exactly as from upcast features, because the style loss

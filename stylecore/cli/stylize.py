@@ -107,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"once the loss stops falling (default {JobSpec.first_iterations})")
     o.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="lbfgs (default) or adam")
     o.add_argument("--bf16", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
-                   help="run the loss network in bfloat16, about 1.6x faster per iteration where the hardware "
+                   help="run the loss network in bfloat16, about 2x faster per iteration where the hardware "
                         "has it (the losses stay float32). auto (default): on CUDA GPUs and on CPUs with "
                         "AVX512-BF16 or AMX; off reproduces float32 results exactly")
     o.add_argument("--scales", type=int, default=0,
