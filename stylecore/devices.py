@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,13 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+# glibc's mallopt parameters, and the value that keeps every freed block in the heap.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_ALL = 2**31 - 1
+# Environment variables by which a user tunes glibc's malloc: then it is left alone.
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_allocator_tuned = False
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -42,6 +51,34 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def reuse_freed_memory(device: torch.device) -> None:
+    """On the CPU, keep the memory a job frees in the process's heap, for its next frame or step.
+
+    glibc's malloc gives every freed block over 32 MB straight back to the kernel (and
+    trims the heap's top above 128 KB), so a network at 720p and above has its
+    activations mapped, zero-filled and unmapped again on every frame. Measured on this
+    project's 2-core CPU: the kernel took a quarter of a compiled 1080p frame (0.25 of
+    0.55 s) and half of an eager one (1.9 s -> 0.9 s without it); compiled 720p 0.23 ->
+    0.17 s; 640x360 unchanged (its blocks are smaller). The cost is memory: the heap
+    fragments (a 36-frame 1080p job peaked at 1592 MiB instead of 1366), and what a job
+    freed is kept until the process ends (the Blender worker keeps its largest job's).
+    glibc on Linux only; a user's own ``MALLOC_*_`` / ``GLIBC_TUNABLES`` malloc
+    settings win. Once per process."""
+    global _allocator_tuned
+    if _allocator_tuned or device.type != "cpu":
+        return
+    _allocator_tuned = True
+    if any(name in os.environ for name in _MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - glibc, not another C library that answers to the name
+    except (OSError, AttributeError):
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_ALL)
+    libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_ALL)
 
 
 def cpu_has_native_bf16() -> bool:

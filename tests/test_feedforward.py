@@ -95,19 +95,20 @@ def test_processing_size_is_written_back_at_source_size(tmp_path: Path, clip: Pa
     assert load_image(jobdir.frame_path(1)).shape == (36, 50, 3)
 
 
-def test_cancel_between_batches_keeps_whole_frames(tmp_path: Path, clip: Path) -> None:
+def test_cancel_between_frames_keeps_whole_frames(tmp_path: Path, clip: Path) -> None:
+    # On the CPU a batch is stylized a frame at a time, and cancel is heard between its frames.
     spec = JobSpec(content=str(clip), output=str(tmp_path / "out"), mode="feedforward", model=str(_save(tmp_path)), batch_size=2)
     calls = []
 
     def cancel() -> bool:
         calls.append(1)
-        return len(calls) > 1  # let the first batch through
+        return len(calls) > 1  # let the first frame through
 
     with pytest.raises(Cancelled):
         _run(spec, range(6), cancel)
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
-    assert names == ["frame_000001.png", "frame_000002.png"]
+    assert names == ["frame_000001.png"]
     assert all(load_image(out / n).shape == (36, 50, 3) for n in names)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -300,6 +301,50 @@ def test_compilation_is_automatic_on_long_cpu_jobs_only(monkeypatch: pytest.Monk
     assert ff.wants_compile(True, cpu, 1, (8, 8)) and not ff.wants_compile(False, cpu, 10**6, (1920, 1080))
     monkeypatch.setattr(ff, "has_cpp_compiler", lambda: False)
     assert not ff.wants_compile(None, cpu, 10**6, (1920, 1080))
+
+
+def test_the_instruction_set_check_runs_once_and_only_when_it_passes(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inductor's check of the CPU's vector instruction sets (compiler and Python
+    subprocesses, 1.2 s a job) is trusted once it has passed for every set the CPU reports;
+    a failing check is left to run every time, and the user's own setting wins."""
+    from torch._inductor import config as inductor_config
+    from torch._inductor import cpu_vec_isa
+
+    from stylecore.modes import feedforward as ff
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ff.shutil, "which", lambda name: "/bin/sh" if name == "g++" else None)
+    claimed = [cpu_vec_isa.VecAVX512(), cpu_vec_isa.VecAVX2()]
+    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2", "avx512"])
+    monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", claimed)
+    probes: list[int] = []
+
+    def probe(result: list[Any]) -> None:
+        monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: probes.append(1) or result)
+
+    with inductor_config.patch({"cpp.vec_isa_ok": None}):  # restored afterwards
+        # One set fails inductor's check: nothing is remembered, inductor keeps checking.
+        probe(claimed[1:])
+        ff.skip_repeated_isa_probe()
+        assert inductor_config.cpp.vec_isa_ok is None and not list(tmp_path.iterdir()) and len(probes) == 1
+        # All pass: remembered, and the next process does not check again.
+        probe(claimed)
+        ff.skip_repeated_isa_probe()
+        assert inductor_config.cpp.vec_isa_ok is True and len(list(tmp_path.glob("stylecore-vec-isa-*.ok"))) == 1
+        inductor_config.cpp.vec_isa_ok = None
+        ff.skip_repeated_isa_probe()
+        assert inductor_config.cpp.vec_isa_ok is True and len(probes) == 2
+        # Another instruction-set report (a different CPU) is checked afresh.
+        monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2"])
+        inductor_config.cpp.vec_isa_ok = None
+        probe(claimed[1:])
+        ff.skip_repeated_isa_probe()
+        assert inductor_config.cpp.vec_isa_ok is True and len(probes) == 3
+        # TORCHINDUCTOR_VEC_ISA_OK (the config set) is the user's: left alone.
+        inductor_config.cpp.vec_isa_ok = False
+        ff.skip_repeated_isa_probe()
+        assert inductor_config.cpp.vec_isa_ok is False and len(probes) == 3
 
 
 def test_a_failed_automatic_compilation_falls_back_to_eager(tmp_path: Path, clip: Path,

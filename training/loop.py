@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylecore.devices import bf16_autocast_pays, resolve_device
+from stylecore.devices import bf16_autocast_pays, resolve_device, reuse_freed_memory
 from stylecore.errors import Cancelled, InputError
 from stylecore.io.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
@@ -253,6 +253,7 @@ def train(
     if ckpt.exists() and not (config.resume or config.restart):
         raise InputError(f"{ckpt} exists from an earlier run; pass `resume` to continue it or `restart` to start over")
     device = resolve_device(config.device)
+    reuse_freed_memory(device)
     use_bf16 = bf16_autocast_pays(device) if config.bf16 is None else config.bf16
     autocast = _autocast_factory(device, use_bf16)
     torch.manual_seed(config.seed)

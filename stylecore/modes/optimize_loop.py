@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stylecore import flow
-from stylecore.devices import bf16_autocast_pays, oom_guard, resolve_device
+from stylecore.devices import bf16_autocast_pays, oom_guard, resolve_device, reuse_freed_memory
 from stylecore.errors import Cancelled, InputError
 from stylecore.io import imageops
 from stylecore.io.sources import FrameSource, open_source
@@ -109,6 +109,7 @@ def run_optimization(
     ``span``: the output positions (0-based) to make; the farm (``farm.py``) runs a chunk.
     """
     device = resolve_device(config.device)
+    reuse_freed_memory(device)
     info = source.info
     size = processing_size(config.size, info.width, info.height)  # (w, h)
     if min(size) < _MIN_SIDE:
