@@ -129,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto (default), cpu, cuda or mps")
     r.add_argument("--seed", type=int, default=0, help="random seed, for reproducible runs (default 0)")
-    r.add_argument("--batch-size", type=int, default=4, help="feedforward frames per batch (default 4)")
+    r.add_argument("--batch-size", type=int, default=4, help="feedforward frames per batch on a GPU (default 4); a CPU stylizes one frame at a time")
     r.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
                    help="feedforward: torch.compile the network, 2-3x faster on a CPU once compiled (about 13 s "
                         "the first time, a few seconds once cached; needs a C++ compiler). auto (default): "
