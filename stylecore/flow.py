@@ -147,11 +147,14 @@ def occlusion_mask(flow_bw: np.ndarray, flow_fw: np.ndarray) -> np.ndarray:
     grad_sq = du_dx**2 + du_dy**2 + dv_dx**2 + dv_dy**2
     boundary = grad_sq > _BOUNDARY_REL * bw_sq + _BOUNDARY_ABS
 
-    h, w = w_bw.shape[:2]
-    map_x, map_y = _sample_maps(w_bw)
-    outside = (map_x < 0) | (map_x > w - 1) | (map_y < 0) | (map_y > h - 1)
+    return (~(occluded | boundary | ~lands_inside(w_bw))).astype(np.float32)
 
-    return (~(occluded | boundary | outside)).astype(np.float32)
+
+def lands_inside(flow: np.ndarray) -> np.ndarray:
+    """HxW bool: where ``x + flow(x)`` lies inside the frame (what ``warp`` samples is real)."""
+    h, w = flow.shape[:2]
+    map_x, map_y = _sample_maps(np.asarray(flow, dtype=np.float32))
+    return (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
 
 
 @dataclass(frozen=True)

@@ -373,3 +373,41 @@ def test_a_later_frame_starts_from_the_content_where_the_subject_uncovered_it() 
     sliver = everywhere.copy()
     sliver[20:80, 60:62] = 0.0
     assert warm_start(warped, sliver, cur) is warped
+
+
+def test_temporal_weights_keep_a_weak_hold_where_the_warp_still_matches() -> None:
+    """Ruder et al.'s weights are 1 where the flow passed its checks and 0 elsewhere. Where
+    the checks failed but the warped previous content still matches all around (a flat
+    area, small or large), a weak weight stays; none where the content differs (what a
+    subject uncovered), not even at a few pixels inside such a region that happen to
+    match, and none where the flow leaves the frame (the warp there samples replicated
+    border pixels)."""
+    from stylecore import flow
+    from stylecore.modes import optimize_loop as loop
+
+    h, w = 240, 320  # the match window is then 7 px
+    prev = 0.4 + 0.5 * smooth_texture(h, w, seed=3, sigma=2.0)
+    cur = prev.copy()
+    flow_bw = np.zeros((h, w, 2), np.float32)
+    flow_bw[:, :6, 0] = -10.0  # the left columns come from outside the previous frame
+    mask = np.ones((h, w), np.float32)
+    mask[:, :6] = 0.0
+    mask[20:23, 150:153] = 0.0  # checks failed, content matches: weak hold
+    mask[120:200, 20:100] = 0.0  # a large flat patch the checks failed on, content matches: weak hold
+    mask[100:200, 150:280] = 0.0  # a region a subject uncovered: content differs
+    cur[100:200, 150:280] = 0.05
+    cur[150:153, 200:203] = prev[150:153, 200:203]  # a few pixels there match by chance
+    pair = flow.FramePair(flow_bw=flow_bw, flow_fw=-flow_bw, mask=mask)
+
+    c = loop.temporal_weights(pair, prev, cur)
+    weak = np.float32(loop._WEAK_TEMPORAL)
+    assert c.dtype == np.float32 and c.shape == (h, w) and 0 < weak < 1
+    assert np.all(c[mask == 1.0] == 1.0)
+    assert np.all(c[20:23, 150:153] == weak)
+    assert np.all(c[120:200, 20:100] == weak)
+    assert np.all(c[100:200, 150:280] == 0.0)
+    assert np.all(c[:, :6] == 0.0)
+    assert set(np.unique(c).tolist()) == {0.0, float(weak), 1.0}
+    # a frame the flow explains everywhere keeps Ruder et al.'s weights as they are
+    full = flow.FramePair(flow_bw=np.zeros_like(flow_bw), flow_fw=np.zeros_like(flow_bw), mask=np.ones((h, w), np.float32))
+    assert np.array_equal(loop.temporal_weights(full, prev, cur), full.mask)

@@ -39,6 +39,12 @@ _MIN_SIDE = 16
 # subject uncovered, restarted from the content by ``warm_start``; thinner ones are the
 # slivers along moving edges. 1/20: 12 px at 426x240, 54 px at 1080p.
 _UNCOVERED_WIDTH = 1 / 20
+# ``temporal_weights``: an unreliable pixel around which the warped previous content
+# matches this frame's (mean RGB difference below _MATCHED over a window _MATCH_WINDOW of
+# the short side across: 7 px at 426x240) keeps _WEAK_TEMPORAL of the temporal term.
+_MATCHED = 0.05
+_MATCH_WINDOW = 1 / 40
+_WEAK_TEMPORAL = 0.3
 
 
 class _StyleTargets:
@@ -172,10 +178,9 @@ def run_optimization(
                     # exactly like an uninterrupted one.
                     prev_out = imageops.resize(jobdir.read_frame(number - 1), size)
                     warped = flow.warp(prev_out, pair.flow_bw)
-                    temporal = TemporalTarget(
-                        imageops.to_tensor(warped, device),
-                        torch.from_numpy(np.ascontiguousarray(pair.mask, dtype=np.float32))[None, None].to(device),
-                    )
+                    weights = temporal_weights(pair, prev_content, content)
+                    temporal = TemporalTarget(imageops.to_tensor(warped, device),
+                                              torch.from_numpy(weights)[None, None].to(device))
                     start_from = imageops.to_tensor(warm_start(warped, pair.mask, content), device)
             if not temporal_on or cut_here or k == 0:
                 shot_reference, shot_start = content, number
@@ -240,6 +245,34 @@ def warm_start(warped: np.ndarray, mask: np.ndarray, content: np.ndarray) -> np.
         return warped
     fill = uncovered.astype(np.float32)[..., None]
     return warped * (1.0 - fill) + imageops.match_color(content, warped) * fill
+
+
+def temporal_weights(pair: flow.FramePair, prev_content: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """The temporal loss's per-pixel weights ``c`` (HxW float32): 1 where the flow passed
+    its checks (``pair.mask``), 0 where it failed, except ``_WEAK_TEMPORAL`` where it
+    failed but the warped previous content still matches this frame's all around the
+    pixel (mean RGB difference under ``_MATCHED`` over a small window) and the flow lands
+    inside the frame.
+
+    Departs from Ruder et al.'s binary weights. On a flat area (a dark tank, sky, a wall)
+    the forward and backward flows disagree although the pixels plainly move with their
+    surroundings; with no temporal term there, nothing holds the strokes still and they
+    grow into speckles that change every frame (``bench.optimization_sheet``: the
+    astronaut pan's dark tank, 2.5-3.3 % of its pixels unreliable). The weak term steadies
+    them, also where ``warm_start`` restarted such a patch from the content. What a
+    subject uncovered does not match the warped previous content (the warp drags the
+    subject along), so it stays free and no ghost is pulled back; matching is judged over
+    a window so that a few pixels of the subject that happen to match the background do
+    not count. A pixel that entered at the frame's edge samples replicated border pixels:
+    held to them, the entering edge streaks, so it stays free too."""
+    reliable = np.asarray(pair.mask) >= 0.5
+    if reliable.all():
+        return np.ascontiguousarray(pair.mask, dtype=np.float32)
+    diff = np.abs(flow.warp(prev_content, pair.flow_bw) - content).mean(axis=-1)
+    window = max(3, int(round(min(diff.shape) * _MATCH_WINDOW)) | 1)
+    matched = cv2.blur(diff, (window, window), borderType=cv2.BORDER_REFLECT) < _MATCHED
+    weak = ~reliable & matched & flow.lands_inside(pair.flow_bw)
+    return np.where(reliable, 1.0, np.where(weak, _WEAK_TEMPORAL, 0.0)).astype(np.float32)
 
 
 def processing_size(long_side: int | None, width: int, height: int) -> tuple[int, int]:
