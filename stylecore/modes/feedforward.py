@@ -70,9 +70,15 @@ def inference_dtype(device: torch.device, compiled: bool) -> torch.dtype:
     return torch.float32
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor would use (``CXX``, else the first on the PATH), or None."""
+    found = (shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if name)
+    return next((path for path in found if path), None)
+
+
 def has_cpp_compiler() -> bool:
     """Inductor compiles C++ for the CPU: without a compiler ``torch.compile`` cannot run."""
-    return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if name)
+    return cpp_compiler() is not None
 
 
 def wants_compile(setting: bool | None, device: torch.device, frames: int, size: tuple[int, int]) -> bool:
@@ -112,8 +118,7 @@ def skip_repeated_isa_probe() -> None:
             return
         reported = cpu_vec_isa.x86_isa_checker()
         claimed = [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in reported for f in str(isa).split())]
-        compiler = next((shutil.which(n) for n in (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-                         if n and shutil.which(n)), None)
+        compiler = cpp_compiler()
         cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # set by keep_compile_cache
         if not claimed or compiler is None or not cache:
             return
