@@ -5,37 +5,61 @@
 # paintings). JOBS=4 trains them side by side, one thread each (what was used on this
 # project's 2-core CPU); the default trains one after another with all threads.
 # Re-running resumes a model whose checkpoint exists and skips finished ones.
-# Two stages: STEPS (1000) from scratch without the monotone style-weight term (as the
-# first shipped models were trained) into OUT_DIR/stage1/, then 600 steps from that model
-# at half the learning rate with the term (--monotone-weight 1) into OUT_DIR; then each
-# model's half-width copy, OUT_DIR/NAME-small.safetensors, distilled from it for SMALL_STEPS
-# (1500) steps (--teacher, --width 0.5: pixel and feature distance to its output, plus the
-# temporal loss).
+# Stages: STEPS (1000) from scratch without the monotone style-weight term (as the first
+# shipped models were trained) into OUT_DIR/stage1/; then 600 steps from that model at half
+# the learning rate with the term (--monotone-weight 1); then, for the models whose Style
+# Weight was still not monotone on whole frames (see later_stages), more fine-tuning on
+# larger crops with a stronger term; the last stage writes OUT_DIR/NAME.safetensors. Then
+# each model's half-width copy, OUT_DIR/NAME-small.safetensors, distilled from it for
+# SMALL_STEPS (1500) steps (--teacher, --width 0.5: pixel and feature distance to its
+# output, plus the temporal loss).
 set -euo pipefail
 data=${1:?DATA_DIR}; styles=${2:?STYLES_DIR}; out=${3:?OUT_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 steps=${STEPS:-1000}
 small_steps=${SMALL_STEPS:-1500}
 jobs=${JOBS:-1}
-mkdir -p "$out/stage1"
+mkdir -p "$out/stage1" "$out/stage2"
 
-train_step() {  # OUT_FILE NAME PAINTING [EXTRA TRAINING OPTIONS]
-  local file=$1 name=$2 painting=$3 resume=(); shift 3
+train_step() {  # OUT_FILE PAINTING [EXTRA TRAINING OPTIONS]
+  local file=$1 painting=$2 resume=(); shift 2
   [ -f "$file" ] && { echo "$file: done"; return 0; }
   [ -f "${file%.safetensors}.ckpt" ] && resume=(--resume)
   python -m training.train --style "$styles/$painting.jpg" --data "$data" \
     --data "$here/samples/astronaut_512x384.jpg" --data "$here/samples/chelsea_451x300.jpg" \
-    --out "$file" --size 192 --batch-size 2 \
+    --out "$file" --batch-size 2 \
     --checkpoint-every 100 --preview-every 250 --log-every 25 --cache-dir "$out/flowcache" "${resume[@]}" "$@" \
     > "${file%.safetensors}.log" 2>&1
 }
 
+# The fine-tuning stages after the second, one line of options each. After stage 2 The
+# Shipwreck's style loss still rose from weight 1 to 1.5 on whole 384 px frames (the test's
+# scale; training crops are 192 px), so it trains 400 more steps on 256 px crops at a
+# quarter of the learning rate with the monotone term at 4. (The Scream's rise from 0.25 to
+# 0.5 survived the same stage and a fourth one: see docs/training.md.)
+later_stages() {  # NAME
+  case $1 in
+    shipwreck) echo "--steps 400 --size 256 --lr 2.5e-4 --monotone-weight 4 --seed 1" ;;
+  esac
+}
+
 train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
-  local name=$1 painting=$2; shift 2
-  train_step "$out/stage1/$name.safetensors" "$name" "$painting" --steps "$steps" --monotone-weight 0 "$@"
-  train_step "$out/$name.safetensors" "$name" "$painting" --init "$out/stage1/$name.safetensors" \
-    --steps 600 --lr 5e-4 --monotone-weight 1 "$@"
-  train_step "$out/$name-small.safetensors" "$name-small" "$painting" --teacher "$out/$name.safetensors" \
+  local name=$1 painting=$2 stages=() prev file k; shift 2
+  mapfile -t stages < <(later_stages "$name")
+  prev="$out/stage1/$name.safetensors"
+  train_step "$prev" "$painting" --size 192 --steps "$steps" --monotone-weight 0 "$@"
+  file="$out/$name.safetensors"
+  [ ${#stages[@]} -gt 0 ] && file="$out/stage2/$name.safetensors"
+  train_step "$file" "$painting" --size 192 --init "$prev" --steps 600 --lr 5e-4 --monotone-weight 1 "$@"
+  for k in "${!stages[@]}"; do
+    prev=$file
+    file="$out/stage$((k + 3))/$name.safetensors"
+    [ $((k + 1)) -eq ${#stages[@]} ] && file="$out/$name.safetensors"
+    mkdir -p "$(dirname "$file")"
+    # shellcheck disable=SC2086  # one line of options, split into words on purpose
+    train_step "$file" "$painting" --init "$prev" ${stages[$k]} "$@"
+  done
+  train_step "$out/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --steps "$small_steps"
 }
 
