@@ -15,6 +15,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from stylecore import __version__
 from stylecore.contract import FRAME_NAME
 from stylecore.errors import InputError, JobMismatchError, OutputError
-from stylecore.io.imageops import atomic_write_bytes, is_temp_name, load_image, save_image
+from stylecore.io.imageops import atomic_write_bytes, is_temp_name, load_image, save_image, to_pixels
 
 JOB_FILE = "stylecore-job.json"
 # Hidden, so frame scans and image-folder sources never see it; present only while a run holds the folder.
@@ -45,6 +46,10 @@ class JobDir:
     Opening it takes an inter-process lock on the folder, held until ``close`` (or the end
     of a ``with`` block): two runs never write one folder at once.
     """
+
+    # Told of each frame once it is on disk: ``(number, RGB uint8 pixels)``; it must not
+    # raise (``io.live_encode.LiveEncode.offer`` encodes the job's video as frames come).
+    frame_listener: Callable[[int, np.ndarray], None] | None = None
 
     @classmethod
     def attached(cls, folder: str | Path) -> JobDir:
@@ -204,10 +209,13 @@ class JobDir:
     def write_frame(self, number: int, img: np.ndarray) -> Path:
         """Write frame ``number`` atomically and return its path."""
         path = self.frame_path(number)
+        pixels = to_pixels(img)
         try:
-            save_image(path, img)
+            save_image(path, pixels)
         except OSError as exc:
             raise self._write_error(exc) from None
+        if self.frame_listener is not None:
+            self.frame_listener(number, pixels)
         return path
 
     def read_frame(self, number: int) -> np.ndarray:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stylecore.errors import InputError, OutputError
-from stylecore.io.encode import encode_video, remove_stale_temp_videos
+from stylecore.io.encode import VideoEncoder, encode_video, remove_stale_temp_videos
+from stylecore.io.live_encode import LiveEncode
 from stylecore.io.ranges import resolve_range
 from stylecore.io.sources import FrameSource, VideoEndedEarly, is_pattern, open_source, pattern_files
 from stylecore.jobdir import JobDir, is_job_file_name
@@ -92,17 +93,23 @@ def run_job(
     with open_source(spec.content) as source:
         indices = resolve_indices(spec, source.info.count)
         with JobDir(frames_dir_for(spec.output), spec.fingerprint(), overwrite=overwrite) as jobdir:
+            live = None
             try:
                 todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
                 emit.start(total=len(indices), todo=todo, output=str(jobdir.folder), **net)
+                if video_out is not None and spec.farm is None:  # a farm's frames come in any order
+                    remove_stale_temp_videos(video_out)  # of a run killed while encoding; the lock says none runs
+                    live = LiveEncode(jobdir, len(indices), _video_encoder(spec, source, indices))
                 indices = _run_frames(spec, source, indices, jobdir, emit, should_cancel)
             except BaseException:
+                if live is not None:
+                    live.abort()
                 jobdir.discard_if_empty()  # a job that failed before its first frame leaves nothing behind
                 raise
             jobdir.mark_done(len(indices))
             video = None
             if video_out is not None:
-                video = _encode(spec, source, indices, jobdir)  # still under the folder's lock
+                video = _encode(spec, source, indices, jobdir, live)  # still under the folder's lock
     emit({"event": "done", "output": str(video or jobdir.folder), "frames": len(indices)})
     return JobResult(frames_dir=jobdir.folder, frames=len(indices), video=video)
 
@@ -206,18 +213,33 @@ def _check_inputs(spec: JobSpec) -> None:
         check_farm(spec)  # Ray installed, a usable address, a usable chunk size
 
 
-def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: JobDir) -> Path:
-    """Encode the job's frames to the output video, with the source's audio when it lines up."""
+def _audio(spec: JobSpec, source: FrameSource, indices: Sequence[int]) -> tuple[str | None, float]:
+    """The video's sound: the content's audio from the first frame's time, when it lines up."""
     contiguous = all(b == a + 1 for a, b in zip(indices, indices[1:]))
     audio_from = spec.content if (spec.audio and source.info.kind == "video" and contiguous) else None
-    paths = [jobdir.frame_path(n) for n in range(1, len(indices) + 1)]
+    return audio_from, indices[0] / source.info.fps
+
+
+def _video_encoder(spec: JobSpec, source: FrameSource, indices: Sequence[int]) -> Callable[[tuple[int, int]], VideoEncoder]:
+    audio_from, audio_start = _audio(spec, source, indices)
+    return lambda size: VideoEncoder(spec.output, size, source.info.fps, frames=len(indices),
+                                     audio_from=audio_from, audio_start=audio_start)
+
+
+def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: JobDir,
+            live: LiveEncode | None) -> Path:
+    """Put the job's video in place: the one encoded as the frames came (``live``), or one
+    encoded now from the frames on disk, with the source's audio when it lines up."""
     out = Path(spec.output)
-    remove_stale_temp_videos(out)  # of a run killed while encoding; the folder's lock says none is running
-    try:
-        encode_video(paths, out, source.info.fps, audio_from=audio_from, audio_start=indices[0] / source.info.fps)
-    except OSError as exc:  # the temp video could not be made: a read-only folder or a full disk
-        raise OutputError(f"cannot write the video {out} ({exc.strerror or exc}); the frames are safe in "
-                          f"{jobdir.folder}: free space or fix the folder, then run the same job again") from None
+    if live is None or not live.finish(len(indices)):
+        audio_from, audio_start = _audio(spec, source, indices)
+        paths = [jobdir.frame_path(n) for n in range(1, len(indices) + 1)]
+        remove_stale_temp_videos(out)  # of a run killed while encoding; the folder's lock says none is running
+        try:
+            encode_video(paths, out, source.info.fps, audio_from=audio_from, audio_start=audio_start)
+        except OSError as exc:  # the temp video could not be made: a read-only folder or a full disk
+            raise OutputError(f"cannot write the video {out} ({exc.strerror or exc}); the frames are safe in "
+                              f"{jobdir.folder}: free space or fix the folder, then run the same job again") from None
     if not spec.keep_frames:
         jobdir.remove()
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -9,6 +10,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import NoReturn
 
 import cv2
 import numpy as np
@@ -25,7 +27,7 @@ Progress = Callable[[int, int], None]
 # 1920x1080; this 2-core CPU): "veryfast" at CRF 16 keeps the luma PSNR of "medium" at
 # CRF 18 (35.96 vs 35.87 dB and 36.12 vs 35.87 dB) for 2.3-2.5x less encoder CPU time,
 # with files 13-18 % larger. Stylized frames are all fine texture, where x264's slower
-# presets buy little; the encode is a job's last, serial step.
+# presets buy little; the encoder shares the CPU with the job (``io.live_encode``).
 H264_PRESET = "veryfast"
 H264_CRF = 16
 
@@ -61,27 +63,124 @@ def encode_video(
     files = pattern_files(frames) if isinstance(frames, (str, Path)) else [Path(f) for f in frames]
     if not files:
         raise InputError(f"no frames to encode into {out_path}; stylize some frames first")
-    if not fps or fps <= 0 or not math.isfinite(fps):
-        raise InputError(f"frame rate {fps} must be a positive number")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    first = _read_bgr(files[0])
-    tmp = temp_path_for(out_path)
+    first = read_bgr(files[0])
+    height, width = first.shape[:2]
+    encoder = VideoEncoder(out_path, (width, height), fps, frames=len(files), audio_from=audio_from,
+                           audio_start=audio_start, crf=crf)
     try:
-        exe = ffmpeg_exe()
-        if exe is None:
-            warnings.warn("ffmpeg not found: writing an 'mp4v' video without audio", stacklevel=2)
-            _encode_opencv(files, first, tmp, fps, progress)
-        else:
-            audio = audio_from is not None and has_audio(audio_from)
-            _encode_ffmpeg(exe, files, first, tmp, fps, audio_from if audio else None, audio_start, progress, crf)
-        # The temp file is created private; the video gets the usual permissions, like frames.
-        os.chmod(tmp, 0o666 & ~current_umask())
-        # Rename only a complete file: a killed encode never leaves a broken video behind.
-        tmp.replace(out_path)
+        for done, frame in enumerate(_frames_bgr(files, first), start=1):
+            encoder.write(frame)
+            if progress is not None:
+                progress(done, len(files))
+        encoder.close()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        encoder.abort()
         raise
+
+
+class VideoEncoder:
+    """An encode in progress: BGR ``uint8`` frames in, one video out.
+
+    The video is made in a hidden temp file beside ``out_path`` and renamed into place by
+    ``close()`` only when whole; ``abort()`` (or any failure) removes it. With ffmpeg:
+    H.264 yuv420p (BT.709), odd sizes padded by one pixel, and the audio of ``audio_from``
+    from ``audio_start`` seconds for ``frames / fps`` seconds when it has any. Without
+    ffmpeg: OpenCV 'mp4v', no audio, and a warning. ``crf`` overrides the codec's quality.
+    """
+
+    def __init__(
+        self,
+        out_path: Path | str,
+        size: tuple[int, int],
+        fps: float,
+        *,
+        frames: int,
+        audio_from: str | Path | None = None,
+        audio_start: float = 0.0,
+        crf: int | None = None,
+    ) -> None:
+        if not fps or fps <= 0 or not math.isfinite(fps):
+            raise InputError(f"frame rate {fps} must be a positive number")
+        self.out_path = Path(out_path)
+        self.size = size
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temp_path_for(self.out_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cv: cv2.VideoWriter | None = None
+        try:
+            exe = ffmpeg_exe()
+            if exe is None:
+                warnings.warn("ffmpeg not found: writing an 'mp4v' video without audio", stacklevel=3)
+                self._cv = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+                if not self._cv.isOpened():
+                    raise StylecoreError(f"OpenCV cannot write {self._tmp.suffix} video; install ffmpeg or use an .mp4 output")
+            else:
+                audio = audio_from is not None and has_audio(audio_from)
+                cmd = _ffmpeg_command(exe, self._tmp, size, fps, frames / fps, audio_from if audio else None,
+                                      audio_start, crf)
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, creationflags=no_window())
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one ``H x W x 3`` BGR ``uint8`` frame of this encoder's size."""
+        if frame.shape[1::-1] != self.size:
+            raise InputError(f"a frame of {frame.shape[1]}x{frame.shape[0]} does not fit a video of "
+                             f"{self.size[0]}x{self.size[1]}; all frames of a video must have one size")
+        if self._cv is not None:
+            self._cv.write(frame)
+            return
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError:
+            self._fail()  # ffmpeg died: its message says why
+
+    def close(self) -> None:
+        """Finish the video and put it in place (atomically)."""
+        try:
+            if self._cv is not None:
+                self._cv.release()
+                self._cv = None
+            elif self._proc is not None:
+                assert self._proc.stdin is not None
+                try:
+                    self._proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                if self._proc.wait() != 0:
+                    self._fail()
+            # The temp file is created private; the video gets the usual permissions, like frames.
+            os.chmod(self._tmp, 0o666 & ~current_umask())
+            # Rename only a complete file: a killed encode never leaves a broken video behind.
+            self._tmp.replace(self.out_path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Stop encoding and remove the partial video (safe to call more than once)."""
+        if self._cv is not None:
+            self._cv.release()
+            self._cv = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def _fail(self) -> NoReturn:
+        assert self._proc is not None and self._proc.stderr is not None
+        self._proc.wait()
+        err = self._proc.stderr.read().decode(errors="replace").strip()
+        last = err.splitlines()[-1] if err else f"exit status {self._proc.returncode}"
+        raise StylecoreError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space")
 
 
 def remove_stale_temp_videos(out_path: Path | str) -> None:
@@ -96,7 +195,8 @@ def remove_stale_temp_videos(out_path: Path | str) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _read_bgr(path: Path) -> np.ndarray:
+def read_bgr(path: Path) -> np.ndarray:
+    """A frame file as BGR ``uint8`` (OpenCV's order, what the encoders take)."""
     raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
     if raw is None:
         raise InputError(f"cannot read frame {path}; it is missing or not an image")
@@ -106,7 +206,7 @@ def _read_bgr(path: Path) -> np.ndarray:
 def _frames_bgr(files: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray]:
     yield first
     for f in files[1:]:
-        raw = _read_bgr(f)
+        raw = read_bgr(f)
         if raw.shape != first.shape:
             raise InputError(
                 f"{f} is {raw.shape[1]}x{raw.shape[0]} but {files[0].name} is {first.shape[1]}x{first.shape[0]}; "
@@ -115,20 +215,10 @@ def _frames_bgr(files: Sequence[Path], first: np.ndarray) -> Iterator[np.ndarray
         yield raw
 
 
-def _encode_ffmpeg(
-    exe: str,
-    files: Sequence[Path],
-    first: np.ndarray,
-    tmp: Path,
-    fps: float,
-    audio_from: str | Path | None,
-    audio_start: float,
-    progress: Progress | None,
-    crf: int | None,
-) -> None:
-    height, width = first.shape[:2]
+def _ffmpeg_command(exe: str, tmp: Path, size: tuple[int, int], fps: float, duration: float,
+                    audio_from: str | Path | None, audio_start: float, crf: int | None) -> list[str]:
+    width, height = size
     rate = Fraction(fps).limit_denominator(1001)  # 23.976 -> 24000/1001 exactly
-    duration = len(files) / fps
     cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", str(rate), "-i", "-"]
     if audio_from is not None:
@@ -142,41 +232,4 @@ def _encode_ffmpeg(
     video_args, audio_args = _codec_args(tmp.suffix.lower())
     if crf is not None:
         video_args[video_args.index("-crf") + 1] = str(int(crf))
-    cmd += video_args + (audio_args if audio_from is not None else [])
-    cmd += [str(tmp)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, creationflags=no_window()
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    try:
-        for done, frame in enumerate(_frames_bgr(files, first), start=1):
-            proc.stdin.write(frame.tobytes())
-            if progress is not None:
-                progress(done, len(files))
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # ffmpeg died; its message is read below
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    err = proc.stderr.read().decode(errors="replace").strip()
-    if proc.wait() != 0:
-        last = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
-        raise StylecoreError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space")
-
-
-def _encode_opencv(
-    files: Sequence[Path], first: np.ndarray, tmp: Path, fps: float, progress: Progress | None
-) -> None:
-    height, width = first.shape[:2]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise StylecoreError(f"OpenCV cannot write {tmp.suffix} video; install ffmpeg or use an .mp4 output")
-    try:
-        for done, frame in enumerate(_frames_bgr(files, first), start=1):
-            writer.write(frame)
-            if progress is not None:
-                progress(done, len(files))
-    finally:
-        writer.release()
+    return cmd + video_args + (audio_args if audio_from is not None else []) + [str(tmp)]

@@ -125,15 +125,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def to_pixels(img: np.ndarray) -> np.ndarray:
+    """An RGB ``[0, 1]`` float image as the 8-bit pixels ``save_image`` writes (uint8 as is)."""
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 image, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def save_image(path: str | Path, img: np.ndarray) -> None:
     """Write an RGB ``[0, 1]`` image as 8-bit (PNG, or the format the suffix names), atomically."""
     path = Path(path)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"save_image expects H x W x 3, got shape {img.shape}")
-    if img.dtype == np.uint8:
-        pixels = img
-    else:
-        pixels = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    pixels = to_pixels(img)
     ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(pixels[:, :, ::-1]))
     if not ok:
         raise InputError(f"cannot encode {path}: OpenCV does not write {path.suffix!r} files; use .png")
