@@ -230,7 +230,8 @@ def test_shipped_small_models_are_half_width_copies_of_their_teachers(name: str)
 
 # Known, measured and open (issue: feedforward models worth shipping): The Scream's style
 # loss rises from weight 0.25 to 0.5 (0.462 -> 0.547) even after the monotone fine-tuning
-# (a further stage on 256 px crops shrank it to 0.421 -> 0.469, not away; not shipped).
+# (a further stage on 256 px crops shrank it to 0.421 -> 0.469, not away; four more stages
+# wandered between a tie and a larger rise, docs/training.md; none shipped).
 # Strict: a retrained model that fixes it turns this into a failure that asks for the mark to go.
 _NOT_YET_MONOTONE = pytest.mark.xfail(strict=True, reason="style loss not yet monotone in the weight (open issue)")
 
