@@ -3,8 +3,10 @@ encode from disk it falls back to."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from stylecore.errors import Cancelled
 from stylecore.io import live_encode
 from stylecore.io.encode import VideoEncoder, encode_video
 from stylecore.io.ffmpeg import ffmpeg_exe
+from stylecore.io.imageops import to_pixels
 from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec
 from stylecore.pipeline import run_job
@@ -59,6 +62,38 @@ def test_live_video_equals_one_encoded_afterwards_and_reads_back_only_old_frames
     assert read == ["frame_000001.png", "frame_000002.png"]
     assert out.read_bytes() == after.read_bytes()
     assert _hidden(tmp_path) == []
+
+
+class _SlowEncoder:
+    """Stands in for ``VideoEncoder``: records the frames, slower than the job makes them."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.closed = False
+
+    def write(self, frame: np.ndarray) -> None:
+        time.sleep(0.02)
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        raise AssertionError("a job in order must not be given up")
+
+
+def test_a_job_faster_than_the_encoder_waits_for_it_instead_of_giving_up(tmp_path: Path) -> None:
+    total = 3 * live_encode.MAX_PENDING
+    frames = _frames(total)
+    slow = _SlowEncoder()
+    with JobDir(tmp_path / "job", {"job": 1}) as jobdir:
+        live = live_encode.LiveEncode(jobdir, total, lambda size: slow)  # type: ignore[arg-type,return-value]
+        for n in range(1, total + 1):
+            jobdir.write_frame(n, frames[n - 1])
+        assert live.finish(total)
+    assert slow.closed and len(slow.frames) == total
+    expected = [cv2.cvtColor(to_pixels(f), cv2.COLOR_RGB2BGR) for f in frames]
+    assert all(np.array_equal(a, b) for a, b in zip(slow.frames, expected))
 
 
 def test_frames_far_out_of_order_give_up_and_leave_no_partial_video(tmp_path: Path) -> None:

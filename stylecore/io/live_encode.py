@@ -114,23 +114,24 @@ class LiveEncode:
     def _feed(self) -> None:
         """Encoder thread: frames in order, each from the job or from disk."""
         try:
-            while self._next <= self._total:
-                number = self._next
-                pixels = None
+            while True:
                 with self._cond:
+                    number = self._next
+                    if number > self._total:
+                        return
                     while not self._failed and number not in self._pending and number not in self._on_disk \
                             and not self._closing:
                         self._cond.wait()
                     if self._failed:
                         return
                     pixels = self._pending.pop(number, None)
+                    # Taken: ``offer`` now waits for the following frame, not this one.
+                    self._next += 1
+                    self._cond.notify_all()
                 bgr = read_bgr(self._jobdir.frame_path(number)) if pixels is None else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
                 if self._encoder is None:
                     self._encoder = self._open_encoder((bgr.shape[1], bgr.shape[0]))
                 self._encoder.write(bgr)
-                with self._cond:
-                    self._next += 1
-                    self._cond.notify_all()
         except Exception as exc:  # noqa: BLE001 - never the job's error: the encode from disk follows
             with self._cond:
                 self._give_up(str(exc) or type(exc).__name__)
