@@ -97,9 +97,10 @@ def run_job(
             try:
                 todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
                 emit.start(total=len(indices), todo=todo, output=str(jobdir.folder), **net)
-                if video_out is not None and spec.farm is None:  # a farm's frames come in any order
+                if video_out is not None:
                     remove_stale_temp_videos(video_out)  # of a run killed while encoding; the lock says none runs
-                    live = LiveEncode(jobdir, len(indices), _video_encoder(spec, source, indices))
+                    if spec.farm is None:  # a farm's frames come in any order: it encodes from disk
+                        live = LiveEncode(jobdir, len(indices), _video_encoder(spec, source, indices))
                 indices = _run_frames(spec, source, indices, jobdir, emit, should_cancel)
             except BaseException:
                 if live is not None:
@@ -234,7 +235,6 @@ def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: 
     if live is None or not live.finish(len(indices)):
         audio_from, audio_start = _audio(spec, source, indices)
         paths = [jobdir.frame_path(n) for n in range(1, len(indices) + 1)]
-        remove_stale_temp_videos(out)  # of a run killed while encoding; the folder's lock says none is running
         try:
             encode_video(paths, out, source.info.fps, audio_from=audio_from, audio_start=audio_start)
         except OSError as exc:  # the temp video could not be made: a read-only folder or a full disk
