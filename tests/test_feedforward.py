@@ -361,6 +361,7 @@ def test_a_failed_automatic_compilation_falls_back_to_eager(tmp_path: Path, clip
         return run
 
     monkeypatch.setattr(ff.torch, "compile", broken)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))  # no compiled network kept from before
     monkeypatch.setattr(ff, "wants_compile", lambda setting, *a: True if setting is None else setting)
     ff._CACHE.clear()
     model = str(_save(tmp_path))

@@ -1,0 +1,124 @@
+"""The compiled network kept between runs (``nets.compiled.PrecompiledNetwork``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylecore.modes.feedforward import has_cpp_compiler
+from stylecore.nets import compiled as nets_compiled
+from stylecore.nets.compiled import PrecompiledNetwork, file_name
+from stylecore.nets.transformer import StyleTransformer, TransformerConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not has_cpp_compiler(), reason="inductor needs a C++ compiler")]
+
+
+def _network(seed: int) -> StyleTransformer:
+    torch.manual_seed(seed)
+    model = StyleTransformer(TransformerConfig(res_blocks=1)).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def _inputs(height: int = 24, width: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1))
+    return image, torch.tensor([0.7])
+
+
+def _eager(model: StyleTransformer, image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(image, weight)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the function compiled for ``_network(0)`` at 40x24 (compiled once
+    for the module: a compilation takes seconds)."""
+    folder = tmp_path_factory.mktemp("compiled")
+    network = PrecompiledNetwork(_network(0), folder)
+    image, weight = _inputs()
+    with torch.inference_mode():  # how the stylizer calls it: inference tensors are taken too
+        out = network(image, weight)
+    assert network.saved == [folder / file_name(network.model, image, weight)] and not network.loaded
+    torch.testing.assert_close(out, _eager(network.model, image, weight), atol=1e-4, rtol=1e-4)
+    return folder
+
+
+def test_a_later_run_loads_the_compiled_network_and_its_weights_are_inputs(built: Path) -> None:
+    """A second network object (as in a new process) loads the saved file instead of
+    compiling, and another model of the same architecture shares it: its own weights are
+    used, not those it was compiled with."""
+    other = _network(7)
+    network = PrecompiledNetwork(other, built)
+    image, weight = _inputs()
+    out = network(image, weight)
+    assert network.loaded == [built / file_name(other, image, weight)] and not network.saved
+    expected = _eager(other, image, weight)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert (out - _eager(_network(0), image, weight)).abs().max() > 1e-2  # the weights do matter
+
+
+def test_another_size_is_another_file() -> None:
+    """The file's name follows the input's shape, dtype and layout, and the network's shape."""
+    model = _network(0)
+    image, weight = _inputs()
+    names = {
+        file_name(model, image, weight),
+        file_name(model, *_inputs(32, 40)),
+        file_name(model, image.to(torch.bfloat16), weight),
+        file_name(model, image.contiguous(memory_format=torch.channels_last), weight),
+        file_name(model, image, torch.tensor([0.7, 0.8])),
+        file_name(StyleTransformer(TransformerConfig(res_blocks=2)), image, weight),
+    }
+    assert len(names) == 6
+    assert file_name(_network(3), image, weight) == file_name(model, image, weight)  # weights are not in it
+
+
+def test_a_damaged_file_is_compiled_again(built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file that does not load (cut short, from another build) is replaced, with a warning."""
+    model = _network(0)
+    image, weight = _inputs()
+    path = tmp_path / file_name(model, image, weight)
+    path.write_bytes((built / path.name).read_bytes()[:1000])
+    network = PrecompiledNetwork(model, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="stylecore.nets.compiled"):
+        out = network(image, weight)
+    assert "ignoring the precompiled network" in caplog.text
+    assert network.saved == [path] and not network.loaded
+    torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+    again = PrecompiledNetwork(model, tmp_path)
+    again(image, weight)
+    assert again.loaded == [path]  # the new file loads
+
+
+def test_an_unwritable_cache_or_a_failing_compiler_still_runs_compiled(tmp_path: Path, built: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Where the file cannot be kept, the job runs compiled all the same; where the
+    ahead-of-time compilation itself fails, it falls back to a plain ``torch.compile``."""
+    model = _network(0)
+    image, weight = _inputs()
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    network = PrecompiledNetwork(model, blocked)
+    with caplog.at_level(logging.WARNING, logger="stylecore.nets.compiled"):
+        out = network(image, weight)
+    assert "cannot keep the compiled network" in caplog.text and not network.saved
+    torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("aot_compile moved")
+
+    monkeypatch.setattr(PrecompiledNetwork, "_build", broken)
+    plain: list[object] = []
+    real_compile = torch.compile
+    monkeypatch.setattr(nets_compiled.torch, "compile", lambda m, **k: plain.append(m) or real_compile(m, **k))
+    network = PrecompiledNetwork(model, tmp_path / "empty")
+    out = network(image, weight)
+    assert plain == [model] and not network.saved
+    torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
