@@ -283,7 +283,7 @@ def get_stylizer(path: str | Path | None, device: torch.device, *, compile: bool
 class _Batch:
     numbers: list[int]  # output frame numbers (1-based)
     indices: list[int]  # source frame indices
-    frames: Tensor  # N x 3 x H x W float32 (pinned on CUDA)
+    frames: Tensor  # N x 3 x H x W float32, channels-last in memory (contiguous and pinned on CUDA)
     contents: list[np.ndarray] | None  # the frames as read, for colour preservation
 
 
@@ -329,9 +329,11 @@ def _read_batches(
                 images.append(resize(image, size))
             if stop.is_set():
                 break
-            tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+            # N x H x W x 3 in memory is the channels-last layout the CPU's network takes:
+            # the NCHW view costs no copy (a GPU's batch is copied into pinned memory).
+            tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
             if pin:
-                tensor = tensor.pin_memory()
+                tensor = tensor.contiguous().pin_memory()
             batch = _Batch([n for n, _ in chunk], [i for _, i in chunk], tensor, images if keep_contents else None)
             _offer(out, batch, stop)
         _offer(out, _Stop(), stop)
