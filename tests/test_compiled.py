@@ -77,6 +77,12 @@ def test_another_size_is_another_file() -> None:
     }
     assert len(names) == 6
     assert file_name(_network(3), image, weight) == file_name(model, image, weight)  # weights are not in it
+    threads = torch.get_num_threads()
+    try:  # inductor's kernels specialise on the thread count: another count is another file
+        torch.set_num_threads(threads + 1)
+        assert file_name(model, image, weight) not in names
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_damaged_file_is_compiled_again(built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,7 +14,7 @@ The network's weights are inputs of the compiled function, not part of it: every
 of one architecture (all full-size styles, all ``-small`` ones) shares one file per
 size. The file's name hashes everything its code depends on: torch and Python versions,
 the network's source and configuration, the input's shape, dtype and layout, the CPU's
-instruction sets. Anything that fails (the experimental API moved, a file from another
+instruction sets and torch's thread count. Anything that fails (the experimental API moved, a file from another
 build, a read-only cache) falls back to a plain ``torch.compile``, whose own failure the
 caller handles as before.
 """
@@ -84,6 +84,8 @@ def file_name(model: nn.Module, image: Tensor, style_weight: Tensor) -> str:
     config = getattr(model, "config", None)
     described = dict(
         torch=torch.__version__, python=sys.version, source=_source_digest(), cpu=_cpu_features(),
+        # Inductor's CPU kernels specialise on the thread count (how deep loops run in parallel).
+        threads=torch.get_num_threads(),
         network=type(model).__qualname__, config=asdict(config) if config is not None else None,
         image=[list(image.shape), str(image.dtype), image.device.type,
                image.is_contiguous(memory_format=torch.channels_last)],
