@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -86,20 +88,29 @@ def test_another_size_is_another_file() -> None:
 
 
 def test_a_damaged_file_is_compiled_again(built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A file that does not load (cut short, from another build) is replaced, with a warning."""
+    """A file that does not load (cut short, from another build) is replaced, with a warning;
+    building clears files unused for ``UNUSED_DAYS``, and loading a file marks it used."""
     model = _network(0)
     image, weight = _inputs()
     path = tmp_path / file_name(model, image, weight)
     path.write_bytes((built / path.name).read_bytes()[:1000])
+    # Kept files of other builds: one unused for longer than UNUSED_DAYS goes when a file is built.
+    stale, recent = tmp_path / ("0" * 24 + ".bin"), tmp_path / ("1" * 24 + ".bin")
+    for other, days in ((stale, nets_compiled.UNUSED_DAYS + 1), (recent, nets_compiled.UNUSED_DAYS - 1)):
+        other.write_bytes(b"from another torch")
+        os.utime(other, (time.time() - days * 86400,) * 2)
     network = PrecompiledNetwork(model, tmp_path)
     with caplog.at_level(logging.WARNING, logger="stylecore.nets.compiled"):
         out = network(image, weight)
     assert "ignoring the precompiled network" in caplog.text
     assert network.saved == [path] and not network.loaded
+    assert not stale.exists() and recent.exists()
     torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+    os.utime(path, (time.time() - 86400,) * 2)
     again = PrecompiledNetwork(model, tmp_path)
     again(image, weight)
     assert again.loaded == [path]  # the new file loads
+    assert path.stat().st_mtime > time.time() - 3600  # and loading marks it as in use
 
 
 def test_an_unwritable_cache_or_a_failing_compiler_still_runs_compiled(tmp_path: Path, built: Path,

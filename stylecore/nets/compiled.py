@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -37,6 +38,9 @@ from torch import Tensor, nn
 
 _log = logging.getLogger(__name__)
 _NETS = Path(__file__).resolve().parent  # the networks' source: a change there makes new files
+# A kept file nobody loaded for this long is removed when a new one is built (a torch
+# upgrade or a new stylecore leaves the old ones unused: about 1.6 MB each).
+UNUSED_DAYS = 60
 
 
 def cache_root() -> Path:
@@ -151,6 +155,10 @@ class PrecompiledNetwork:
             _log.warning("ignoring the precompiled network %s (%s); compiling it again", path,
                          str(exc).splitlines()[0] if str(exc) else exc)
             return None
+        try:
+            os.utime(path)  # in use: kept by the clean-up in ``_build``
+        except OSError:
+            pass
         self.loaded.append(path)
         return function
 
@@ -163,8 +171,20 @@ class PrecompiledNetwork:
             function = compiled.aot_compile(((self.model, image, style_weight), {}))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_unused(path.parent)
             function.save_compiled_function(str(path))  # written to a temp file and renamed
             self.saved.append(path)
         except OSError as exc:  # a read-only or full cache: this job still runs compiled
             _log.warning("cannot keep the compiled network in %s (%s)", path.parent, exc.strerror or exc)
         return function
+
+
+def _remove_unused(folder: Path) -> None:
+    """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time)."""
+    cutoff = time.time() - UNUSED_DAYS * 86400
+    for old in folder.glob("*.bin"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:  # another process removed or is replacing it
+            continue
