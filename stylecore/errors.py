@@ -17,6 +17,13 @@ def cli_wording(message: str) -> str:
     return _SETTING.sub(lambda m: _FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none):
+    library errors often carry tracebacks or hints over many lines."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class StylecoreError(Exception):
     """Base class for errors that are shown to the user as one line, without a traceback."""
 

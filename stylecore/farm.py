@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stylecore.errors import Cancelled, DeviceError, InputError, StylecoreError
+from stylecore.errors import Cancelled, DeviceError, InputError, StylecoreError, first_line
 from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec
 
@@ -120,8 +120,7 @@ def _connect(ray: Any, farm: str) -> tuple[bool, float]:
             log_to_driver=False,  # workers' prints would break the progress bar; Ray keeps them in its logs
         )
     except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; all mean "no cluster"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot join the Ray cluster at {farm}: {reason}") from None
+        raise InputError(f"cannot join the Ray cluster at {farm}: {first_line(exc)}") from None
     return True, time.perf_counter() - began
 
 
@@ -618,7 +617,7 @@ class _Driver:
                 raise exc.cause from None  # the task's own one-line message
             raise
         except ray.exceptions.RayError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise StylecoreError(
                 f"the farm task making {what} failed after {_RETRIES} retries ({first}); "
                 "run the same command again to resume"

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from stylecore.devices import cpu_has_native_bf16, is_oom, resolve_device, reuse_freed_memory
-from stylecore.errors import Cancelled, DeviceError, InputError
+from stylecore.errors import Cancelled, DeviceError, InputError, first_line
 from stylecore.io.sources import FrameSource
 from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
 from stylecore.jobdir import JobDir
@@ -444,7 +444,7 @@ def run_feedforward(
         except Exception as exc:  # noqa: BLE001 - a failed automatic compilation falls back
             if not (compiled and config.compile is None and stylizer.compiled is not None) or is_oom(exc):
                 raise
-            _log.warning("torch.compile failed (%s); stylizing without it", str(exc).splitlines()[0] if str(exc) else exc)
+            _log.warning("torch.compile failed (%s); stylizing without it", first_line(exc))
             compiled = False
             stylizer = get_stylizer(config.model, device, compile=False, tile=config.tile)
             return stylizer(frames, weights)

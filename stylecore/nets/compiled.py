@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from stylecore.errors import first_line
+
 _log = logging.getLogger(__name__)
 _NETS = Path(__file__).resolve().parent  # the networks' source: a change there makes new files
 # A kept file nobody loaded for this long is removed when a new one is built (a torch
@@ -136,7 +138,7 @@ class PrecompiledNetwork:
             if function is None:
                 function = self._build(path, image, style_weight)
         except Exception as exc:  # noqa: BLE001 - any failure of the experimental API: compile as usual
-            _log.info("no precompiled network (%s); compiling in this process", str(exc).splitlines()[0] if str(exc) else exc)
+            _log.info("no precompiled network (%s); compiling in this process", first_line(exc))
             compiled = torch.compile(self.model, dynamic=False)
             return lambda x, w: compiled(x, w)
         model = self.model
@@ -152,8 +154,7 @@ class PrecompiledNetwork:
             if not function.guard_check(self.model, image, style_weight):
                 raise RuntimeError("its guards refuse these inputs")
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is compiled afresh
-            _log.warning("ignoring the precompiled network %s (%s); compiling it again", path,
-                         str(exc).splitlines()[0] if str(exc) else exc)
+            _log.warning("ignoring the precompiled network %s (%s); compiling it again", path, first_line(exc))
             return None
         try:
             os.utime(path)  # in use: kept by the clean-up in ``_build``

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
 from stylecore import __version__
-from stylecore.errors import InputError, WeightsError
+from stylecore.errors import InputError, WeightsError, first_line
 from stylecore.io.imageops import atomic_write_bytes
 from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 
@@ -135,7 +135,7 @@ def read_info(path: str | Path) -> ModelInfo:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read model {path}: {_first_line(exc)}; the file is not a valid .safetensors model") from None
+        raise WeightsError(f"cannot read model {path}: {first_line(exc)}; the file is not a valid .safetensors model") from None
     text = header.get(METADATA_KEY)
     if text is None and sidecar_path(path).is_file():
         text = sidecar_path(path).read_text(encoding="utf-8")
@@ -174,7 +174,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[St
                     )
                 state[name] = tensor.float()
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read model {path}: {_first_line(exc)}; the file is corrupt") from None
+        raise WeightsError(f"cannot read model {path}: {first_line(exc)}; the file is corrupt") from None
     if not all(bool(torch.isfinite(t).all()) for t in state.values()):
         raise WeightsError(f"{path} holds non-finite weights (NaN or inf); re-train the model")
     model.load_state_dict(state)
@@ -187,8 +187,3 @@ def _existing(path: str | Path) -> Path:
     if not path.is_file():
         raise InputError(f"model file {path} not found; pass an existing .safetensors model to `model`")
     return path
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from stylecore.errors import InputError, WeightsError
+from stylecore.errors import InputError, WeightsError, first_line
 
 # VGG16 ("D") and VGG19 ("E") feature extractors: output channels of each 3x3 conv,
 # "M" = 2x2 pooling (Simonyan and Zisserman 2015, table 1).
@@ -263,7 +263,7 @@ def resolve_vgg_weights(path: str | None = None, *, download: bool = True, progr
         # matches, so an interrupted or corrupted download never lands in the cache.
         torch.hub.download_url_to_file(VGG19_URL, str(cache), hash_prefix=VGG19_HASH_PREFIX, progress=progress)
     except Exception as exc:  # noqa: BLE001 - URLError, timeouts, hash mismatch (RuntimeError)
-        raise WeightsError(_missing_message(f"download failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")) from None
+        raise WeightsError(_missing_message(f"download failed: {first_line(exc)}")) from None
     return cache
 
 
