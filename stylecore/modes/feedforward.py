@@ -221,9 +221,7 @@ class Stylizer:
                 frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
                 if w.numel() > 1:
                     w = torch.cat([w, w[-1:].expand(pad)])
-            # Ordinary tensors, not inference ones: what a precompiled network's guards expect.
-            with torch.inference_mode(False), torch.no_grad():
-                return self.compiled(self._prepare(frames), w.clone())[:n].float().cpu()
+            return self.compiled(self._prepare(frames), w)[:n].float().cpu()
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
             if not is_oom(exc):
                 raise

@@ -50,16 +50,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stylecore"
 
 
+def inductor_cache() -> Path:
+    """Inductor's cache folder: the user's choice (``TORCHINDUCTOR_CACHE_DIR``), else ours."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_root() / "torchinductor")
+
+
 def keep_compile_cache() -> None:
     """Point inductor's cache at the user's cache folder (unless the user chose one): its
     default lies in the temporary folder, which is cleared, and a warm cache turns a 13 s
     compilation into 2.5 s."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache())
 
 
 def precompiled_folder() -> Path:
     """Where the compiled functions are kept: beside inductor's cache."""
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_root() / "torchinductor").parent / "compiled"
+    return inductor_cache().parent / "compiled"
 
 
 def _stylize(model: nn.Module, image: Tensor, style_weight: Tensor) -> Tensor:
@@ -95,7 +100,7 @@ def file_name(model: nn.Module, image: Tensor, style_weight: Tensor) -> str:
         network=type(model).__qualname__, config=asdict(config) if config is not None else None,
         image=[list(image.shape), str(image.dtype), image.device.type,
                image.is_contiguous(memory_format=torch.channels_last)],
-        weights=[str(p.dtype) for p in model.parameters()][:1],
+        weights=str(next(model.parameters()).dtype),
         style_weight=[list(style_weight.shape), str(style_weight.dtype)],
     )
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:24] + ".bin"
@@ -106,8 +111,9 @@ class PrecompiledNetwork:
     the cache folder when an earlier run compiled that shape, else compiled and saved.
 
     Safe to share between threads (the worker's jobs share a loaded model). Calls run
-    under ``torch.no_grad`` on ordinary tensors: the compiled function's guards were made
-    so (inference tensors, made under ``torch.inference_mode``, fail them).
+    under ``torch.no_grad`` on ordinary tensors, even from inside ``torch.inference_mode``:
+    the compiled function's guards refuse inference tensors (their dispatch keys differ),
+    so those are copied first (0.2 ms a 640x360 frame, 1 ms at 1080p).
     """
 
     def __init__(self, model: nn.Module, folder: Path | None = None) -> None:
@@ -139,8 +145,7 @@ class PrecompiledNetwork:
                 function = self._build(path, image, style_weight)
         except Exception as exc:  # noqa: BLE001 - any failure of the experimental API: compile as usual
             _log.info("no precompiled network (%s); compiling in this process", first_line(exc))
-            compiled = torch.compile(self.model, dynamic=False)
-            return lambda x, w: compiled(x, w)
+            return torch.compile(self.model, dynamic=False)
         model = self.model
         return lambda x, w: function(model, x, w)
 
