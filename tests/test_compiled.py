@@ -44,8 +44,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("compiled")
     network = PrecompiledNetwork(_network(0), folder)
     image, weight = _inputs()
-    with torch.inference_mode():  # how the stylizer calls it: inference tensors are taken too
-        out = network(image, weight)
+    with torch.inference_mode():  # inference tensors, as the stylizer's; later runs call with ordinary ones
+        out = network(image.clone(), weight.clone())
     assert network.saved == [folder / file_name(network.model, image, weight)] and not network.loaded
     torch.testing.assert_close(out, _eager(network.model, image, weight), atol=1e-4, rtol=1e-4)
     return folder
@@ -139,3 +139,25 @@ def test_an_unwritable_cache_or_a_failing_compiler_still_runs_compiled(tmp_path:
     out = network(image, weight)
     assert plain == [model] and not network.saved
     torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+
+
+def test_a_compiled_stylizer_keeps_its_network_for_the_next_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stylizer wires it in: a compiled CPU job saves the network it compiled, the next
+    job (a new stylizer, as in a new process) loads it, and both give the same frames
+    (a guard that refused the stylizer's tensors would compile again instead)."""
+    from stylecore.modes.feedforward import Stylizer
+    from stylecore.nets.model_file import ModelInfo
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torchinductor"))
+    model = _network(0)
+    info = ModelInfo(config=model.config, style_name="test")
+    frames = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(2))
+    first = Stylizer(model, info, torch.device("cpu"), compile=True)
+    assert isinstance(first.compiled, PrecompiledNetwork)
+    a = first(frames, [0.7, 0.7])
+    second = Stylizer(model, info, torch.device("cpu"), compile=True)
+    b = second(frames, [0.7, 0.7])
+    kept = list((tmp_path / "compiled").glob("*.bin"))
+    assert len(kept) == 1 and first.compiled.saved == kept and second.compiled.loaded == kept
+    assert not second.compiled.saved
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
