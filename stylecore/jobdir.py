@@ -24,6 +24,7 @@ from stylecore import __version__
 from stylecore.contract import FRAME_NAME
 from stylecore.errors import InputError, JobMismatchError, OutputError
 from stylecore.io.imageops import atomic_write_bytes, is_temp_name, load_image, save_image, to_pixels
+from stylecore.io.segments import SEGMENT_PREFIX, SegmentWriter, find_segments, segment_span
 
 JOB_FILE = "stylecore-job.json"
 # Hidden, so frame scans and image-folder sources never see it; present only while a run holds the folder.
@@ -36,8 +37,9 @@ _OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 def is_job_file_name(name: str) -> bool:
-    """A name the job owns in its folder: a frame or the job file (replaced on ``overwrite``)."""
-    return bool(_FRAME_RE.match(name)) or name == JOB_FILE
+    """A name the job owns in its folder: a frame, a segment of frames or the job file
+    (replaced on ``overwrite``)."""
+    return bool(_FRAME_RE.match(name)) or segment_span(name) is not None or name == JOB_FILE
 
 
 class JobDir:
@@ -50,6 +52,9 @@ class JobDir:
     # Told of each frame once it is on disk: ``(number, RGB uint8 pixels)``; it must not
     # raise (``io.live_encode.LiveEncode.offer`` encodes the job's video as frames come).
     frame_listener: Callable[[int, np.ndarray], None] | None = None
+    # Where frames go instead of PNGs when the job's product is a video (``io.segments``;
+    # ``record_as_segments``). Frames already on disk count in either form.
+    segments: SegmentWriter | None = None
 
     @classmethod
     def attached(cls, folder: str | Path) -> JobDir:
@@ -126,7 +131,7 @@ class JobDir:
         """Delete half-written files of a run that was killed (ours only, by name)."""
         for entry in self.folder.iterdir():
             name = entry.name
-            if is_temp_name(name) and name.startswith((".frame_", f".{JOB_FILE}")):
+            if is_temp_name(name) and name.startswith((".frame_", f".{SEGMENT_PREFIX}", f".{JOB_FILE}")):
                 entry.unlink(missing_ok=True)
 
     def _claim(self, overwrite: bool) -> None:
@@ -166,8 +171,10 @@ class JobDir:
 
     def _clear(self) -> None:
         """Remove this job's frames and job file; any other file in the folder is left alone."""
-        for number in self.completed():
+        for number in self._frame_files():
             self.frame_path(number).unlink(missing_ok=True)
+        for _, _, path in find_segments(self.folder):
+            path.unlink(missing_ok=True)
         (self.folder / JOB_FILE).unlink(missing_ok=True)
 
     def _read_job_file(self) -> dict[str, Any] | None:
@@ -204,13 +211,27 @@ class JobDir:
         return self.folder / FRAME_NAME.format(number)
 
     def has_frame(self, number: int) -> bool:
-        return self.frame_path(number).is_file()
+        return self.frame_path(number).is_file() or any(
+            first <= number <= last for first, last, _ in find_segments(self.folder))
+
+    def has_segments(self) -> bool:
+        """True when frames of this job are kept as video segments."""
+        return bool(find_segments(self.folder))
+
+    def record_as_segments(self, suffix: str, fps: float) -> None:
+        """From now on, frames go into video segments of ``suffix`` at ``fps`` (``io.segments``):
+        for a job whose product is a video, made from them at the end (``segments.close()`` first)."""
+        self.segments = SegmentWriter(self.folder, suffix, fps)
 
     def write_frame(self, number: int, img: np.ndarray) -> Path:
-        """Write frame ``number`` atomically and return its path."""
-        path = self.frame_path(number)
+        """Write frame ``number`` atomically (a PNG, or into the segment in progress) and
+        return its path (the segment's planned path: it appears when the segment closes)."""
         pixels = to_pixels(img)
         try:
+            if self.segments is not None:
+                self.segments.write(number, pixels)
+                return self.folder
+            path = self.frame_path(number)
             save_image(path, pixels)
         except OSError as exc:
             raise self._write_error(exc) from None
@@ -222,7 +243,14 @@ class JobDir:
         return load_image(self.frame_path(number))
 
     def completed(self) -> list[int]:
-        """Numbers of the frames on disk, ascending."""
+        """Numbers of the frames on disk (as PNGs or in whole segments), ascending."""
+        numbers = set(self._frame_files())
+        for first, last, _ in find_segments(self.folder):
+            numbers.update(range(first, last + 1))
+        return sorted(numbers)
+
+    def _frame_files(self) -> list[int]:
+        """Numbers of the frames on disk as PNGs."""
         numbers = []
         if not self.folder.is_dir():
             return []

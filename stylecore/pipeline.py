@@ -18,6 +18,8 @@ from typing import Any
 
 from stylecore.errors import InputError, OutputError
 from stylecore.io.encode import VideoEncoder, encode_video, remove_stale_temp_videos
+from stylecore.io.ffmpeg import ffmpeg_exe
+from stylecore.io.segments import join_segments
 from stylecore.io.live_encode import LiveEncode
 from stylecore.io.ranges import resolve_range
 from stylecore.io.sources import FrameSource, VideoEndedEarly, is_pattern, open_source, pattern_files
@@ -95,16 +97,22 @@ def run_job(
         with JobDir(frames_dir_for(spec.output), spec.fingerprint(), overwrite=overwrite) as jobdir:
             live = None
             try:
-                todo = sum(1 for n in range(1, len(indices) + 1) if not jobdir.has_frame(n))
+                todo = len(jobdir.missing(len(indices)))
                 emit.start(total=len(indices), todo=todo, output=str(jobdir.folder), **net)
                 if video_out is not None:
                     remove_stale_temp_videos(video_out)  # of a run killed while encoding; the lock says none runs
-                    if spec.farm is None:  # a farm's frames come in any order: it encodes from disk
+                    if _keeps_segments(spec, jobdir):
+                        jobdir.record_as_segments(video_out.suffix.lower(), source.info.fps)
+                    elif spec.farm is None:  # a farm's frames come in any order: it encodes from disk
                         live = LiveEncode(jobdir, len(indices), _video_encoder(spec, source, indices))
                 indices = _run_frames(spec, source, indices, jobdir, emit, should_cancel)
+                if jobdir.segments is not None:
+                    jobdir.segments.close()
             except BaseException:
                 if live is not None:
                     live.abort()
+                if jobdir.segments is not None:
+                    _close_segment_after_stop(jobdir)
                 jobdir.discard_if_empty()  # a job that failed before its first frame leaves nothing behind
                 raise
             jobdir.mark_done(len(indices))
@@ -227,12 +235,47 @@ def _video_encoder(spec: JobSpec, source: FrameSource, indices: Sequence[int]) -
                                      audio_from=audio_from, audio_start=audio_start)
 
 
+def _keeps_segments(spec: JobSpec, jobdir: JobDir) -> bool:
+    """Whether this video job keeps its frames as video segments (``io.segments``) rather
+    than PNGs: feedforward jobs with ffmpeg, unless the folder holds PNG frames of an earlier
+    run or the user keeps the frames. A folder that holds segments goes on with them."""
+    if jobdir.has_segments():
+        if spec.farm is not None:
+            raise InputError(f"the frames made so far in {jobdir.folder} are video segments, which a farm does not "
+                             "continue; run the same job again without `farm`, or with `overwrite` to start over")
+        if spec.keep_frames:
+            warnings.warn(f"the frames of this job are kept in {jobdir.folder} as video segments, not PNGs, because "
+                          "its first run was without `keep_frames`; run it with `overwrite` for PNG frames",
+                          stacklevel=3)
+        return True
+    return (spec.mode == "feedforward" and spec.farm is None and not spec.keep_frames
+            and ffmpeg_exe() is not None and not jobdir.completed())
+
+
+def _close_segment_after_stop(jobdir: JobDir) -> None:
+    """A stopped job keeps the frames it made: close the segment in progress (dropped if
+    even that fails: its frames are made again on resume)."""
+    assert jobdir.segments is not None
+    try:
+        jobdir.segments.close()
+    except Exception:  # noqa: BLE001 - the job's own error is the one to report
+        jobdir.segments.abort()
+
+
 def _encode(spec: JobSpec, source: FrameSource, indices: Sequence[int], jobdir: JobDir,
             live: LiveEncode | None) -> Path:
-    """Put the job's video in place: the one encoded as the frames came (``live``), or one
-    encoded now from the frames on disk, with the source's audio when it lines up."""
+    """Put the job's video in place: the segments joined, the one encoded as the frames
+    came (``live``), or one encoded now from the PNGs, with the source's audio when it lines up."""
     out = Path(spec.output)
-    if live is None or not live.finish(len(indices)):
+    if jobdir.has_segments():
+        audio_from, audio_start = _audio(spec, source, indices)
+        try:
+            join_segments(jobdir.folder, len(indices), out, source.info.fps, audio_from=audio_from,
+                          audio_start=audio_start)
+        except OSError as exc:
+            raise OutputError(f"cannot write the video {out} ({exc.strerror or exc}); the frames are safe in "
+                              f"{jobdir.folder}: free space or fix the folder, then run the same job again") from None
+    elif live is None or not live.finish(len(indices)):
         audio_from, audio_start = _audio(spec, source, indices)
         paths = [jobdir.frame_path(n) for n in range(1, len(indices) + 1)]
         try:

@@ -7,6 +7,8 @@ has no OpenCV and no torch, like Blender's own Python.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,18 @@ def style_png(tmp_path: Path) -> Path:
 @pytest.fixture()
 def pan_folder(tmp_path: Path) -> Path:
     return write_png_folder(tmp_path / "pan", pan_frames(5))
+
+
+def stream_duration(path: Path, kind: str) -> float:
+    """Duration in seconds of the first stream of ``kind`` ("Audio"/"Video"), from ffmpeg's probe."""
+    from stylecore.io.ffmpeg import ffmpeg_exe
+
+    exe = ffmpeg_exe()
+    assert exe is not None
+    out = subprocess.run(
+        [exe, "-hide_banner", "-i", str(path), "-map", f"0:{kind[0].lower()}:0", "-f", "null", "-"],
+        check=False, capture_output=True, text=True,
+    ).stderr
+    times = re.findall(r"time=(\d+):(\d+):([\d.]+)", out)
+    h, m, s = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import stream_duration
 from stylecore.errors import InputError
 from stylecore.io import decoders, encode
 from stylecore.io.encode import encode_video
@@ -391,19 +392,6 @@ def _png_frames(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
     return paths
 
 
-def _duration(path: Path, kind: str) -> float:
-    """Duration in seconds of the first stream of ``kind`` ("Audio"/"Video"), from ffmpeg's probe."""
-    exe = ffmpeg_exe()
-    assert exe is not None
-    out = subprocess.run(
-        [exe, "-hide_banner", "-i", str(path), "-map", f"0:{kind[0].lower()}:0", "-f", "null", "-"],
-        check=False, capture_output=True, text=True,
-    ).stderr
-    times = re.findall(r"time=(\d+):(\d+):([\d.]+)", out)
-    h, m, s = times[-1]
-    return int(h) * 3600 + int(m) * 60 + float(s)
-
-
 @needs_ffmpeg
 def test_encode_video_odd_size_count_and_progress(tmp_path: Path) -> None:
     paths = _png_frames(tmp_path / "f", 10, (33, 25))
@@ -435,7 +423,7 @@ def test_encode_video_keeps_trimmed_audio(tmp_path: Path) -> None:
     assert has_audio(out)
     assert read_back(out)[0] == 12
     # 12 frames at 24 fps: half a second of the source's sound, not all two seconds.
-    assert _duration(out, "Audio") == pytest.approx(0.5, abs=0.06)
+    assert stream_duration(out, "Audio") == pytest.approx(0.5, abs=0.06)
     # A source without audio gives a silent video rather than an error.
     silent = tmp_path / "silent.mp4"
     encode_video(paths, silent, 24.0, audio_from=str(out.with_name("nothing.mp4")))

@@ -135,7 +135,10 @@ def test_a_clip_that_ended_early_is_not_finished_live(tmp_path: Path) -> None:
 
 
 def _ff_spec(clip: Path, out: Path) -> JobSpec:
-    return JobSpec(content=str(clip), output=str(out), mode="feedforward", device="cpu", audio=False)
+    # Keeping the frames keeps them as PNGs, which live encoding follows (without, a
+    # feedforward job keeps video segments instead: test_segments.py).
+    return JobSpec(content=str(clip), output=str(out), mode="feedforward", device="cpu", audio=False,
+                   keep_frames=True)
 
 
 def test_a_cancelled_job_leaves_no_video_debris_and_its_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
@@ -155,7 +158,9 @@ def test_a_cancelled_job_leaves_no_video_debris_and_its_resume_equals_an_uninter
     assert (tmp_path / "resumed.stylecore-frames").is_dir()
     result = run_job(_ff_spec(clip, out))
     assert whole is not None and out.read_bytes() == whole.read_bytes()
-    assert result.frames == 6 and not (tmp_path / "resumed.stylecore-frames").exists()
+    assert result.frames == 6
+    assert sorted(p.name for p in (tmp_path / "resumed.stylecore-frames").glob("*.png")) == \
+        [f"frame_{n:06d}.png" for n in range(1, 7)]
 
 
 def test_a_failing_live_encoder_falls_back_to_encoding_from_disk(tmp_path: Path, monkeypatch) -> None:

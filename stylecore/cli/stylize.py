@@ -92,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="source frame range, 0-based, END exclusive (e.g. 0:48; '100:' to the end)")
     t.add_argument("--no-audio", action="store_true", help="do not copy the source's audio into a video output")
     t.add_argument("--keep-frames", action="store_true",
-                   help="keep the PNG frames folder after encoding a video output")
+                   help="keep the frames of a video output as PNGs in NAME.stylecore-frames (without it, a "
+                        "feedforward job keeps them as video segments while it runs, and removes them when done)")
 
     o = p.add_argument_group("optimization and style-video modes")
     o.add_argument("--size", type=int, metavar="PX",

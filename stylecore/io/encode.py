@@ -37,9 +37,18 @@ def _codec_args(suffix: str) -> tuple[list[str], list[str]]:
     if suffix == ".webm":
         return ["-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "32", "-pix_fmt", "yuv420p"], ["-c:a", "libopus"]
     video = ["-c:v", "libx264", "-preset", H264_PRESET, "-crf", str(H264_CRF), "-pix_fmt", "yuv420p"]
+    return video + _container_args(suffix), ["-c:a", "aac", "-b:a", "192k"]
+
+
+def _container_args(suffix: str) -> list[str]:
     if suffix in (".mp4", ".mov", ".m4v"):
-        video += ["-movflags", "+faststart"]  # playable while downloading / quick to open
-    return video, ["-c:a", "aac", "-b:a", "192k"]
+        return ["-movflags", "+faststart"]  # playable while downloading / quick to open
+    return []
+
+
+def _audio_input(audio_from: str | Path, audio_start: float, duration: float) -> list[str]:
+    # -ss before -i seeks the input; -t keeps only the stylized frames' stretch of sound.
+    return ["-ss", f"{max(audio_start, 0.0):.6f}", "-t", f"{duration:.6f}", "-i", str(audio_from)]
 
 
 def encode_video(
@@ -138,8 +147,9 @@ class VideoEncoder:
         except BrokenPipeError:
             self._fail()  # ffmpeg died: its message says why
 
-    def close(self) -> None:
-        """Finish the video and put it in place (atomically)."""
+    def close(self, out_path: Path | None = None) -> None:
+        """Finish the video and put it in place (atomically): at ``out_path`` when given
+        (a segment's name says how many frames it holds, known only now), else where asked."""
         try:
             if self._cv is not None:
                 self._cv.release()
@@ -155,7 +165,7 @@ class VideoEncoder:
             # The temp file is created private; the video gets the usual permissions, like frames.
             os.chmod(self._tmp, 0o666 & ~current_umask())
             # Rename only a complete file: a killed encode never leaves a broken video behind.
-            self._tmp.replace(self.out_path)
+            self._tmp.replace(out_path or self.out_path)
         except BaseException:
             self.abort()
             raise
@@ -181,6 +191,47 @@ class VideoEncoder:
         err = self._proc.stderr.read().decode(errors="replace").strip()
         last = err.splitlines()[-1] if err else f"exit status {self._proc.returncode}"
         raise StylecoreError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space")
+
+
+def join_videos(parts: Sequence[Path], out_path: Path | str, duration: float, *,
+                audio_from: str | Path | None = None, audio_start: float = 0.0) -> None:
+    """Join videos of one codec and size end to end into ``out_path`` without encoding
+    them again (ffmpeg's concat demuxer, stream copy), with the audio of ``audio_from``
+    from ``audio_start`` for ``duration`` seconds when it has any. The file appears only
+    when complete."""
+    if not parts:
+        raise InputError(f"no frames to encode into {out_path}; stylize some frames first")
+    exe = ffmpeg_exe()
+    if exe is None:
+        raise StylecoreError("ffmpeg is needed to join the video's segments; install ffmpeg and run the same job again")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(out_path)
+    listing = temp_path_for(parts[0].with_suffix(".txt"))  # beside the parts: their folder cleans up after a kill
+    try:
+        # The concat demuxer's list: one quoted absolute path per line (' written as '\'').
+        listing.write_text("".join("file '{}'\n".format(str(p.resolve()).replace("'", "'\\''")) for p in parts),
+                           encoding="utf-8")
+        audio = audio_from is not None and has_audio(audio_from)
+        cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
+        cmd += _audio_input(audio_from, audio_start, duration) if audio else []
+        cmd += ["-map", "0:v:0"] + (["-map", "1:a:0"] if audio else []) + ["-c:v", "copy"]
+        _, audio_args = _codec_args(out_path.suffix.lower())
+        cmd += (audio_args if audio else []) + _container_args(out_path.suffix.lower()) + [str(tmp)]
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              creationflags=no_window())
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace").strip()
+            last = err.splitlines()[-1] if err else f"exit status {done.returncode}"
+            raise StylecoreError(f"ffmpeg could not join the video's segments ({last}); "
+                                 "check the output path and free disk space")
+        os.chmod(tmp, 0o666 & ~current_umask())
+        tmp.replace(out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        listing.unlink(missing_ok=True)
 
 
 def remove_stale_temp_videos(out_path: Path | str) -> None:
@@ -222,8 +273,7 @@ def _ffmpeg_command(exe: str, tmp: Path, size: tuple[int, int], fps: float, dura
     cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", str(rate), "-i", "-"]
     if audio_from is not None:
-        # -ss before -i seeks the input; -t keeps only the stylized frames' stretch of sound.
-        cmd += ["-ss", f"{max(audio_start, 0.0):.6f}", "-t", f"{duration:.6f}", "-i", str(audio_from)]
+        cmd += _audio_input(audio_from, audio_start, duration)
     cmd += ["-map", "0:v:0"] + (["-map", "1:a:0"] if audio_from is not None else [])
     # yuv420p needs even sides: pad odd ones by a pixel. Convert with the BT.709 matrix
     # and say so in the stream, as players assume for HD.
