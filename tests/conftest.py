@@ -114,3 +114,16 @@ def stream_duration(path: Path, kind: str) -> float:
     times = re.findall(r"time=(\d+):(\d+):([\d.]+)", out)
     h, m, s = times[-1]
     return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def write_video_with_sound(path: Path) -> Path:
+    """A 2 s H.264 clip of 64x48 at 24 fps with a 440 Hz tone (ffmpeg's test sources)."""
+    from stylecore.io.ffmpeg import ffmpeg_exe
+
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=24",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+        check=True,
+    )
+    return path

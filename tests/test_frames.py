@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import re
 import subprocess
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import stream_duration
+from conftest import stream_duration, write_video_with_sound
 from stylecore.errors import InputError
 from stylecore.io import decoders, encode
 from stylecore.io.encode import encode_video
@@ -409,13 +408,7 @@ def test_encode_video_odd_size_count_and_progress(tmp_path: Path) -> None:
 
 @needs_ffmpeg
 def test_encode_video_keeps_trimmed_audio(tmp_path: Path) -> None:
-    source = tmp_path / "with_sound.mp4"
-    subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=24",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(source)],
-        check=True,
-    )
+    source = write_video_with_sound(tmp_path / "with_sound.mp4")
     assert has_audio(source)
     paths = _png_frames(tmp_path / "f", 12, (64, 48))
     out = tmp_path / "styled.mp4"

@@ -3,14 +3,13 @@ stop, what a resume makes again, and the video joined from them."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import pan_frames, stream_duration, write_video
+from conftest import pan_frames, stream_duration, write_video, write_video_with_sound
 from stylecore import jobdir as jobdir_module
 from stylecore import pipeline
 from stylecore.errors import Cancelled, InputError
@@ -184,13 +183,7 @@ def test_a_farm_does_not_continue_a_job_kept_in_segments(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
 def test_the_joined_video_has_every_frame_and_the_stretch_of_sound_they_cover(tmp_path: Path, suffix: str) -> None:
-    clip = tmp_path / "with_sound.mp4"
-    subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=24",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip)],
-        check=True,
-    )
+    clip = write_video_with_sound(tmp_path / "with_sound.mp4")
     out = tmp_path / f"out{suffix}"
     # Source frames 12..29: output frames 1..18, in segments 1-4, ..., 17-18.
     run_job(JobSpec(content=str(clip), output=str(out), mode="feedforward", device="cpu", frames=(12, 30)))
