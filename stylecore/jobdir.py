@@ -32,6 +32,11 @@ LOCK_FILE = ".stylecore-job.lock"
 INPUTS_KEY = "inputs"  # the fingerprint's identities of the input files (JobSpec.fingerprint)
 # FRAME_NAME with its number as a group.
 _FRAME_RE = re.compile(re.escape(FRAME_NAME).replace(re.escape("{:06d}"), r"(\d{6})") + r"\Z")
+# A frame as the mode made it, at its processing size, when the written frame was resized
+# to the source's size (``write_work_frame``). Hidden: image-sequence readers skip it.
+_WORK_PREFIX = ".stylecore-work_"
+WORK_FRAME_NAME = _WORK_PREFIX + "{:06d}.png"
+_WORK_FRAME_RE = re.compile(re.escape(WORK_FRAME_NAME).replace(re.escape("{:06d}"), r"(\d{6})") + r"\Z")
 # Files an OS or file browser drops into any folder; they do not make it "someone else's".
 _OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -39,7 +44,8 @@ _OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 def is_job_file_name(name: str) -> bool:
     """A name the job owns in its folder: a frame, a segment of frames or the job file
     (replaced on ``overwrite``)."""
-    return bool(_FRAME_RE.match(name)) or segment_span(name) is not None or name == JOB_FILE
+    return (bool(_FRAME_RE.match(name)) or segment_span(name) is not None or bool(_WORK_FRAME_RE.match(name))
+            or name == JOB_FILE)
 
 
 class JobDir:
@@ -69,6 +75,7 @@ class JobDir:
         self.fingerprint = {}
         self._lock = None
         self._created = False
+        self._had_segments = bool(find_segments(self.folder))
 
     def __init__(self, folder: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False) -> None:
         self.folder = Path(folder)
@@ -76,6 +83,7 @@ class JobDir:
         self.fingerprint: dict[str, Any] = json.loads(json.dumps(fingerprint, sort_keys=True))
         self._lock: FolderLock | None = None
         self._created = False
+        self._had_segments = False
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(f"`output` {self.folder} is a file; give a folder for the frames")
         if not self.folder.exists():
@@ -91,6 +99,7 @@ class JobDir:
         try:
             self._remove_stale_temps()
             self._claim(overwrite)
+            self._had_segments = bool(find_segments(self.folder))
         except BaseException:
             self.discard_if_empty()
             raise
@@ -116,6 +125,7 @@ class JobDir:
         try:
             if self.completed():
                 return
+            self._remove_work_frames()
             (self.folder / JOB_FILE).unlink(missing_ok=True)
             self.close()
             if self._created:
@@ -131,7 +141,8 @@ class JobDir:
         """Delete half-written files of a run that was killed (ours only, by name)."""
         for entry in self.folder.iterdir():
             name = entry.name
-            if is_temp_name(name) and name.startswith((".frame_", f".{SEGMENT_PREFIX}", f".{JOB_FILE}")):
+            if is_temp_name(name) and name.startswith((".frame_", f".{SEGMENT_PREFIX}", f".{_WORK_PREFIX}",
+                                                       f".{JOB_FILE}")):
                 entry.unlink(missing_ok=True)
 
     def _claim(self, overwrite: bool) -> None:
@@ -175,7 +186,14 @@ class JobDir:
             self.frame_path(number).unlink(missing_ok=True)
         for _, _, path in find_segments(self.folder):
             path.unlink(missing_ok=True)
+        self._remove_work_frames()
         (self.folder / JOB_FILE).unlink(missing_ok=True)
+
+    def _remove_work_frames(self) -> None:
+        if self.folder.is_dir():
+            for entry in self.folder.iterdir():
+                if _WORK_FRAME_RE.match(entry.name):
+                    entry.unlink(missing_ok=True)
 
     def _read_job_file(self) -> dict[str, Any] | None:
         try:
@@ -211,7 +229,11 @@ class JobDir:
         return self.folder / FRAME_NAME.format(number)
 
     def has_frame(self, number: int) -> bool:
-        return self.frame_path(number).is_file() or any(
+        if self.frame_path(number).is_file():
+            return True
+        # Segments are looked for only in a folder that had some when opened or makes them:
+        # a listing per call would make a long PNG job's frame checks quadratic.
+        return (self._had_segments or self.segments is not None) and any(
             first <= number <= last for first, last, _ in find_segments(self.folder))
 
     def has_segments(self) -> bool:
@@ -241,6 +263,21 @@ class JobDir:
 
     def read_frame(self, number: int) -> np.ndarray:
         return load_image(self.frame_path(number))
+
+    def write_work_frame(self, number: int, img: np.ndarray) -> None:
+        """Keep frame ``number`` as the mode made it, before it was resized to the source's
+        size, for the next frame to start from (``read_work_frame``). Write it before the
+        frame itself: a frame on disk then always has its work frame."""
+        try:
+            save_image(self.folder / WORK_FRAME_NAME.format(number), img)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
+    def read_work_frame(self, number: int) -> np.ndarray | None:
+        """Frame ``number`` as ``write_work_frame`` kept it; None when it was not kept (a
+        frame written at its processing size, or a folder from an earlier version)."""
+        path = self.folder / WORK_FRAME_NAME.format(number)
+        return load_image(path) if path.is_file() else None
 
     def completed(self) -> list[int]:
         """Numbers of the frames on disk (as PNGs or in whole segments), ascending."""
@@ -281,7 +318,9 @@ class JobDir:
     # ------------------------------------------------------------ completion
 
     def mark_done(self, total: int) -> None:
-        """Record that all ``total`` frames are made (the job file keeps its fingerprint)."""
+        """Record that all ``total`` frames are made (the job file keeps its fingerprint);
+        the work frames, needed only to go on, go."""
+        self._remove_work_frames()
         stored = self._read_job_file() or {}
         self._write_job_file(
             {

@@ -9,8 +9,11 @@ import pytest
 
 from conftest import pan_frames, smooth_texture, stripe_style, write_image, write_png_folder, write_video
 from stylecore.errors import Cancelled, InputError, JobMismatchError
+from stylecore.io import imageops
 from stylecore.io.imageops import load_image
+from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec
+from stylecore.modes import optimize_loop
 from stylecore.pipeline import run_job
 
 STEP = 2  # pan speed of the synthetic clip, px per frame
@@ -202,6 +205,8 @@ RESUME_CASES = {
     "histogram": dict(mode="optimization", preserve_colors="histogram"),
     "schedule": dict(mode="optimization", style_weights=(1.0, 0.5, 2.0, 0.0, 3.0)),
     "style-video": dict(mode="style-video", preserve_colors="histogram"),
+    # Processed at 48x36, written at 64x48: later frames start from the kept work frames.
+    "smaller": dict(mode="optimization", size=48),
 }
 
 
@@ -232,9 +237,14 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, style_png: Pa
 
     with pytest.raises(Cancelled):
         run_job(JobSpec(output=str(tmp_path / "resumed"), **common), count, cancel=lambda: len(made) >= 4)
+    if case == "smaller":  # each frame made so far left its work frame, at the processing size
+        work = sorted((tmp_path / "resumed").glob(".stylecore-work_*.png"))
+        assert [p.name for p in work] == [f".stylecore-work_{n:06d}.png" for n in range(1, len(made) + 1)]
+        assert load_image(work[0]).shape == (36, 48, 3)
     run_job(JobSpec(output=str(tmp_path / "resumed"), **common))
     for n, (a, b) in enumerate(zip(read_frames(tmp_path / "whole", 5), read_frames(tmp_path / "resumed", 5)), 1):
         assert np.array_equal(a, b), f"frame {n} differs by up to {np.abs(a - b).max() * 255:.0f} levels"
+    assert not list((tmp_path / "resumed").glob(".stylecore-work_*"))  # gone once the job is done
 
 
 def test_changed_content_at_the_same_path_is_another_job(tmp_path: Path, style_png: Path) -> None:
@@ -411,3 +421,19 @@ def test_temporal_weights_keep_a_weak_hold_where_the_warp_still_matches() -> Non
     # a frame the flow explains everywhere keeps Ruder et al.'s weights as they are
     full = flow.FramePair(flow_bw=np.zeros_like(flow_bw), flow_fw=np.zeros_like(flow_bw), mask=np.ones((h, w), np.float32))
     assert np.array_equal(loop.temporal_weights(full, prev, cur), full.mask)
+
+
+def test_a_later_frame_starts_from_the_previous_frame_as_made_not_resized_back(tmp_path: Path) -> None:
+    # Fine texture at the processing size, like a stylized frame's brush strokes.
+    made = np.random.default_rng(0).random((36, 48, 3), dtype=np.float32)
+    with JobDir(tmp_path / "job", {"job": 1}) as jobdir:
+        jobdir.write_work_frame(1, made)
+        jobdir.write_frame(1, imageops.resize(made, (64, 48)))  # written at the source's size
+        start = optimize_loop.previous_result(jobdir, 1, (48, 36))
+        np.testing.assert_array_equal(start, load_image(tmp_path / "job" / ".stylecore-work_000001.png"))
+        resized_back = imageops.resize(jobdir.read_frame(1), (48, 36))
+        assert np.abs(start - made).max() <= 0.5 / 255 + 1e-6  # only the 8-bit rounding
+        assert np.abs(resized_back - made).mean() > 2 * np.abs(start - made).mean()
+        # A folder of an earlier version (no work frame) resizes the written frame back.
+        (tmp_path / "job" / ".stylecore-work_000001.png").unlink()
+        np.testing.assert_array_equal(optimize_loop.previous_result(jobdir, 1, (48, 36)), resized_back)

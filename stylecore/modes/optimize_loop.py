@@ -176,8 +176,7 @@ def run_optimization(
                 else:
                     # The previous frame is read back from disk, so a resumed run continues
                     # exactly like an uninterrupted one.
-                    prev_out = imageops.resize(jobdir.read_frame(number - 1), size)
-                    warped = flow.warp(prev_out, pair.flow_bw)
+                    warped = flow.warp(previous_result(jobdir, number - 1, size), pair.flow_bw)
                     weights = temporal_weights(pair, prev_content, content)
                     temporal = TemporalTarget(imageops.to_tensor(warped, device),
                                               torch.from_numpy(weights)[None, None].to(device))
@@ -214,13 +213,29 @@ def run_optimization(
             image = imageops.to_numpy(result)
             if config.preserve_colors == "luminance":
                 image = imageops.luminance_transfer(image, content)
-            image = imageops.resize(image, (info.width, info.height))
+            if size != (info.width, info.height):
+                jobdir.write_work_frame(number, image)
+                image = imageops.resize(image, (info.width, info.height))
             path = jobdir.write_frame(number, image)
             previous = (number, content)
             emit(dict(event="frame", number=number, index=index, path=str(path),
                       seconds=round(time.perf_counter() - started, 4), skipped=False))
     finally:
         targets.close()
+
+
+def previous_result(jobdir: JobDir, number: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``number`` as this job made it, at the processing ``size``: the kept work frame
+    when the written one was resized to the source's size. Resizing the written frame back
+    instead (as before stop 25) blurred every later frame's start and temporal target,
+    and its iterations went on sharpening that blur again: at 426x240 from a 640x360 clip,
+    60 loss evaluations a later frame rather than 40, with a higher style loss and warping
+    error (BENCHMARKS.md, "Optimization mode at 426x240"). A folder without work frames
+    (an earlier version's) still resizes."""
+    kept = jobdir.read_work_frame(number)
+    if kept is not None and kept.shape[:2] == (size[1], size[0]):
+        return kept
+    return imageops.resize(jobdir.read_frame(number), size)
 
 
 def warm_start(warped: np.ndarray, mask: np.ndarray, content: np.ndarray) -> np.ndarray:
