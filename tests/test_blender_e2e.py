@@ -112,7 +112,11 @@ def test_cancel_then_rerun_resumes_with_whole_frames(media, tmp_path) -> None:
     kept = sorted(folder.glob("frame_*.png"))
     assert 2 <= len(kept) < 24
     assert all(bh.png_is_whole(f) for f in kept)
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no half-written temp files
+    # No half-written temp file; the hidden files left are the frames as made at the
+    # processing size (the next frame starts from them), whole, one per frame kept.
+    hidden = sorted(p for p in folder.iterdir() if p.name.startswith("."))
+    assert [p.name for p in hidden] == [f".stylecore-work_{f.name[len('frame_'):]}" for f in kept]
+    assert all(bh.png_is_whole(f) for f in hidden)
     stamps = {f.name: f.stat().st_mtime_ns for f in kept}
     assert jobs.find_result(scene, strip) is None
 
@@ -121,6 +125,7 @@ def test_cancel_then_rerun_resumes_with_whole_frames(media, tmp_path) -> None:
     assert len(list(folder.glob("frame_*.png"))) == 24
     assert job_file(folder)["fingerprint"]["styles"] == [[str(media["style"]), 1.0]]
     assert {name: (folder / name).stat().st_mtime_ns for name in stamps} == stamps  # resumed, not redone
+    assert not list(folder.glob(".stylecore-work_*"))  # needed only to go on
 
 
 def test_a_crash_before_saving_the_strip_id_resumes_in_the_same_folder(media, tmp_path) -> None:

@@ -397,9 +397,8 @@ def run_feedforward(
     out_size = (info.width, info.height)
 
     todo: list[tuple[int, int]] = []
-    on_disk = set(jobdir.completed())
     for number, index in enumerate(indices, start=1):
-        if number in on_disk:
+        if jobdir.has_frame(number):  # per frame: a farm task's folder answers for its own frames only
             emit(dict(event="frame", number=number, index=index, path=str(jobdir.frame_path(number)), seconds=0.0, skipped=True))
         else:
             todo.append((number, index))
