@@ -45,6 +45,14 @@ class OutputError(StylecoreError):
     it, or a path that would replace a file the user did not ask to replace."""
 
 
+class EncodeError(StylecoreError):
+    """ffmpeg failed while encoding; ``reason`` is its last line of output."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class DeviceError(StylecoreError):
     """The requested device is unavailable, or it ran out of memory."""
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import pan_frames, stream_duration, write_video, write_video_with_sound
 from stylecore import jobdir as jobdir_module
 from stylecore import pipeline
-from stylecore.errors import Cancelled, InputError
+from stylecore.errors import Cancelled, EncodeError, InputError, OutputError
 from stylecore.io import segments
 from stylecore.io.encode import VideoEncoder
 from stylecore.io.ffmpeg import ffmpeg_exe, has_audio
@@ -193,3 +193,32 @@ def test_the_joined_video_has_every_frame_and_the_stretch_of_sound_they_cover(tm
     assert stream_duration(out, "Audio") == pytest.approx(0.75, abs=0.06)
     assert stream_duration(out, "Video") == pytest.approx(0.75, abs=0.05)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["with_sound.mp4", out.name])
+
+
+def test_a_full_disk_while_encoding_says_where_and_keeps_the_segments_already_whole(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    clip = write_video(tmp_path / "clip.mp4", _frames(10), fps=FPS)
+    written: list[int] = []
+
+    class FillsTheDisk(VideoEncoder):
+        def write(self, frame: np.ndarray) -> None:
+            written.append(1)
+            if len(written) == 6:  # ffmpeg's own words for it
+                raise EncodeError("ffmpeg could not encode the video (...)", "No space left on device")
+            super().write(frame)
+
+    monkeypatch.setattr(segments, "VideoEncoder", FillsTheDisk)
+    out = tmp_path / "out.mp4"
+    folder = tmp_path / "out.stylecore-frames"
+    with pytest.raises(OutputError, match=r"cannot write the frames into .*out\.stylecore-frames \(No space left "
+                                          r"on device\); the frames finished before are safe there"):
+        run_job(_spec(clip, out))
+    # Frame 5 reached the encoder before the failure: the stop closed its segment too.
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == \
+        ["segment_000001-000004.mp4", "segment_000005-000005.mp4", "stylecore-job.json"]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".") and "lock" not in p.name]
+    monkeypatch.setattr(segments, "VideoEncoder", VideoEncoder)  # space freed
+    made: list[int] = []
+    skipped: list[int] = []
+    run_job(_spec(clip, out), _frame_events(made, skipped))
+    assert skipped == [1, 2, 3, 4, 5] and made == list(range(6, 11)) and len(_decoded(out)) == 10

@@ -15,7 +15,7 @@ from typing import NoReturn
 import cv2
 import numpy as np
 
-from stylecore.errors import InputError, StylecoreError
+from stylecore.errors import EncodeError, InputError, StylecoreError
 from stylecore.io.ffmpeg import ffmpeg_exe, has_audio, no_window
 from stylecore.io.imageops import TEMP_MARK, current_umask, temp_path_for
 from stylecore.io.sources import pattern_files
@@ -190,7 +190,7 @@ class VideoEncoder:
         self._proc.wait()
         err = self._proc.stderr.read().decode(errors="replace").strip()
         last = err.splitlines()[-1] if err else f"exit status {self._proc.returncode}"
-        raise StylecoreError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space")
+        raise EncodeError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space", last)
 
 
 def join_videos(parts: Sequence[Path], out_path: Path | str, duration: float, *,

@@ -19,12 +19,15 @@ differs from an unbroken run's only in where its key frames fall.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from stylecore.errors import EncodeError, OutputError
 from stylecore.io.encode import VideoEncoder, join_videos
 
 # Frames per segment: 2 s at 24 fps. Each segment costs an encoder start (about 0.1 s of
@@ -76,24 +79,36 @@ class SegmentWriter:
 
     def write(self, number: int, pixels: np.ndarray) -> None:
         """Append output frame ``number`` (``H x W x 3`` RGB ``uint8``)."""
-        if self._encoder is not None and number != self._next:
-            self.close()
-        if self._encoder is None:
-            last = (number + SEGMENT_FRAMES - 1) // SEGMENT_FRAMES * SEGMENT_FRAMES  # the planned end
-            height, width = pixels.shape[:2]
-            self._encoder = VideoEncoder(self.path_for(number, last), (width, height), self.fps,
-                                         frames=last - number + 1)
-            self._first = self._next = number
-        self._encoder.write(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
-        self._next += 1
-        if number % SEGMENT_FRAMES == 0:
-            self.close()
+        with self._said_plainly():
+            if self._encoder is not None and number != self._next:
+                self.close()
+            if self._encoder is None:
+                last = (number + SEGMENT_FRAMES - 1) // SEGMENT_FRAMES * SEGMENT_FRAMES  # the planned end
+                height, width = pixels.shape[:2]
+                self._encoder = VideoEncoder(self.path_for(number, last), (width, height), self.fps,
+                                             frames=last - number + 1)
+                self._first = self._next = number
+            self._encoder.write(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+            self._next += 1
+            if number % SEGMENT_FRAMES == 0:
+                self.close()
 
     def close(self) -> None:
         """Finish the segment in progress under the name of the frames it holds."""
         encoder, self._encoder = self._encoder, None
         if encoder is not None:
-            encoder.close(self.path_for(self._first, self._next - 1))
+            with self._said_plainly():
+                encoder.close(self.path_for(self._first, self._next - 1))
+
+    @contextlib.contextmanager
+    def _said_plainly(self) -> Iterator[None]:
+        """ffmpeg's failure (a full disk, mostly) as one line that says where, and what is safe."""
+        try:
+            yield
+        except EncodeError as exc:
+            raise OutputError(f"cannot write the frames into {self.folder} ({exc.reason}); the frames finished "
+                              "before are safe there: free disk space or fix the folder, then run the same job "
+                              "again to resume") from None
 
     def abort(self) -> None:
         """Drop the segment in progress (its frames are made again on resume)."""
