@@ -222,3 +222,13 @@ def test_a_full_disk_while_encoding_says_where_and_keeps_the_segments_already_wh
     skipped: list[int] = []
     run_job(_spec(clip, out), _frame_events(made, skipped))
     assert skipped == [1, 2, 3, 4, 5] and made == list(range(6, 11)) and len(_decoded(out)) == 10
+
+
+def test_keeping_the_frames_of_a_job_begun_in_segments_goes_on_with_them_and_says_so(tmp_path: Path) -> None:
+    with JobDir(tmp_path / "job", {"job": 1}) as jobdir:
+        jobdir.record_as_segments(".mp4", FPS)
+        for n, frame in enumerate(_frames(4), start=1):
+            jobdir.write_frame(n, frame)
+        spec = _spec(tmp_path / "clip.mp4", tmp_path / "out.mp4", keep_frames=True)
+        with pytest.warns(UserWarning, match="as video segments, not PNGs.*with `overwrite` for PNG frames"):
+            assert pipeline._keeps_segments(spec, jobdir)

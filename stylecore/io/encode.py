@@ -188,8 +188,7 @@ class VideoEncoder:
     def _fail(self) -> NoReturn:
         assert self._proc is not None and self._proc.stderr is not None
         self._proc.wait()
-        err = self._proc.stderr.read().decode(errors="replace").strip()
-        last = err.splitlines()[-1] if err else f"exit status {self._proc.returncode}"
+        last = _ffmpeg_reason(self._proc.stderr.read(), self._proc.returncode)
         raise EncodeError(f"ffmpeg could not encode the video ({last}); check the output path and free disk space", last)
 
 
@@ -221,10 +220,9 @@ def join_videos(parts: Sequence[Path], out_path: Path | str, duration: float, *,
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               creationflags=no_window())
         if done.returncode != 0:
-            err = done.stderr.decode(errors="replace").strip()
-            last = err.splitlines()[-1] if err else f"exit status {done.returncode}"
-            raise StylecoreError(f"ffmpeg could not join the video's segments ({last}); "
-                                 "check the output path and free disk space")
+            last = _ffmpeg_reason(done.stderr, done.returncode)
+            raise EncodeError(f"ffmpeg could not join the video's segments ({last}); "
+                              "check the output path and free disk space", last)
         os.chmod(tmp, 0o666 & ~current_umask())
         tmp.replace(out_path)
     except BaseException:
@@ -232,6 +230,12 @@ def join_videos(parts: Sequence[Path], out_path: Path | str, duration: float, *,
         raise
     finally:
         listing.unlink(missing_ok=True)
+
+
+def _ffmpeg_reason(stderr: bytes, returncode: int) -> str:
+    """Why ffmpeg failed: the last line it printed (its error comes last), else its exit status."""
+    err = stderr.decode(errors="replace").strip()
+    return err.splitlines()[-1] if err else f"exit status {returncode}"
 
 
 def remove_stale_temp_videos(out_path: Path | str) -> None:
