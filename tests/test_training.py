@@ -419,6 +419,27 @@ def test_a_distilled_half_width_model_learns_its_teacher(tmp_path: Path) -> None
     assert found is not None and found.name == "stripes" and found.teacher is None
 
 
+def test_a_shallower_network_starts_from_the_first_blocks_of_a_deeper_init(tmp_path: Path) -> None:
+    """``--res-blocks 2 --init DEEPER`` (how the NAME-small models lost two blocks): the new
+    network has two blocks and starts from the deeper model's first two, not from scratch;
+    a deeper network than the init's is refused in one line."""
+    style, data = _setup(tmp_path)
+    deep_path = train(_config(style, data, tmp_path / "deep.safetensors", steps=2), log=lambda _: None)
+    # One step at a tiny learning rate: the weights stay where they started.
+    path = train(_config(style, data, tmp_path / "shallow.safetensors", steps=1, res_blocks=2, init=str(deep_path),
+                         learning_rate=1e-7), log=lambda _: None)
+    deep, _ = load_model(deep_path)
+    shallow, info = load_model(path)
+    assert shallow.config == deep.config.with_res_blocks(2) and deep.config.res_blocks == 5
+    start = deep.first_blocks(2).state_dict()
+    for name, value in shallow.state_dict().items():
+        assert float((value - start[name]).abs().max()) < 1e-5, name
+    assert info.training["res_blocks"] == 2 and info.training["init"]["model"] == "deep.safetensors"  # type: ignore[index]
+    with pytest.raises(InputError, match="is a different network"):
+        train(_config(style, data, tmp_path / "deeper.safetensors", steps=1, res_blocks=6, init=str(deep_path)),
+              log=lambda _: None)
+
+
 def test_distillation_refuses_a_painting_its_teacher_did_not_learn(tmp_path: Path) -> None:
     style, data = _setup(tmp_path)
     teacher_path = train(_config(style, data, tmp_path / "t.safetensors", steps=1), log=lambda _: None)

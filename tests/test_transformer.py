@@ -151,3 +151,23 @@ def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:
     assert 0 < reach <= model.receptive_radius()
     # The bound is tight to within the upsampling rounding.
     assert reach >= model.receptive_radius() - 4
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_first_blocks_is_the_network_with_its_later_blocks_skipped(conditioned: bool) -> None:
+    """The start of a shallower student: the first ``k`` residual blocks with their own
+    norms' conditioning, and the down and up layers with theirs (not their neighbours')."""
+    model = _perturbed(TransformerConfig(conditioned=conditioned, res_blocks=4), seed=3)
+    x, w = torch.rand(2, 3, 20, 28), torch.tensor([0.4, 1.6])
+    with torch.no_grad():
+        assert torch.equal(model.first_blocks(4)(x, w), model(x, w))
+        shallow = model.first_blocks(2)
+        assert shallow.config == TransformerConfig(conditioned=conditioned, res_blocks=2)
+        got = shallow(x, w)
+        # The deep network itself, its forward pass cut after two blocks; each norm keeps
+        # its index, so it still reads its own modulation from the deep network's MLP.
+        model.res_convs, model.res_norms = model.res_convs[:2], model.res_norms[:2]
+        want = model(x, w)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="between 0 and 4"):
+        _perturbed(TransformerConfig(res_blocks=4)).first_blocks(5)

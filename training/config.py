@@ -56,6 +56,7 @@ class TrainConfig:
     # than the style itself; ``style`` must be the painting it was trained on.
     teacher: str | None = None
     width: float = 1.0  # channels relative to the standard network (0.5 = the "-small" models)
+    res_blocks: int | None = None  # residual blocks; None = the teacher's (or the standard 5)
     pixel_weight: float = 1.0  # distillation: L1 distance to the teacher's output
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class TrainConfig:
             raise InputError("`synthetic_fraction` must be between 0 and 1")
         if not 0.1 <= self.width <= 4.0:
             raise InputError(f"`width` {self.width}: use a channel factor between 0.1 and 4 (0.5 = half the channels)")
+        if self.res_blocks is not None and not 0 <= self.res_blocks <= 16:
+            raise InputError(f"`res_blocks` {self.res_blocks}: use between 0 and 16 residual blocks")
         if self.pixel_weight < 0:
             raise InputError("loss weights must be >= 0")
         if self.max_style_weight <= 0:

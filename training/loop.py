@@ -189,6 +189,9 @@ def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[],
 def _init_from(path: str, model: StyleTransformer) -> dict[str, Any]:
     """Load a model file's weights into ``model`` (fine-tuning); returns its training record."""
     start, info = load_model(path)
+    if start.config.with_res_blocks(model.config.res_blocks) == model.config and \
+            start.config.res_blocks > model.config.res_blocks:
+        start = start.first_blocks(model.config.res_blocks)  # a shallower copy starts from the first blocks
     if start.config != model.config:
         raise InputError(f"`init` {path} is a different network ({start.config}) from the one this run trains "
                          f"({model.config}); its settings must match (e.g. `unconditioned`, `max_style_weight`)")
@@ -287,7 +290,7 @@ def train(
 
     base_config = (teacher.config if teacher is not None else
                    TransformerConfig(conditioned=config.conditioned, max_style_weight=config.max_style_weight))
-    model_config = base_config.scaled(config.width)
+    model_config = base_config.scaled(config.width).with_res_blocks(config.res_blocks)
     model = StyleTransformer(model_config).to(device).train()
     init_training = _init_from(config.init, model) if config.init else None
     cond_params = list(model.cond.parameters()) if model.cond is not None else []

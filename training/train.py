@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--width", type=float, default=d.width,
                    help="channels relative to the standard network (default %(default)s; 0.5 = half the channels, "
                         "about 4x fewer operations: the shipped NAME-small models)")
+    k.add_argument("--res-blocks", type=int, default=None, metavar="N",
+                   help="residual blocks of the new network (default: the teacher's, or 5); fewer are faster "
+                        "(the shipped NAME-small models have 3). With --init from a model with more blocks, "
+                        "the new network starts from its first N")
     k.add_argument("--pixel-weight", type=float, default=d.pixel_weight, help="distillation: L1 to the teacher's output")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
@@ -157,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         init=args.init,
         teacher=args.teacher,
         width=args.width,
+        res_blocks=args.res_blocks,
         pixel_weight=args.pixel_weight,
     )
 

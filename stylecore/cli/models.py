@@ -53,7 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         t = e.training
         steps = f"{t.get('steps', '?')} steps at {t.get('size', '?')} px" if t else "training settings unknown"
         if e.teacher:
-            steps += f"; distilled from {e.teacher} at {t.get('width', '?')}x its width (faster)"
+            blocks = f" and {t['res_blocks']} residual blocks" if t.get("res_blocks") is not None else ""
+            steps += f"; distilled from {e.teacher} at {t.get('width', '?')}x its width{blocks} (faster)"
         print(f"{e.name:<20} {e.origin:<8} style {e.style_name or '?'}; {e.loss_network or '?'} loss network; {steps}")
         print(f"{'':<20} {e.path}")
         if e.thumbnail:

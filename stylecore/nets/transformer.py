@@ -77,6 +77,10 @@ class TransformerConfig:
 
         return replace(self, down_channels=scale(self.down_channels), up_channels=scale(self.up_channels))
 
+    def with_res_blocks(self, res_blocks: int | None) -> TransformerConfig:
+        """The same network with ``res_blocks`` residual blocks (``None``: as it is)."""
+        return self if res_blocks is None else replace(self, res_blocks=res_blocks)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
         return cls(
@@ -258,6 +262,26 @@ class StyleTransformer(nn.Module):
             mix = style_weight.clamp(0.0, 1.0).to(out.dtype)[:, None, None, None]
             out = image + mix * (out - image)
         return out
+
+    def first_blocks(self, res_blocks: int) -> StyleTransformer:
+        """A copy with only the first ``res_blocks`` residual blocks (and their norms'
+        conditioning): the start for distilling a shallower, faster network from this one.
+        Each block adds a correction to its input, so the copy already stylizes, coarser."""
+        if not 0 <= res_blocks <= self.config.res_blocks:
+            raise ValueError(f"first_blocks: {res_blocks} is not between 0 and {self.config.res_blocks}")
+        copy = StyleTransformer(self.config.with_res_blocks(res_blocks))
+        kept_norms = [n.index for n in self.down_norms]
+        kept_norms += [n.index for nrms in self.res_norms[:res_blocks] for n in nrms]
+        kept_norms += [n.index for n in self.up_norms]
+        state = {k: v for k, v in self.state_dict().items()
+                 if not k.startswith(("res_convs.", "res_norms.", "cond.heads."))
+                 or (k.startswith(("res_convs.", "res_norms.")) and int(k.split(".")[1]) < res_blocks)}
+        if self.cond is not None:
+            for new_index, old_index in enumerate(kept_norms):
+                for name, value in self.cond.heads[old_index].state_dict().items():
+                    state[f"cond.heads.{new_index}.{name}"] = value
+        copy.load_state_dict(state)
+        return copy.to(next(self.parameters()).dtype)
 
     def receptive_radius(self) -> int:
         """Pixels of context on each side that one output pixel depends on (for tiling)."""
