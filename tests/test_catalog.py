@@ -104,6 +104,7 @@ def test_models_command_lists_names_and_the_user_folder(user_models: Path, tmp_p
     text = capsys.readouterr().out
     assert "pastel" in text and "starry_night" in text and str(user_models) in text
     assert "unreadable" in text and "broken.safetensors" in text
+    assert "distilled from scream at 0.5x its width and 3 residual blocks (faster)" in text
     assert main(["models", "--json"]) == 0
     listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     assert listed["pastel"]["origin"] == "user" and listed["pastel"]["training"]["steps"] == 3

@@ -10,14 +10,16 @@
 # the learning rate with the term (--monotone-weight 1); then, for the models whose Style
 # Weight was still not monotone on whole frames (see later_stages), more fine-tuning on
 # larger crops with a stronger term; the last stage writes OUT_DIR/NAME.safetensors. Then
-# each model's half-width copy, OUT_DIR/NAME-small.safetensors, distilled from it for
-# SMALL_STEPS (1500) steps (--teacher, --width 0.5: pixel and feature distance to its
-# output, plus the temporal loss).
+# each model's half-width copy, distilled from it for SMALL_STEPS (1500) steps into
+# OUT_DIR/small5/ (--teacher, --width 0.5: pixel and feature distance to its output, plus
+# the temporal loss), and from that copy's first three residual blocks SMALL3_STEPS (500)
+# more at half the learning rate: OUT_DIR/NAME-small.safetensors (--res-blocks 3, faster).
 set -euo pipefail
 data=${1:?DATA_DIR}; styles=${2:?STYLES_DIR}; out=${3:?OUT_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 steps=${STEPS:-1000}
 small_steps=${SMALL_STEPS:-1500}
+small3_steps=${SMALL3_STEPS:-500}
 jobs=${JOBS:-1}
 mkdir -p "$out/stage1" "$out/stage2"
 
@@ -59,8 +61,11 @@ train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
     # shellcheck disable=SC2086  # one line of options, split into words on purpose
     train_step "$file" "$painting" --init "$prev" ${stages[$k]} "$@"
   done
-  train_step "$out/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
+  mkdir -p "$out/small5"
+  train_step "$out/small5/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --steps "$small_steps"
+  train_step "$out/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
+    --width 0.5 --res-blocks 3 --init "$out/small5/$name-small.safetensors" --steps "$small3_steps" --lr 5e-4
 }
 
 pids=()
