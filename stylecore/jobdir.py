@@ -31,12 +31,19 @@ JOB_FILE = "stylecore-job.json"
 LOCK_FILE = ".stylecore-job.lock"
 INPUTS_KEY = "inputs"  # the fingerprint's identities of the input files (JobSpec.fingerprint)
 # FRAME_NAME with its number as a group.
-_FRAME_RE = re.compile(re.escape(FRAME_NAME).replace(re.escape("{:06d}"), r"(\d{6})") + r"\Z")
+
+
+def _numbered(template: str) -> re.Pattern[str]:
+    """A file-name template with one ``{:06d}`` as a pattern with the number as a group."""
+    return re.compile(re.escape(template).replace(re.escape("{:06d}"), r"(\d{6})") + r"\Z")
+
+
+_FRAME_RE = _numbered(FRAME_NAME)
 # A frame as the mode made it, at its processing size, when the written frame was resized
 # to the source's size (``write_work_frame``). Hidden: image-sequence readers skip it.
 _WORK_PREFIX = ".stylecore-work_"
 WORK_FRAME_NAME = _WORK_PREFIX + "{:06d}.png"
-_WORK_FRAME_RE = re.compile(re.escape(WORK_FRAME_NAME).replace(re.escape("{:06d}"), r"(\d{6})") + r"\Z")
+_WORK_FRAME_RE = _numbered(WORK_FRAME_NAME)
 # Files an OS or file browser drops into any folder; they do not make it "someone else's".
 _OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 

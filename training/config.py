@@ -75,8 +75,8 @@ class TrainConfig:
             raise InputError("`synthetic_fraction` must be between 0 and 1")
         if not 0.1 <= self.width <= 4.0:
             raise InputError(f"`width` {self.width}: use a channel factor between 0.1 and 4 (0.5 = half the channels)")
-        if self.res_blocks is not None and not 0 <= self.res_blocks <= 16:
-            raise InputError(f"`res_blocks` {self.res_blocks}: use between 0 and 16 residual blocks")
+        if self.res_blocks is not None and self.res_blocks < 0:
+            raise InputError(f"`res_blocks` {self.res_blocks}: use 0 or more residual blocks")
         if self.pixel_weight < 0:
             raise InputError("loss weights must be >= 0")
         if self.max_style_weight <= 0:

@@ -270,17 +270,20 @@ class StyleTransformer(nn.Module):
         if not 0 <= res_blocks <= self.config.res_blocks:
             raise ValueError(f"first_blocks: {res_blocks} is not between 0 and {self.config.res_blocks}")
         copy = StyleTransformer(self.config.with_res_blocks(res_blocks))
-        kept_norms = [n.index for n in self.down_norms]
-        kept_norms += [n.index for nrms in self.res_norms[:res_blocks] for n in nrms]
-        kept_norms += [n.index for n in self.up_norms]
-        state = {k: v for k, v in self.state_dict().items()
-                 if not k.startswith(("res_convs.", "res_norms.", "cond.heads."))
-                 or (k.startswith(("res_convs.", "res_norms.")) and int(k.split(".")[1]) < res_blocks)}
-        if self.cond is not None:
-            for new_index, old_index in enumerate(kept_norms):
-                for name, value in self.cond.heads[old_index].state_dict().items():
-                    state[f"cond.heads.{new_index}.{name}"] = value
-        copy.load_state_dict(state)
+        # The copy's parameters keep their names (its blocks are the first ones), except the
+        # conditioning heads, one per norm: the copy's i-th norm is the kept norm ``kept[i]``.
+        kept = [n.index for n in self.down_norms]
+        kept += [n.index for nrms in self.res_norms[:res_blocks] for n in nrms]
+        kept += [n.index for n in self.up_norms]
+        source = self.state_dict()
+
+        def origin(name: str) -> str:
+            if not name.startswith("cond.heads."):
+                return name
+            _, _, index, rest = name.split(".", 3)
+            return f"cond.heads.{kept[int(index)]}.{rest}"
+
+        copy.load_state_dict({name: source[origin(name)] for name in copy.state_dict()})
         return copy.to(next(self.parameters()).dtype)
 
     def receptive_radius(self) -> int:
