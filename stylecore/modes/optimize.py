@@ -38,13 +38,13 @@ _MIN_LEVEL_SIDE = 192
 # lowers the loss by less than this fraction. Measured at 426x240 with hed-vgg16
 # (``bench.convergence``; BENCHMARKS.md): a later frame's loss falls 9-13 % over its first
 # 20 iterations, 2-4 % over the next 10, then about 1 % per 10, and is within 1 % of its
-# 150-iteration value after 60-80. 2 % ends a later frame after 40-70 iterations
-# instead of 80-100; over 5 frames its style and content losses were 2.5 % and 1.8 %
-# above stopping at 0.2 %, its warping error 13 % lower, and side by side the frames
-# differ only in the placement of fine strokes. The first frame has no previous result
-# to lean on and keeps the strict rule. A chunk's gain is measured from its start to the
-# next chunk's start, so that it includes the clamp to [0, 1] between chunks: the rule
-# learns of a small gain one chunk after it happened.
+# 150-iteration value after 60-80. 2 % ends a later frame after 30 or 40 iterations
+# instead of 80-100 (stop 19, when the rule ran one chunk past its decision: 40-70);
+# over 5 frames its style and content losses were 2.5 % and 1.8 % above stopping at
+# 0.2 %, its warping error 13 % lower, and side by side the frames differ only in the
+# placement of fine strokes. The first frame has no previous result to lean on and
+# keeps the strict rule. A chunk's gain is measured from its start to the next chunk's
+# start, so that it includes the clamp to [0, 1] between chunks (``_run_lbfgs``).
 FIRST_TOLERANCE = 2e-3
 LATER_TOLERANCE = 2e-2
 
@@ -206,6 +206,12 @@ def _run_lbfgs(
     """L-BFGS on ``image`` in chunks of ``_CHUNK`` iterations, stopping when a chunk lowers
     the loss by less than ``tolerance`` of it.
 
+    A chunk's gain is judged before the next chunk runs: the loss where that chunk would
+    begin is evaluated first and, when the run goes on, handed to L-BFGS as its first
+    evaluation, so deciding costs nothing and stopping wastes one evaluation, not a chunk.
+    ``trace(iterations, loss)`` gets the loss after every chunk (with a trace, a run that
+    reaches ``iterations`` evaluates once more to report where it ended).
+
     Without ``line_search`` every iteration is one loss evaluation and takes the
     quasi-Newton step as it is; should a chunk end above where it began (the step
     overshot), its start is restored and the rest runs with the line search."""
@@ -216,8 +222,13 @@ def _run_lbfgs(
 
     optimizer = make()
     latest = [float("inf")]  # the loss at the last evaluation: near a chunk's end
+    # A loss already evaluated at ``image`` as it is, with its gradient in ``image.grad``:
+    # the next closure call returns it instead of evaluating again.
+    ready: list[torch.Tensor] = []
 
     def closure() -> torch.Tensor:
+        if ready:
+            return ready.pop()
         optimizer.zero_grad(set_to_none=True)
         loss = objective()
         loss.backward()
@@ -229,6 +240,17 @@ def _run_lbfgs(
     while done < iterations:
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
+        # The loss where this chunk begins: after the clamp to [0, 1] that ended the last
+        # one, so the clamp's effect counts in the last chunk's gain.
+        start = closure()
+        began = float(start.detach())
+        if not math.isfinite(began):
+            break  # cannot happen after a finite, clamped chunk; never step from it
+        if trace is not None:
+            trace(done, began)
+        if previous - began < tolerance * abs(previous):
+            return  # the last chunk lowered the loss by too little: it has stopped falling
+        ready.append(start)
         chunk = min(_CHUNK, iterations - done)
         group = optimizer.param_groups[0]
         group["max_iter"] = chunk
@@ -236,13 +258,14 @@ def _run_lbfgs(
         state = optimizer.state[image]
         iters_before, evals_before = state.get("n_iter", 0), state.get("func_evals", 0)
         last_good = image.detach().clone()
-        began = float(optimizer.step(closure).detach())  # the loss where this chunk began
+        optimizer.step(closure)
+        ready.clear()
         with torch.no_grad():
-            if not (torch.isfinite(image).all() and math.isfinite(began) and math.isfinite(latest[0])):
+            if not (torch.isfinite(image).all() and math.isfinite(latest[0])):
                 # An ill-conditioned step can overflow; keep the last finite image instead
                 # of writing a frame of NaNs.
                 image.copy_(last_good)
-                break
+                return
             if not line_search and latest[0] > began:
                 image.copy_(last_good)
                 line_search = True
@@ -250,17 +273,16 @@ def _run_lbfgs(
                 continue
             image.clamp_(0.0, 1.0)
         done += chunk
-        if trace is not None:
-            trace(done, began)
+        previous = began
         # A chunk that ended before its iteration and evaluation budgets means L-BFGS
         # converged (gradient or change below tolerance): further chunks would do nothing.
         iters = state.get("n_iter", 0) - iters_before
         evals = state.get("func_evals", 0) - evals_before
         if iters < chunk and evals < group["max_eval"]:
             break
-        if previous - began < tolerance * abs(previous):
-            break  # the loss has stopped falling
-        previous = began
+    if trace is not None:
+        with torch.no_grad():
+            trace(done, float(objective()))
 
 
 def _run_adam(
