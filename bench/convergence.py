@@ -3,8 +3,9 @@
     python -m bench.convergence                       # 426x240, 6 Big Buck Bunny frames
     python -m bench.convergence --size 426 --frames 8 --iterations 150
 
-Runs the first frame as the pipeline does, then each later frame from the warped previous
-result with the temporal loss, for a fixed ``--iterations`` (no early stop), and records
+Runs the first frame as the pipeline does, then each later frame as the pipeline starts
+and weights it (``optimize_loop.warm_start``, ``temporal_weights``; bfloat16 where the CPU
+has it, no line search), for a fixed ``--iterations`` (no early stop), and records
 the loss after every 10-iteration chunk. Also times one iteration on this machine (state
 the load). Writes ``bench/results/convergence.json`` and a plot
 ``docs/images/convergence.png``: the loss of each later frame relative to its final value,
@@ -23,7 +24,8 @@ import torch
 
 from stylecore import flow
 from stylecore.io import imageops
-from stylecore.modes import optimize
+from stylecore.devices import bf16_autocast_pays
+from stylecore.modes import optimize, optimize_loop
 from stylecore.io.imageops import load_image, resize, scaled_size, to_tensor
 from stylecore.nets.loss_nets import load_loss_network
 
@@ -53,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = torch.device("cpu")
+    bf16 = bf16_autocast_pays(device)  # the default, ``--bf16 auto``
     base = optimize.OptimConfig()
     encoder = load_loss_network("hed-vgg16", base.layers, device, pooling=optimize.RECIPE.pooling)
     clip = frames(args.start, args.frames, args.size)
@@ -68,18 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, content in enumerate(clip):
         trace: list[tuple[int, float]] = []
         temporal = None
+        start = None
         if previous is not None:
+            # As the pipeline starts and weights a later frame (``optimize_loop``).
             pair = flow.flow_pair(clip[k - 1], content)
             warped = flow.warp(previous, pair.flow_bw)
-            temporal = optimize.TemporalTarget(
-                to_tensor(warped, device), torch.from_numpy(np.ascontiguousarray(pair.mask, np.float32))[None, None])
+            weights = optimize_loop.temporal_weights(pair, clip[k - 1], content)
+            temporal = optimize.TemporalTarget(to_tensor(warped, device), torch.from_numpy(weights)[None, None])
+            start = to_tensor(optimize_loop.warm_start(warped, weights, content), device)
         # No early stop for later frames: the whole curve is the point.
         config = optimize.OptimConfig(iterations=args.iterations if temporal else 300,
                                       scales=1 if temporal else optimize.auto_scales(w, h),
-                                      tolerance=float("-inf") if temporal else optimize.OptimConfig.tolerance)
+                                      tolerance=float("-inf") if temporal else optimize.OptimConfig.tolerance,
+                                      line_search=temporal is None, bf16=bf16)
         started = time.perf_counter()
         result = optimize.optimize_frame(encoder, to_tensor(content, device), grams, config,
-                                         init=temporal.warped if temporal else None, temporal=temporal,
+                                         init=start, temporal=temporal,
                                          trace=lambda level, n, loss: trace.append((n, loss)))
         elapsed = time.perf_counter() - started
         previous = imageops.to_numpy(result)

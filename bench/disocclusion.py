@@ -1,6 +1,7 @@
 """What a subject leaves behind: optimization mode on Big Buck Bunny's bird taking off,
 with later frames started from the warp everywhere (Ruder et al.) and from
-``optimize_loop.warm_start`` (the recoloured content where the flow is unreliable).
+``optimize_loop.warm_start`` (the recoloured content where the temporal term leaves a
+region free).
 
     python -m bench.disocclusion      # docs/images/disocclusion.jpg, bench/results/disocclusion.json
 
@@ -43,7 +44,7 @@ def _run(style: Path, out: Path, first: int, warp_everywhere: bool) -> list[np.n
                    frames=(first, first + FRAMES), loss_net="hed-vgg16", device="cpu")
     saved = optimize_loop.warm_start
     if warp_everywhere:
-        optimize_loop.warm_start = lambda warped, mask, content: warped  # type: ignore[assignment]
+        optimize_loop.warm_start = lambda warped, weights, content: warped  # type: ignore[assignment]
     try:
         run_job(spec)
     finally:

@@ -385,6 +385,24 @@ def test_a_later_frame_starts_from_the_content_where_the_subject_uncovered_it() 
     assert warm_start(warped, sliver, cur) is warped
 
 
+def test_a_later_frame_starts_from_the_warp_where_the_weak_temporal_term_holds_it() -> None:
+    """A region whose flow failed its checks but whose content still matches the warp (a
+    flat area: ``temporal_weights`` keeps a weak term there) starts from the warp, as the
+    temporal term would pull it back there anyway; only a region the term leaves free (a
+    subject uncovered it) starts from the content."""
+    from stylecore.modes.optimize_loop import _WEAK_TEMPORAL, warm_start
+
+    cur = 0.4 + 0.5 * smooth_texture(96, 128, seed=3, sigma=2.0)
+    warped = 0.4 + 0.5 * smooth_texture(96, 128, seed=4, sigma=2.0)  # the previous result, warped
+    weights = np.ones(cur.shape[:2], np.float32)
+    weights[10:60, 10:60] = _WEAK_TEMPORAL
+    assert warm_start(warped, weights, cur) is warped
+    weights[40:90, 70:120] = 0.0
+    start = warm_start(warped, weights, cur)
+    changed = np.abs(start - warped).max(axis=-1) > 0
+    assert changed[45:85, 75:115].all() and not changed[:60, :60].any()
+
+
 def test_temporal_weights_keep_a_weak_hold_where_the_warp_still_matches() -> None:
     """Ruder et al.'s weights are 1 where the flow passed its checks and 0 elsewhere. Where
     the checks failed but the warped previous content still matches all around (a flat

@@ -36,15 +36,16 @@ _MIN_LEVEL_SIDE = 192
 # The stop rule of ``OptimConfig.tolerance`` for a shot's first frame and for the later
 # frames, which start from the warped previous result: stop once a 10-iteration chunk
 # lowers the loss by less than this fraction. Measured at 426x240 with hed-vgg16
-# (``bench.convergence``; BENCHMARKS.md): a later frame's loss falls 9-13 % over its first
-# 20 iterations, 2-4 % over the next 10, then about 1 % per 10, and is within 1 % of its
-# 150-iteration value after 60-80. 2 % ends a later frame after 30 or 40 iterations
-# instead of 80-100 (stop 19, when the rule ran one chunk past its decision: 40-70);
-# over 5 frames its style and content losses were 2.5 % and 1.8 % above stopping at
-# 0.2 %, its warping error 13 % lower, and side by side the frames differ only in the
-# placement of fine strokes. The first frame has no previous result to lean on and
-# keeps the strict rule. A chunk's gain is measured from its start to the next chunk's
-# start, so that it includes the clamp to [0, 1] between chunks (``_run_lbfgs``).
+# (``bench.convergence``, stop 27; BENCHMARKS.md): a later frame's loss falls 8.6-11.7 % over
+# its first 10 iterations, 1.2-2.3 % over the next 10, 0.7-1.2 % over the next, then less,
+# and is within 1 % of its 150-iteration value after 40-70. 2 % ends a later frame after
+# 20 or 30 iterations; over six clips (``bench.optimization_sheet``) its style and
+# content losses are within 1.3 % of stopping after 40-70 (the rule before stop 27), and
+# frame 5 at 100 % looks the same. (Stop 19, against 0.2 %: style and content losses
+# 2.5 % and 1.8 % higher, warping error 13 % lower, only fine strokes placed differently.)
+# The first frame has no previous result to lean on and keeps the strict rule. A chunk's
+# gain is measured from its start to the next chunk's start, so that it includes the
+# clamp to [0, 1] between chunks (``_run_lbfgs``).
 FIRST_TOLERANCE = 2e-3
 LATER_TOLERANCE = 2e-2
 

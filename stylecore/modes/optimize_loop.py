@@ -1,6 +1,6 @@
 """The optimization and style-video modes' frame loop (Ruder et al.): each frame is
 optimised (``optimize.py``), warm-started from the previous stylized frame warped by
-optical flow (``warm_start``: the recoloured content where the flow is unreliable) and
+optical flow (``warm_start``: the recoloured content where a subject uncovered the background) and
 held to it by a temporal loss; a scene cut restarts the chain.
 
 Every frame is read back from the job folder before the next is chained to it, so a
@@ -35,9 +35,9 @@ from stylecore.nets.loss_nets import load_loss_network
 _DEFAULT_SIZE = 512
 # VGG19 halves the frame four times before relu5_1: a smaller short side has no pixel left.
 _MIN_SIDE = 16
-# An unreliable region this fraction of the short side across (or more) is a region a
-# subject uncovered, restarted from the content by ``warm_start``; thinner ones are the
-# slivers along moving edges. 1/20: 12 px at 426x240, 54 px at 1080p.
+# A region the temporal term leaves free, this fraction of the short side across (or
+# more), is one a subject uncovered, restarted from the content by ``warm_start``;
+# thinner ones are the slivers along moving edges. 1/20: 12 px at 426x240, 54 px at 1080p.
 _UNCOVERED_WIDTH = 1 / 20
 # ``temporal_weights``: an unreliable pixel around which the warped previous content
 # matches this frame's (mean RGB difference below _MATCHED over a window _MATCH_WINDOW of
@@ -180,7 +180,7 @@ def run_optimization(
                     weights = temporal_weights(pair, prev_content, content)
                     temporal = TemporalTarget(imageops.to_tensor(warped, device),
                                               torch.from_numpy(weights)[None, None].to(device))
-                    start_from = imageops.to_tensor(warm_start(warped, pair.mask, content), device)
+                    start_from = imageops.to_tensor(warm_start(warped, weights, content), device)
             if not temporal_on or cut_here or k == 0:
                 shot_reference, shot_start = content, number
             elif histogram and (previous is None or previous[0] != number - 1):
@@ -238,24 +238,30 @@ def previous_result(jobdir: JobDir, number: int, size: tuple[int, int]) -> np.nd
     return imageops.resize(jobdir.read_frame(number), size)
 
 
-def warm_start(warped: np.ndarray, mask: np.ndarray, content: np.ndarray) -> np.ndarray:
+def warm_start(warped: np.ndarray, weights: np.ndarray, content: np.ndarray) -> np.ndarray:
     """Where a later frame's optimisation starts: the previous result warped into it (Ruder
     et al.), except in the regions a moving subject uncovered, which start from the content
-    frame recoloured to the warped result's palette (``imageops.match_color``).
+    frame recoloured to the warped result's palette (``imageops.match_color``). ``weights``
+    are the temporal term's (``temporal_weights``): a region it leaves free (0) is one the
+    previous frame did not see.
 
     Departs from Ruder et al., who start from the warp everywhere: where the previous frame
     did not see the background, the warp drags the subject's strokes along, no loss term
     pulls them away (the temporal term is masked off there and the content term, at
     relu4_2, barely minds), and the subject leaves a smeared ghost that outlives it by many
-    frames (``bench.disocclusion``: Big Buck Bunny's bird taking off). Only unreliable
-    regions at least ``_UNCOVERED_WIDTH`` of the short side across are restarted (a
-    morphological opening of the mask's complement): the thin unreliable slivers along
-    every moving edge keep the warp, else they would be re-stylized every frame and flicker."""
-    unreliable = (np.asarray(mask) < 0.5).astype(np.uint8)
-    if not unreliable.any():
+    frames (``bench.disocclusion``: Big Buck Bunny's bird taking off). Only free regions
+    at least ``_UNCOVERED_WIDTH`` of the short side across are restarted (a morphological
+    opening): the thin unreliable slivers along every moving edge keep the warp, else they
+    would be re-stylized every frame and flicker. A region the flow's checks failed but
+    whose content still matches the warp (a flat area; the weak temporal term holds it)
+    starts from the warp too: restarted from the content, as before stop 27, its first 20
+    iterations went on pulling it back to the warp (at 426x240 the loss started twice as
+    high, and after 30 iterations was still above where the warp starts after 20)."""
+    free = (np.asarray(weights) <= 0).astype(np.uint8)
+    if not free.any():
         return warped
-    side = max(3, int(round(min(unreliable.shape) * _UNCOVERED_WIDTH)) | 1)
-    uncovered = cv2.morphologyEx(unreliable, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    side = max(3, int(round(min(free.shape) * _UNCOVERED_WIDTH)) | 1)
+    uncovered = cv2.morphologyEx(free, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
     if not uncovered.any():
         return warped
     fill = uncovered.astype(np.float32)[..., None]
@@ -274,12 +280,12 @@ def temporal_weights(pair: flow.FramePair, prev_content: np.ndarray, content: np
     surroundings; with no temporal term there, nothing holds the strokes still and they
     grow into speckles that change every frame (``bench.optimization_sheet``: the
     astronaut pan's dark tank, 2.5-3.3 % of its pixels unreliable). The weak term steadies
-    them, also where ``warm_start`` restarted such a patch from the content. What a
-    subject uncovered does not match the warped previous content (the warp drags the
-    subject along), so it stays free and no ghost is pulled back; matching is judged over
-    a window so that a few pixels of the subject that happen to match the background do
-    not count. A pixel that entered at the frame's edge samples replicated border pixels:
-    held to them, the entering edge streaks, so it stays free too."""
+    them, and they start from the warp (``warm_start``). What a subject uncovered does not
+    match the warped previous content (the warp drags the subject along), so it stays
+    free and no ghost is pulled back; matching is judged over a window so that a few
+    pixels of the subject that happen to match the background do not count. A pixel that
+    entered at the frame's edge samples replicated border pixels: held to them, the
+    entering edge streaks, so it stays free too."""
     reliable = np.asarray(pair.mask) >= 0.5
     if reliable.all():
         return np.ascontiguousarray(pair.mask, dtype=np.float32)
