@@ -274,41 +274,52 @@ def test_bf16_features_keep_the_style_loss_of_float32() -> None:
     assert any(not torch.equal(exact[name], fast[name].float()) for name in exact)
 
 
+def _small_problem() -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
+    """A 64x48 frame, a style and random-vgg19: fast enough to run L-BFGS to its end."""
+    from conftest import smooth_texture
+    from stylecore.io.imageops import to_tensor
+
+    encoder = loss_nets.load_loss_network("random-vgg19", RECIPE.layers, CPU)
+    content = to_tensor(smooth_texture(48, 64, seed=1, sigma=1.0), CPU)
+    grams = style_grams(encoder, to_tensor(smooth_texture(48, 64, seed=2), CPU), RECIPE.style_layers)
+    return encoder, content, grams
+
+
+def _count_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, count the loss evaluations L-BFGS makes: ``count[0]``."""
+    from stylecore.modes import optimize
+
+    solve, count = optimize._run_lbfgs, [0]
+
+    def counting(image, objective, *args):  # type: ignore[no-untyped-def]
+        def counted() -> torch.Tensor:
+            count[0] += 1
+            return objective()
+        return solve(image, counted, *args)
+
+    monkeypatch.setattr(optimize, "_run_lbfgs", counting)
+    return count
+
+
 def test_a_looser_tolerance_stops_l_bfgs_sooner(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stop rule: L-BFGS ends once a 10-iteration chunk lowers the loss by less than
     ``tolerance`` of it; with no tolerance it runs every iteration it is given. The chunk
     that gained too little is found by evaluating where the next would begin, and that
     chunk is not run: one evaluation past the last chunk, not ten."""
-    from conftest import smooth_texture
-    from stylecore.io.imageops import to_tensor
-    from stylecore.modes import optimize
-
-    encoder = loss_nets.load_loss_network("random-vgg19", RECIPE.layers, CPU)
-    content = to_tensor(smooth_texture(48, 64, seed=1, sigma=1.0), CPU)
-    grams = style_grams(encoder, to_tensor(smooth_texture(48, 64, seed=2), CPU), RECIPE.style_layers)
-    solve = optimize._run_lbfgs
-    evaluations = 0
-
-    def counting(image, objective, *args):  # type: ignore[no-untyped-def]
-        def counted() -> torch.Tensor:
-            nonlocal evaluations
-            evaluations += 1
-            return objective()
-        return solve(image, counted, *args)
-
-    monkeypatch.setattr(optimize, "_run_lbfgs", counting)
+    encoder, content, grams = _small_problem()
+    evaluations = _count_evaluations(monkeypatch)
 
     def iterations(tolerance: float) -> tuple[int, list[float]]:
         trace: list[tuple[int, float]] = []
+        evaluations[0] = 0
         optimize_frame(encoder, content, grams, OptimConfig(iterations=80, tolerance=tolerance, line_search=False),
                        trace=lambda level, n, loss: trace.append((n, loss)))
         return trace[-1][0], [loss for _, loss in trace]
 
     full, curve = iterations(float("-inf"))
-    assert full == 80 and evaluations == 81, evaluations  # and one to report where it ended
-    evaluations = 0
+    assert full == 80 and evaluations[0] == 81, evaluations  # and one to report where it ended
     loose, loose_curve = iterations(0.05)
-    assert loose < full and evaluations == loose + 1, (loose, evaluations)
+    assert loose < full and evaluations[0] == loose + 1, (loose, evaluations)
     # it stopped at the first chunk that fell by less than 5 %, not before
     drops = [(a - b) / a for a, b in zip(loose_curve, loose_curve[1:])]
     assert drops[-1] < 0.05 and all(d >= 0.05 for d in drops[:-1]), drops
@@ -317,30 +328,15 @@ def test_a_looser_tolerance_stops_l_bfgs_sooner(monkeypatch: pytest.MonkeyPatch)
 def test_l_bfgs_without_line_search_is_one_evaluation_an_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Later frames' L-BFGS: each iteration is one loss evaluation (the line search takes
     more), and for the same evaluations the loss is as low."""
-    from conftest import smooth_texture
-    from stylecore.io.imageops import to_tensor
-    from stylecore.modes import optimize
-
-    encoder = loss_nets.load_loss_network("random-vgg19", RECIPE.layers, CPU)
-    content = to_tensor(smooth_texture(48, 64, seed=1, sigma=1.0), CPU)
-    grams = style_grams(encoder, to_tensor(smooth_texture(48, 64, seed=2), CPU), RECIPE.style_layers)
-    solve = optimize._run_lbfgs
+    encoder, content, grams = _small_problem()
+    evaluations = _count_evaluations(monkeypatch)
 
     def run(line_search: bool, iterations: int) -> tuple[int, float]:
-        evaluations = 0
-
-        def counting(image, objective, *args):  # type: ignore[no-untyped-def]
-            def counted() -> torch.Tensor:
-                nonlocal evaluations
-                evaluations += 1
-                return objective()
-            return solve(image, counted, *args)
-
         trace: list[float] = []
+        evaluations[0] = 0
         config = OptimConfig(iterations=iterations, tolerance=float("-inf"), line_search=line_search)
-        monkeypatch.setattr(optimize, "_run_lbfgs", counting)
         optimize_frame(encoder, content, grams, config, trace=lambda level, n, loss: trace.append(loss))
-        return evaluations - 1, trace[-1]  # less the one a trace takes to report where the run ended
+        return evaluations[0] - 1, trace[-1]  # less the one a trace takes to report where the run ended
 
     searched, searched_loss = run(True, 30)
     plain, plain_loss = run(False, searched)
@@ -389,12 +385,7 @@ def test_style_weight_zero_gives_the_content_back(bf16: bool) -> None:
     # TV fades out with the style, so nothing pulls the image away from the content: a
     # keyframed weight of 0 shows the original frame (in bf16 too: the content's features
     # are taken in the precision the frame's are).
-    from conftest import smooth_texture
-    from stylecore.io.imageops import to_tensor
-
-    encoder = loss_nets.load_loss_network("random-vgg19", RECIPE.layers, CPU)
-    content = to_tensor(smooth_texture(48, 64, seed=1, sigma=1.0), CPU)
-    grams = style_grams(encoder, to_tensor(smooth_texture(48, 64, seed=2), CPU), RECIPE.style_layers)
+    encoder, content, grams = _small_problem()
     result = optimize_frame(encoder, content, grams, OptimConfig(iterations=30, style_weight=0.0, bf16=bf16))
     psnr = 10 * np.log10(1.0 / float(((result - content) ** 2).mean().clamp_min(1e-12)))
     assert psnr > 40, psnr
