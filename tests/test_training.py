@@ -278,6 +278,26 @@ def test_resume_with_other_settings_is_refused_naming_the_changes(tmp_path: Path
     assert out.is_file()
 
 
+def test_training_makes_its_out_folder_and_refuses_one_that_cannot_exist_before_any_step(tmp_path: Path) -> None:
+    """`--out models/new/x.safetensors` makes the folder (its first checkpoint is written
+    there, steps into the run); a folder that cannot be made is one line at the start, not
+    a traceback at the first checkpoint."""
+    from stylecore.errors import OutputError
+
+    style, data = _setup(tmp_path)
+    out = tmp_path / "models" / "new" / "m.safetensors"
+    with pytest.raises(Cancelled):
+        train(_config(style, data, out, steps=4, checkpoint_every=1), log=lambda _: None,
+              cancel=iter([False, True]).__next__)
+    assert (out.parent / "m.ckpt").is_file(), list(out.parent.iterdir())
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    steps: list[object] = []
+    with pytest.raises(OutputError, match="cannot write model files in .*a_file.*`out`"):
+        train(_config(style, data, blocker / "m.safetensors"), log=lambda _: None, on_event=steps.append)
+    assert not steps  # refused before the run began
+
+
 def test_progress_bar_shows_loss_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from training.progress import TrainingBar
 

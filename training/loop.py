@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from stylecore.devices import bf16_autocast_pays, resolve_device, reuse_freed_memory
-from stylecore.errors import Cancelled, InputError
+from stylecore.errors import Cancelled, InputError, OutputError
 from stylecore.io.imageops import load_image, resize, save_image, scaled_size, to_tensor
 from stylecore.losses import gram_matrix
 from stylecore.catalog import resolve_model, write_thumbnail
@@ -186,6 +187,18 @@ def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[],
     return loss_fn, style_image
 
 
+def prepare_out_folder(out: Path) -> None:
+    """Make ``out``'s folder and check that it takes files before any step is spent: the
+    first checkpoint is written after ``checkpoint_every`` steps, too late to find out."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write model files in {out.parent} ({exc.strerror or exc}); choose another `out` "
+                          "or fix the folder's permissions") from None
+
+
 def _init_from(path: str, model: StyleTransformer) -> dict[str, Any]:
     """Load a model file's weights into ``model`` (fine-tuning); returns its training record."""
     start, info = load_model(path)
@@ -252,6 +265,7 @@ def train(
     out = Path(config.out)
     if out.suffix != ".safetensors":
         raise InputError(f"`out` {out}: model files end in .safetensors")
+    prepare_out_folder(out)
     ckpt = checkpoint_path(out)
     if ckpt.exists() and not (config.resume or config.restart):
         raise InputError(f"{ckpt} exists from an earlier run; pass `resume` to continue it or `restart` to start over")
