@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,8 +20,8 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import PairSampler, scan_data
 from training.flow_cache import FlowCache
-from training.loop import build_loss, train
-from training.pairs import TrainPair, collate, random_window
+from training.loop import build_loss, settings_changes, train
+from training.pairs import TrainPair, collate, random_window, to_float
 from training.synthetic import MotionRange, synthetic_pair
 from training.train import build_parser, config_from_args
 
@@ -50,6 +51,42 @@ def test_crops_and_flips_keep_the_flow_consistent() -> None:
     for variant in (pair.flipped(), pair.crop(10, 20, 64), random_window(pair, 64, np.random.default_rng(4)), pair.compact()):
         warped_err, moved = _consistency(variant)
         assert warped_err < 0.012 and warped_err < moved / 4
+
+
+def test_an_enlarged_crop_shows_its_content_larger_with_the_flow_scaled_alike() -> None:
+    image = smooth_texture(120, 120, seed=5, sigma=2.0)
+    pair = synthetic_pair(image, 48, np.random.default_rng(6), MotionRange(shift=0.06))
+    big = pair.enlarged(144)
+    assert big.prev.shape == big.cur.shape == (144, 144, 3) and big.mask.shape == (144, 144)
+    # A 3x larger picture moves 3x as many pixels: the flow grew with it and still holds.
+    assert np.abs(big.flow_bw).mean() == pytest.approx(3.0 * np.abs(pair.flow_bw).mean(), rel=0.05)
+    warped_err, moved = _consistency(big)
+    assert warped_err < 0.012 and warped_err < moved / 4
+    # The content is the same, seen larger: shrinking it back gives the small crop.
+    small = cv2.resize(to_float(big.cur), (48, 48), interpolation=cv2.INTER_AREA)
+    assert np.abs(small - to_float(pair.cur)).mean() < 0.02
+
+
+def test_a_zooming_sampler_draws_crops_of_content_up_to_that_much_larger() -> None:
+    # A still of 16 px stripes: the larger a crop shows it, the wider its stripes.
+    stripes = np.repeat(np.tile(np.repeat(np.array([0.1, 0.9], np.float32), 16), 8)[None, :, None], 256, axis=0)
+    image = np.repeat(stripes, 3, axis=2)
+
+    def mean_stripe_width(sampler: PairSampler) -> float:
+        rng, widths = np.random.default_rng(7), []
+        for _ in range(40):
+            row = to_float(sampler.draw(rng).cur)[32, :, 0] > 0.5
+            widths.append(64 / max(1, int(np.count_nonzero(row[1:] != row[:-1]))))
+        return float(np.mean(widths))
+
+    plain = mean_stripe_width(PairSampler([], [image], 64, 1.0, MotionRange(0, 0, 0)))
+    zoomed = mean_stripe_width(PairSampler([], [image], 64, 1.0, MotionRange(0, 0, 0), zoom=4.0))
+    assert plain == pytest.approx(16, rel=0.25)
+    # Log-uniform over 1x-4x: 2.2x wider on average, never more than 4x (counted on 64 px,
+    # the widest stripes read narrower than they are: 1.7x here).
+    assert 1.4 * plain < zoomed <= 4 * plain
+    with pytest.raises(InputError, match="zoom"):
+        TrainConfig(style="s", data="d", out="o.safetensors", zoom=0.5)
 
 
 def test_scan_data_finds_videos_sequences_and_stills(tmp_path: Path) -> None:
@@ -96,12 +133,13 @@ def test_flow_is_computed_once_and_cached(tmp_path: Path, monkeypatch: pytest.Mo
 def test_command_line_options_reach_the_config() -> None:
     args = build_parser().parse_args(
         ["--style", "s.jpg", "--data", "d", "--out", "m.safetensors", "--steps", "7", "--size", "128", "--batch-size", "3",
-         "--loss-net", "random-vgg19", "--device", "cpu", "--temporal-weight", "0.5", "--noise-weight", "0.2", "--unconditioned"]
+         "--loss-net", "random-vgg19", "--device", "cpu", "--temporal-weight", "0.5", "--noise-weight", "0.2", "--unconditioned",
+         "--zoom", "4", "--texture-weight", "2"]
     )
     config = config_from_args(args)
     assert (config.style, config.data, config.out) == ("s.jpg", ("d",), "m.safetensors")
     assert (config.steps, config.size, config.batch_size, config.loss_net, config.device) == (7, 128, 3, "random-vgg19", "cpu")
-    assert (config.temporal_weight, config.noise_weight, config.conditioned) == (0.5, 0.2, False)
+    assert (config.temporal_weight, config.noise_weight, config.conditioned, config.zoom, config.texture_weight) == (0.5, 0.2, False, 4.0, 2.0)
     with pytest.raises(InputError):
         TrainConfig(style="s", data="d", out="o.safetensors", size=30)
 
@@ -278,6 +316,13 @@ def test_resume_with_other_settings_is_refused_naming_the_changes(tmp_path: Path
     assert out.is_file()
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_default() -> None:
+    current = TrainConfig(style="s", data="d", out="o.safetensors").to_dict()
+    older = {key: value for key, value in current.items() if key != "zoom"}
+    assert settings_changes(older, current) == []
+    assert settings_changes(older, {**current, "zoom": 4.0}) == ["`zoom` 1.0 -> 4.0"]
+
+
 def test_training_makes_its_out_folder_and_refuses_one_that_cannot_exist_before_any_step(tmp_path: Path) -> None:
     """`--out models/new/x.safetensors` makes the folder (its first checkpoint is written
     there, steps into the run); a folder that cannot be made is one line at the start, not
@@ -404,6 +449,35 @@ def test_distill_loss_follows_its_formula() -> None:
     assert float(total) == pytest.approx(sum(terms.values()), rel=1e-5)
     _, same = DistillLoss(encoder, 1.0, 1.0, 0.0)(teacher, teacher)  # type: ignore[arg-type]
     assert same == {"pixel": 0.0, "feature": 0.0}
+
+
+def test_the_distill_texture_term_matches_each_teacher_images_grams_wherever_its_strokes_lie() -> None:
+    """texture * TEXTURE_SCALE * sum_l mean_i |G(S_i) - G(T_i)|^2 / |G(T_i)|^2, with
+    G(F) = F F^T / (C H W): the teacher's strokes moved elsewhere cost nothing."""
+    from training.objective import DISTILL_LAYERS, TEXTURE_SCALE, DistillLoss
+
+    def encoder(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: x * (k + 1) + k for k, name in enumerate(DISTILL_LAYERS)}
+
+    def gram(f: torch.Tensor) -> torch.Tensor:
+        c, h, w = f.shape
+        flat = f.reshape(c, h * w).double()
+        return flat @ flat.T / (c * h * w)
+
+    torch.manual_seed(1)
+    student, teacher = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    _, terms = DistillLoss(encoder, pixel=0.0, feature=0.0, temporal=0.0, texture=2.0)(student, teacher)  # type: ignore[arg-type]
+    expected = 0.0
+    for name in DISTILL_LAYERS:
+        fs, ft = encoder(student)[name], encoder(teacher)[name]
+        expected += sum(float(((gram(fs[i]) - gram(ft[i])) ** 2).sum() / (gram(ft[i]) ** 2).sum()) for i in range(2)) / 2
+    assert terms["texture"] == pytest.approx(2.0 * TEXTURE_SCALE * expected, rel=1e-4)
+    moved = torch.roll(teacher, shifts=(3, 2), dims=(2, 3))
+    _, placed_elsewhere = DistillLoss(encoder, pixel=1.0, feature=0.0, temporal=0.0, texture=1.0)(moved, teacher)  # type: ignore[arg-type]
+    assert placed_elsewhere["texture"] < 1e-6 < placed_elsewhere["pixel"]
+    # Image by image: the other image's texture is not this one's.
+    _, swapped = DistillLoss(encoder, pixel=0.0, feature=0.0, temporal=0.0, texture=1.0)(teacher.flip(0), teacher)  # type: ignore[arg-type]
+    assert swapped["texture"] > 1e-3
 
 
 @pytest.mark.slow

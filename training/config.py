@@ -41,6 +41,9 @@ class TrainConfig:
     conditioned: bool = True  # train the network on the style weight as an input
     max_style_weight: float = 2.0  # conditioned weights are drawn from [0, max_style_weight]
     synthetic_fraction: float = 0.25  # share of pairs made by synthetic motion when video exists
+    # Crops show the data enlarged by up to this factor (1 = at its stored scale, the short
+    # side about 1.15 crops): the distilled models learn their teacher's look on HD footage.
+    zoom: float = 1.0
     max_pairs_per_clip: int = 300
     pair_gap: int = 1  # frames between the two frames of a video pair
     cache_dir: str | None = None  # flow cache; None = OUT's folder/.stylecore-flow-cache
@@ -58,6 +61,7 @@ class TrainConfig:
     width: float = 1.0  # channels relative to the standard network (0.5 = the "-small" models)
     res_blocks: int | None = None  # residual blocks; None = the teacher's (or the standard 5)
     pixel_weight: float = 1.0  # distillation: L1 distance to the teacher's output
+    texture_weight: float = 0.0  # distillation: Gram matrices of the teacher's output, image by image
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -73,11 +77,13 @@ class TrainConfig:
             raise InputError("loss weights must be >= 0")
         if not 0.0 <= self.synthetic_fraction <= 1.0:
             raise InputError("`synthetic_fraction` must be between 0 and 1")
+        if not 1.0 <= self.zoom <= 8.0:
+            raise InputError(f"`zoom` {self.zoom}: use a factor between 1 (crops as stored) and 8")
         if not 0.1 <= self.width <= 4.0:
             raise InputError(f"`width` {self.width}: use a channel factor between 0.1 and 4 (0.5 = half the channels)")
         if self.res_blocks is not None and self.res_blocks < 0:
             raise InputError(f"`res_blocks` {self.res_blocks}: use 0 or more residual blocks")
-        if self.pixel_weight < 0:
+        if min(self.pixel_weight, self.texture_weight) < 0:
             raise InputError("loss weights must be >= 0")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")

@@ -32,6 +32,8 @@ _MARGIN = 1.15
 _MIN_RELIABLE = 0.3
 # Nearly black frames (fade-ins) teach nothing about style.
 _MIN_MEAN = 0.04
+# The smallest window an enlarged crop is taken from: below it a crop holds too little.
+_MIN_WINDOW = 32
 
 
 @dataclass(frozen=True)
@@ -136,30 +138,40 @@ class PairSampler:
     size: int
     synthetic_fraction: float
     motion: MotionRange = field(default_factory=MotionRange)
+    # Crops show their content enlarged by up to this factor (log-uniform; 1 = as stored):
+    # footage larger than the training crops, e.g. HD, reaches the network at that scale.
+    zoom: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.clip_pairs and not self.stills:
             raise InputError("no usable training frames were found in `data` (all clips too short, too dark or without texture to follow)")
 
     def draw(self, rng: np.random.Generator) -> TrainPair:
+        if self.zoom <= 1.0:
+            return self._draw(self.size, rng)
+        scale = float(np.exp(rng.uniform(0.0, np.log(self.zoom))))
+        return self._draw(max(_MIN_WINDOW, round(self.size / scale)), rng).enlarged(self.size)
+
+    def _draw(self, size: int, rng: np.random.Generator) -> TrainPair:
+        """A ``size x size`` pair from the stored frames."""
         use_synthetic = not self.clip_pairs or rng.random() < self.synthetic_fraction
         if not use_synthetic:
             pair = self.clip_pairs[int(rng.integers(len(self.clip_pairs)))]
-            return random_window(pair, self.size, rng)
+            return random_window(pair, size, rng)
         pool = len(self.stills) + len(self.clip_pairs)
         k = int(rng.integers(pool))
         image = self.stills[k] if k < len(self.stills) else self.clip_pairs[k - len(self.stills)].cur
-        pair = synthetic_pair(image, self.size, rng, self.motion)
+        pair = synthetic_pair(image, size, rng, self.motion)
         return pair.flipped() if rng.random() < 0.5 else pair
 
 
 def build_sampler(
     sources: DataSources, size: int, synthetic_fraction: float, max_pairs: int, gap: int, cache: FlowCache,
-    log: Callable[[str], None],
+    log: Callable[[str], None], zoom: float = 1.0,
 ) -> PairSampler:
     log(f"data: {len(sources.clips)} clip(s), {len(sources.stills)} still image(s)")
     clip_pairs: list[TrainPair] = []
     for clip in sources.clips:
         clip_pairs += load_clip_pairs(clip, size, max_pairs, gap, cache, log)
     stills = [load_still(p, size) for p in sources.stills]
-    return PairSampler(clip_pairs, stills, size, synthetic_fraction)
+    return PairSampler(clip_pairs, stills, size, synthetic_fraction, zoom=zoom)

@@ -39,6 +39,8 @@ CancelCheck = Callable[[], bool]
 # Settings that may differ between a run and its resume: they do not change what is learnt.
 _RESUMABLE_CHANGES = frozenset({"resume", "restart", "cache_dir", "checkpoint_every", "preview_every", "log_every",
                                 "device", "vgg_weights", "bf16"})
+# Every setting's default: a checkpoint written before a setting existed was made with it.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 _PREVIEW_FRAMES = 3
 _FINAL_LR_FRACTION = 0.1  # cosine decay of the learning rate down to this fraction
 # The monotone term's twin weight differs from its frame's by at least this much: nearer
@@ -169,7 +171,8 @@ def build_distill_loss(config: TrainConfig, device: torch.device,
                        autocast: Callable[[], AbstractContextManager[object]]) -> DistillLoss:
     encoder = load_loss_network(config.loss_net, tuple(DISTILL_LAYERS), device, weights_path=config.vgg_weights,
                                 pooling=RECIPE.pooling)
-    return DistillLoss(encoder, config.pixel_weight, config.content_weight, config.temporal_weight, autocast=autocast)
+    return DistillLoss(encoder, config.pixel_weight, config.content_weight, config.temporal_weight, autocast=autocast,
+                       texture=config.texture_weight)
 
 
 def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:
@@ -224,7 +227,8 @@ def settings_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     for key in sorted(set(saved) | set(current)):
         if key in _RESUMABLE_CHANGES:
             continue
-        old, new = saved.get(key), current.get(key)
+        # A setting newer than the checkpoint was then at its default.
+        old, new = saved.get(key, _DEFAULTS.get(key)), current.get(key)
         if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
             old, new = list(old), list(new)
         if old != new:
@@ -296,7 +300,8 @@ def train(
             return batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
     sampler = build_sampler(
-        scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log
+        scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log,
+        zoom=config.zoom,
     )
     preview_rng = np.random.default_rng(config.seed + 1)
     preview_frames = collate([sampler.draw(preview_rng) for _ in range(_PREVIEW_FRAMES)]).cur.to(device)

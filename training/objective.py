@@ -17,7 +17,11 @@
   TV terms, a narrower student matches a trained teacher's output at the same style weight,
   in pixels (L1) and in loss-network features (relative error at ``DISTILL_LAYERS``); the
   temporal term stays, so the student is as stable as its teacher. The monotone term is
-  not needed: the student learns the teacher's output at every weight.
+  not needed: the student learns the teacher's output at every weight. An optional
+  texture term matches the Gram matrices of the teacher's output, image by image, at the
+  same layers: pixel and feature errors alone let a narrower student leave out the
+  teacher's sparse strokes (a blank sky where the teacher paints dashes), since any stroke
+  it places a little off costs more than none.
 - monotone (our addition, not in the papers): one frame of the batch again at a second
   style weight (its "twin"); a hinge on the stronger output's style loss exceeding the
   weaker one's. The
@@ -55,6 +59,9 @@ LOSS_LAYERS: tuple[str, ...] = RECIPE.layers
 DISTILL_LAYERS: dict[str, float] = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0}
 # L1 of [0, 1] pixels is ~0.05 for an untrained student: this brings it near the feature term.
 PIXEL_SCALE = 1e1
+# Relative Gram errors of a student against its teacher are 0.03-0.7 summed over
+# DISTILL_LAYERS where the feature term is 0.25-1: this brings them together.
+TEXTURE_SCALE = 1e1
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,8 @@ def temporal_term(out_cur: Tensor, out_prev: Tensor, flow_bw: Tensor, mask: Tens
 
 class DistillLoss:
     """A student's loss against its teacher's outputs on the same frames and weights:
-    ``p * PIXEL_SCALE * |S - T|_1 + f * sum_l content_loss(phi_l(S), phi_l(T)) + g * temporal``."""
+    ``p * PIXEL_SCALE * |S - T|_1 + f * sum_l content_loss(phi_l(S), phi_l(T))
+    + x * TEXTURE_SCALE * sum_l style_loss(phi_l(S), gram(phi_l(T))) + g * temporal``."""
 
     def __init__(
         self,
@@ -181,9 +189,10 @@ class DistillLoss:
         feature: float,
         temporal: float,
         autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+        texture: float = 0.0,
     ) -> None:
         self.encoder = encoder
-        self.pixel, self.feature, self.temporal = pixel, feature, temporal
+        self.pixel, self.feature, self.temporal, self.texture = pixel, feature, temporal, texture
         self.autocast = autocast
 
     def __call__(
@@ -201,6 +210,12 @@ class DistillLoss:
             "pixel": self.pixel * PIXEL_SCALE * (outputs.float() - teacher_outputs.float()).abs().mean(),
             "feature": self.feature * losses.ContentLoss(targets, DISTILL_LAYERS)(features),
         }
+        if self.texture > 0:
+            # Each output against its own teacher image's Grams (style_loss broadcasts N x C x C).
+            terms["texture"] = self.texture * TEXTURE_SCALE * sum(
+                (weight * losses.style_loss(features[name], losses.gram_matrix(targets[name]))
+                 for name, weight in DISTILL_LAYERS.items()),
+                start=torch.zeros((), device=outputs.device))
         if temporal is not None and self.temporal > 0:
             terms["temporal"] = self.temporal * temporal_term(*temporal)
         total = sum(terms.values(), start=torch.zeros((), device=outputs.device))

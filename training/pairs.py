@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from stylecore.io.imageops import resize
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,18 @@ class TrainPair:
         inside = (tx >= 0) & (tx <= size - 1) & (ty >= 0) & (ty <= size - 1)
         mask = (np.asarray(self.mask[win]) > 0.5) & inside
         return TrainPair(self.prev[win], self.cur[win], flow, mask.astype(np.asarray(self.mask).dtype))
+
+    def enlarged(self, size: int) -> TrainPair:
+        """The pair resampled to ``size x size`` (a crop shown larger, as footage of a higher
+        resolution shows the same content): flow vectors grow by the same factor."""
+        h, w = self.shape
+        if (h, w) == (size, size):
+            return self
+        factor = size / w
+        frames = [to_uint8(resize(to_float(img), (size, size))) for img in (self.prev, self.cur)]
+        flow = cv2.resize(np.asarray(self.flow_bw, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(np.asarray(self.mask, dtype=np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+        return TrainPair(frames[0], frames[1], flow * factor, mask)
 
     def flipped(self) -> TrainPair:
         """Mirror left-right: the horizontal flow component changes sign."""

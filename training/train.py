@@ -103,12 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the shipped NAME-small models have 3). With --init from a model with more blocks, "
                         "the new network starts from its first N")
     k.add_argument("--pixel-weight", type=float, default=d.pixel_weight, help="distillation: L1 to the teacher's output")
+    k.add_argument("--texture-weight", type=float, default=d.texture_weight,
+                   help="distillation: match the texture (Gram matrices) of the teacher's output, so a small "
+                        "student keeps its teacher's sparse strokes (default %(default)s)")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
     a.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
     a.add_argument("--synthetic-fraction", type=float, default=d.synthetic_fraction,
                    help="share of pairs made by synthetic motion when videos exist (default %(default)s)")
+    a.add_argument("--zoom", type=float, default=d.zoom, metavar="FACTOR",
+                   help="crops also show the data enlarged up to FACTOR times (drawn log-uniformly), the scale at "
+                        "which HD footage reaches a network trained on small crops; the small models use 4 "
+                        "(default %(default)s: as stored)")
     a.add_argument("--max-pairs-per-clip", type=int, default=d.max_pairs_per_clip)
     a.add_argument("--pair-gap", type=int, default=d.pair_gap)
     a.add_argument("--cache-dir", default=None, help="optical-flow cache (default: OUT's folder/.stylecore-flow-cache)")
@@ -148,6 +155,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         conditioned=not args.unconditioned,
         max_style_weight=args.max_style_weight,
         synthetic_fraction=args.synthetic_fraction,
+        zoom=args.zoom,
+        texture_weight=args.texture_weight,
         max_pairs_per_clip=args.max_pairs_per_clip,
         pair_gap=args.pair_gap,
         cache_dir=args.cache_dir,
