@@ -12,14 +12,18 @@
 # larger crops with a stronger term; the last stage writes OUT_DIR/NAME.safetensors. Then
 # each model's half-width copy, distilled from it for SMALL_STEPS (1500) steps into
 # OUT_DIR/small5/ (--teacher, --width 0.5: pixel and feature distance to its output, plus
-# the temporal loss), and from that copy's first three residual blocks SMALL3_STEPS (500)
-# more at half the learning rate: OUT_DIR/NAME-small.safetensors (--res-blocks 3, faster).
+# the temporal loss), from that copy's first three residual blocks SMALL3_STEPS (500)
+# more at half the learning rate into OUT_DIR/small3/ (--res-blocks 3, faster), and
+# TEXTURE_STEPS (500) more with the texture term on crops enlarged up to 4x (--texture-weight
+# 1 --zoom 4: the teacher's sparse strokes, at the scale HD footage reaches the network):
+# OUT_DIR/NAME-small.safetensors.
 set -euo pipefail
 data=${1:?DATA_DIR}; styles=${2:?STYLES_DIR}; out=${3:?OUT_DIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
 steps=${STEPS:-1000}
 small_steps=${SMALL_STEPS:-1500}
 small3_steps=${SMALL3_STEPS:-500}
+texture_steps=${TEXTURE_STEPS:-500}
 jobs=${JOBS:-1}
 mkdir -p "$out/stage1" "$out/stage2"
 
@@ -61,11 +65,14 @@ train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
     # shellcheck disable=SC2086  # one line of options, split into words on purpose
     train_step "$file" "$painting" --init "$prev" ${stages[$k]} "$@"
   done
-  mkdir -p "$out/small5"
+  mkdir -p "$out/small5" "$out/small3"
   train_step "$out/small5/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --steps "$small_steps"
-  train_step "$out/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
+  train_step "$out/small3/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --res-blocks 3 --init "$out/small5/$name-small.safetensors" --steps "$small3_steps" --lr 5e-4
+  train_step "$out/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
+    --width 0.5 --res-blocks 3 --init "$out/small3/$name-small.safetensors" --steps "$texture_steps" --lr 5e-4 \
+    --zoom 4 --texture-weight 1
 }
 
 pids=()
