@@ -288,23 +288,17 @@ def small_metrics(paths: dict[str, Path], clip: list[np.ndarray], net: torch.nn.
     return table
 
 
-def _detail(image: np.ndarray) -> float:
-    """Mean absolute Laplacian of the luminance: the energy of strokes and edges a pixel wide."""
-    grey = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2GRAY)
-    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1)).mean())
-
-
 def small_detail(paths: dict[str, Path], frames: dict[str, np.ndarray], width: int = 1280) -> dict[str, dict[str, float]]:
     """How much of its teacher's fine detail each small copy keeps, frame by frame at
-    ``width`` (720p): the ratio of their ``_detail``. Below 1 the copy is smoother; the PSNR
-    alone cannot say so, since a copy that leaves out the teacher's strokes scores as well
-    as one that draws them a pixel off."""
+    ``width`` (720p): the ratio of their ``evaluate.fine_detail``; below 1 the copy is smoother."""
+    from stylecore.evaluate import fine_detail
+
     table: dict[str, dict[str, float]] = {}
     for name, path in paths.items():
         ratios = {}
         for label, frame in frames.items():
             big = resize(frame, (width, round(frame.shape[0] * width / frame.shape[1])))
-            ratios[label] = _detail(ours(small_path(path), [big])[0]) / _detail(ours(path, [big])[0])
+            ratios[label] = fine_detail(ours(small_path(path), [big])[0]) / fine_detail(ours(path, [big])[0])
         table[f"{name}-small"] = {**ratios, "mean": float(np.mean(list(ratios.values())))}
     return table
 

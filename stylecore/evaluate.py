@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -123,6 +124,14 @@ def pair_warping_error(earlier: np.ndarray, later: np.ndarray, geometry: PairGeo
     if weight <= 0.0:
         return math.nan
     return float((geometry.mask * sq).sum() / weight)
+
+
+def fine_detail(image: np.ndarray) -> float:
+    """Mean absolute Laplacian of an ``H x W x 3`` image's luminance: the energy of strokes
+    and edges a pixel wide. Of two stylizations of one frame, the smoother has less; PSNR
+    cannot say which, since strokes left out and strokes drawn a pixel off score alike."""
+    grey = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1)).mean())
 
 
 def frame_difference(earlier: np.ndarray, later: np.ndarray) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -379,3 +380,15 @@ def test_cli_without_any_loss_network_skips_the_losses_with_a_note(
     assert main([*args, "--loss-net", "hed-vgg16"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stylecore weights get hed-vgg16" in err and "--no-losses" in err
+
+
+def test_fine_detail_is_the_mean_absolute_laplacian_of_the_luminance() -> None:
+    from stylecore.evaluate import fine_detail
+
+    flat = np.full((10, 12, 3), 0.4, np.float32)
+    assert fine_detail(flat) == 0.0
+    dot = flat.copy()
+    dot[5, 6] = 1.0  # +0.6 at one pixel: -4 * 0.6 there, +0.6 at its four neighbours
+    assert fine_detail(dot) == pytest.approx(8 * 0.6 / (10 * 12), rel=1e-5)
+    texture = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    assert fine_detail(cv2.GaussianBlur(texture, (0, 0), 1.5)) < 0.5 * fine_detail(texture)

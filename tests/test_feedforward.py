@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -214,6 +213,7 @@ def test_shipped_small_models_are_half_width_copies_of_their_teachers(name: str)
     from conftest import SAMPLES
 
     from stylecore.catalog import find_by_style, list_models, resolve_model
+    from stylecore.evaluate import fine_detail
     from stylecore.io.imageops import resize
 
     teacher, teacher_info = load_model(resolve_model(name))
@@ -238,14 +238,9 @@ def test_shipped_small_models_are_half_width_copies_of_their_teachers(name: str)
         with torch.no_grad():
             a = teacher(big, torch.tensor([weight]))[0].permute(1, 2, 0).numpy()
             b = small(big, torch.tensor([weight]))[0].permute(1, 2, 0).numpy()
-        kept = _detail(b) / _detail(a)
+        kept = fine_detail(b) / fine_detail(a)
         assert kept > SMALL_DETAIL, (weight, kept)
 
-
-def _detail(image: np.ndarray) -> float:
-    """Mean absolute Laplacian of the luminance: strokes and edges a pixel wide."""
-    grey = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2GRAY)
-    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1)).mean())
 
 
 
