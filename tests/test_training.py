@@ -341,6 +341,10 @@ def test_training_makes_its_out_folder_and_refuses_one_that_cannot_exist_before_
     with pytest.raises(OutputError, match="cannot write model files in .*a_file.*`out`"):
         train(_config(style, data, blocker / "m.safetensors"), log=lambda _: None, on_event=steps.append)
     assert not steps  # refused before the run began
+    # A run refused for its inputs (here a missing painting) makes no folder.
+    with pytest.raises(InputError):
+        train(_config(tmp_path / "missing.jpg", data, tmp_path / "other" / "m.safetensors"), log=lambda _: None)
+    assert not (tmp_path / "other").exists()
 
 
 def test_progress_bar_shows_loss_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -269,7 +269,6 @@ def train(
     out = Path(config.out)
     if out.suffix != ".safetensors":
         raise InputError(f"`out` {out}: model files end in .safetensors")
-    prepare_out_folder(out)
     ckpt = checkpoint_path(out)
     if ckpt.exists() and not (config.resume or config.restart):
         raise InputError(f"{ckpt} exists from an earlier run; pass `resume` to continue it or `restart` to start over")
@@ -298,9 +297,13 @@ def train(
             twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
                            if config.conditioned and config.monotone_weight > 0 else None)
             return batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
+    sources = scan_data(config.data)
+    # Only now, past every check of the inputs, so that a refused run leaves no new empty
+    # folder behind; still before the flow cache and any step write there.
+    prepare_out_folder(out)
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
     sampler = build_sampler(
-        scan_data(config.data), config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log,
+        sources, config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log,
         zoom=config.zoom,
     )
     preview_rng = np.random.default_rng(config.seed + 1)
