@@ -211,11 +211,9 @@ class DistillLoss:
             "feature": self.feature * losses.ContentLoss(targets, DISTILL_LAYERS)(features),
         }
         if self.texture > 0:
-            # Each output against its own teacher image's Grams (style_loss broadcasts N x C x C).
-            terms["texture"] = self.texture * TEXTURE_SCALE * sum(
-                (weight * losses.style_loss(features[name], losses.gram_matrix(targets[name]))
-                 for name, weight in DISTILL_LAYERS.items()),
-                start=torch.zeros((), device=outputs.device))
+            # Each output against its own teacher image's Grams (N x C x C targets broadcast).
+            teacher_grams = {name: losses.gram_matrix(targets[name]) for name in DISTILL_LAYERS}
+            terms["texture"] = self.texture * TEXTURE_SCALE * losses.StyleLoss(teacher_grams, DISTILL_LAYERS)(features)
         if temporal is not None and self.temporal > 0:
             terms["temporal"] = self.temporal * temporal_term(*temporal)
         total = sum(terms.values(), start=torch.zeros((), device=outputs.device))
