@@ -3,6 +3,8 @@ actually learns (loss goes down; the temporal loss lowers the warping error)."""
 
 from __future__ import annotations
 
+import subprocess
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -87,6 +89,27 @@ def test_a_zooming_sampler_draws_crops_of_content_up_to_that_much_larger() -> No
     assert 1.4 * plain < zoomed <= 4 * plain
     with pytest.raises(InputError, match="zoom"):
         TrainConfig(style="s", data="d", out="o.safetensors", zoom=0.5)
+
+
+def test_still_fraction_sets_how_often_the_photos_are_seen_beside_a_long_clip() -> None:
+    # One dark still beside 50 bright video pairs: by default the still is one frame of 51 in
+    # the synthetic pool (seen in 0.25 / 51 of the pairs); --still-fraction 0.5 shows it in half.
+    bright = np.full((80, 80, 3), 230, np.uint8)
+    pair = TrainPair(bright, bright, np.zeros((80, 80, 2), np.float32), np.ones((80, 80), np.float32))
+    still = np.full((80, 80, 3), 25, np.uint8)
+
+    def share_from_still(fraction: float | None) -> float:
+        sampler = PairSampler([pair] * 50, [still], 64, 0.25, MotionRange(0, 0, 0), still_fraction=fraction)
+        rng = np.random.default_rng(3)
+        return float(np.mean([to_float(sampler.draw(rng).cur).mean() < 0.5 for _ in range(2000)]))
+
+    assert share_from_still(None) < 0.02
+    assert share_from_still(0.5) == pytest.approx(0.5, abs=0.04)
+    assert share_from_still(1.0) == 1.0
+    args = build_parser().parse_args(["--style", "s.jpg", "--data", "d", "--out", "o.safetensors", "--still-fraction", "0.5"])
+    assert config_from_args(args).still_fraction == 0.5
+    with pytest.raises(InputError, match="still_fraction"):
+        TrainConfig(style="s", data="d", out="o.safetensors", still_fraction=1.5)
 
 
 def test_scan_data_finds_videos_sequences_and_stills(tmp_path: Path) -> None:
@@ -547,3 +570,33 @@ def test_distillation_refuses_a_painting_its_teacher_did_not_learn(tmp_path: Pat
               log=lambda _: None)
     assert "is not the painting `teacher` t was trained on" in str(caught.value)
     assert "--teacher" in cli_wording(str(caught.value)) and "--style" in cli_wording(str(caught.value))
+
+
+def test_training_photos_come_out_of_a_scikit_image_wheel_as_rgb_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import photos
+
+    grey = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) % 256).astype(np.uint8)
+    wheel = tmp_path / "scikit_image-0.26.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("skimage/data/camera.png", cv2.imencode(".png", grey)[1].tobytes())
+    written = photos.extract_photos(wheel, tmp_path / "out", ("camera.png",))
+    assert [p.name for p in written] == ["camera.jpg"]
+    image = cv2.imread(str(written[0]), cv2.IMREAD_UNCHANGED)
+    assert image.shape == (48, 64, 3)  # grey kept as three equal channels, as training reads RGB
+    assert np.abs(image[..., 0].astype(int) - grey).mean() < 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.jpg"]  # no temporary files left
+    # A wheel without the picture, or no package index: one line that says what to do.
+    assert photos.main([str(tmp_path / "more"), "--wheel", str(wheel)]) == 1
+    assert "has no skimage/data/motorcycle_left.png" in capsys.readouterr().err
+
+
+def test_training_photos_says_how_to_go_on_without_the_package_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from training import photos
+
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version that satisfies the requirement\n")
+    monkeypatch.setattr(photos.subprocess, "run", lambda *a, **k: failed)
+    assert photos.main([str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Could not find a version" in err and "--wheel" in err
+    assert not (tmp_path / "out").exists()

@@ -41,6 +41,9 @@ class TrainConfig:
     conditioned: bool = True  # train the network on the style weight as an input
     max_style_weight: float = 2.0  # conditioned weights are drawn from [0, max_style_weight]
     synthetic_fraction: float = 0.25  # share of pairs made by synthetic motion when video exists
+    # Share of pairs made from the still images when videos exist too; None = the stills'
+    # share of all frames (a few photos beside a clip of 300 pairs are then rarely seen).
+    still_fraction: float | None = None
     # Crops show the data enlarged by up to this factor (1 = at its stored scale, the short
     # side about 1.15 crops): the distilled models learn their teacher's look on HD footage.
     zoom: float = 1.0
@@ -77,6 +80,8 @@ class TrainConfig:
             raise InputError("loss weights must be >= 0")
         if not 0.0 <= self.synthetic_fraction <= 1.0:
             raise InputError("`synthetic_fraction` must be between 0 and 1")
+        if self.still_fraction is not None and not 0.0 <= self.still_fraction <= 1.0:
+            raise InputError("`still_fraction` must be between 0 and 1")
         if not 1.0 <= self.zoom <= 8.0:
             raise InputError(f"`zoom` {self.zoom}: use a factor between 1 (crops as stored) and 8")
         if not 0.1 <= self.width <= 4.0:

@@ -141,6 +141,9 @@ class PairSampler:
     # Crops show their content enlarged by up to this factor (log-uniform; 1 = as stored):
     # footage larger than the training crops, e.g. HD, reaches the network at that scale.
     zoom: float = 1.0
+    # Share of pairs drawn from ``stills`` when there are clip pairs too; None = draw
+    # synthetic motion uniformly over stills and video frames alike.
+    still_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if not self.clip_pairs and not self.stills:
@@ -154,6 +157,12 @@ class PairSampler:
 
     def _draw(self, size: int, rng: np.random.Generator) -> TrainPair:
         """A ``size x size`` pair from the stored frames."""
+        if self.still_fraction is not None and self.stills and self.clip_pairs:
+            if rng.random() < self.still_fraction:
+                return self._moved(self.stills[int(rng.integers(len(self.stills)))], size, rng)
+            if rng.random() >= self.synthetic_fraction:
+                return random_window(self.clip_pairs[int(rng.integers(len(self.clip_pairs)))], size, rng)
+            return self._moved(self.clip_pairs[int(rng.integers(len(self.clip_pairs)))].cur, size, rng)
         use_synthetic = not self.clip_pairs or rng.random() < self.synthetic_fraction
         if not use_synthetic:
             pair = self.clip_pairs[int(rng.integers(len(self.clip_pairs)))]
@@ -161,17 +170,21 @@ class PairSampler:
         pool = len(self.stills) + len(self.clip_pairs)
         k = int(rng.integers(pool))
         image = self.stills[k] if k < len(self.stills) else self.clip_pairs[k - len(self.stills)].cur
+        return self._moved(image, size, rng)
+
+    def _moved(self, image: np.ndarray, size: int, rng: np.random.Generator) -> TrainPair:
+        """A pair made by synthetic motion of ``image``, played forwards or backwards."""
         pair = synthetic_pair(image, size, rng, self.motion)
         return pair.flipped() if rng.random() < 0.5 else pair
 
 
 def build_sampler(
     sources: DataSources, size: int, synthetic_fraction: float, max_pairs: int, gap: int, cache: FlowCache,
-    log: Callable[[str], None], zoom: float = 1.0,
+    log: Callable[[str], None], zoom: float = 1.0, still_fraction: float | None = None,
 ) -> PairSampler:
     log(f"data: {len(sources.clips)} clip(s), {len(sources.stills)} still image(s)")
     clip_pairs: list[TrainPair] = []
     for clip in sources.clips:
         clip_pairs += load_clip_pairs(clip, size, max_pairs, gap, cache, log)
     stills = [load_still(p, size) for p in sources.stills]
-    return PairSampler(clip_pairs, stills, size, synthetic_fraction, zoom=zoom)
+    return PairSampler(clip_pairs, stills, size, synthetic_fraction, zoom=zoom, still_fraction=still_fraction)

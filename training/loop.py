@@ -304,7 +304,7 @@ def train(
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
     sampler = build_sampler(
         sources, config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log,
-        zoom=config.zoom,
+        zoom=config.zoom, still_fraction=config.still_fraction,
     )
     preview_rng = np.random.default_rng(config.seed + 1)
     preview_frames = collate([sampler.draw(preview_rng) for _ in range(_PREVIEW_FRAMES)]).cur.to(device)

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
     a.add_argument("--synthetic-fraction", type=float, default=d.synthetic_fraction,
                    help="share of pairs made by synthetic motion when videos exist (default %(default)s)")
+    a.add_argument("--still-fraction", type=float, default=None, metavar="F",
+                   help="share of pairs made from the still images given in --data when videos are given too "
+                        "(default: their share of all frames, so a few photos beside a long clip are rarely seen; "
+                        "0.5 trains photos and footage alike)")
     a.add_argument("--zoom", type=float, default=d.zoom, metavar="FACTOR",
                    help="crops also show the data enlarged up to FACTOR times (drawn log-uniformly), the scale at "
                         "which HD footage reaches a network trained on small crops; the small models use 4 "
@@ -155,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         conditioned=not args.unconditioned,
         max_style_weight=args.max_style_weight,
         synthetic_fraction=args.synthetic_fraction,
+        still_fraction=args.still_fraction,
         zoom=args.zoom,
         texture_weight=args.texture_weight,
         max_pairs_per_clip=args.max_pairs_per_clip,
