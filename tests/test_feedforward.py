@@ -242,19 +242,8 @@ def test_shipped_small_models_are_half_width_copies_of_their_teachers(name: str)
         assert kept > SMALL_DETAIL, (weight, kept)
 
 
-
-
-# Known, measured and open (issue: feedforward models worth shipping): The Scream's style
-# loss rises from weight 0.25 to 0.5 (0.462 -> 0.547) even after the monotone fine-tuning
-# (a further stage on 256 px crops shrank it to 0.421 -> 0.469, not away; four more stages
-# wandered between a tie and a larger rise, docs/training.md; none shipped).
-# Strict: a retrained model that fixes it turns this into a failure that asks for the mark to go.
-_NOT_YET_MONOTONE = pytest.mark.xfail(strict=True, reason="style loss not yet monotone in the weight (open issue)")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_NOT_YET_MONOTONE) if n == "scream" else n
-                                  for n in SHIPPED])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_style_loss_falls_with_the_style_weight(name: str) -> None:
     """More Style Weight means more of the painting: the style loss (hed-vgg16 Gram
     matrices against the painting) falls strictly over weights 0, 0.25, 0.5, 1, 1.5, and

@@ -8,8 +8,9 @@
 # Stages: STEPS (1000) from scratch without the monotone style-weight term (as the first
 # shipped models were trained) into OUT_DIR/stage1/; then 600 steps from that model at half
 # the learning rate with the term (--monotone-weight 1); then, for the models whose Style
-# Weight was still not monotone on whole frames (see later_stages), more fine-tuning on
-# larger crops with a stronger term; the last stage writes OUT_DIR/NAME.safetensors. Then
+# Weight was still not monotone on whole frames (see later_stages), more fine-tuning (on
+# larger crops with a stronger term; for The Scream, on photographs: OUT_DIR/photos, written
+# by `python -m training.photos`); the last stage writes OUT_DIR/NAME.safetensors. Then
 # each model's half-width copy, distilled from it for SMALL_STEPS (1500) steps into
 # OUT_DIR/small5/ (--teacher, --width 0.5: pixel and feature distance to its output, plus
 # the temporal loss), from that copy's first three residual blocks SMALL3_STEPS (500)
@@ -26,6 +27,7 @@ small3_steps=${SMALL3_STEPS:-500}
 texture_steps=${TEXTURE_STEPS:-500}
 jobs=${JOBS:-1}
 mkdir -p "$out/stage1" "$out/stage2"
+[ -d "$out/photos" ] || python -m training.photos "$out/photos"
 
 train_step() {  # OUT_FILE PAINTING [EXTRA TRAINING OPTIONS]
   local file=$1 painting=$2 resume=(); shift 2
@@ -41,16 +43,36 @@ train_step() {  # OUT_FILE PAINTING [EXTRA TRAINING OPTIONS]
 # The fine-tuning stages after the second, one line of options each. After stage 2 The
 # Shipwreck's style loss still rose from weight 1 to 1.5 on whole 384 px frames (the test's
 # scale; training crops are 192 px), so it trains 400 more steps on 256 px crops at a
-# quarter of the learning rate with the monotone term at 4. (The Scream's rise from 0.25 to
-# 0.5 survived the same stage and a fourth one: see docs/training.md.)
+# quarter of the learning rate with the monotone term at 4. The Scream's rise from 0.25 to
+# 0.5 came from photographs, which training had hardly shown it (two stills among the
+# clip's 291 frames, drawn for a quarter of the pairs): 300 steps with four more
+# photographs and half the pairs from them, then 300 with a third (+photos stands for
+# --data OUT_DIR/photos; see docs/training.md). Its small copy's last stage sees them too
+# (small_extra). The shipped Scream read the same six photographs from one folder, so its
+# stills were drawn in another order: the same recipe, not the same bits.
 later_stages() {  # NAME
   case $1 in
     shipwreck) echo "--steps 400 --size 256 --lr 2.5e-4 --monotone-weight 4 --seed 1" ;;
+    scream) echo "--size 192 --steps 300 --lr 2.5e-4 --monotone-weight 1 +photos --still-fraction 0.5"
+            echo "--size 192 --steps 300 --lr 2.5e-4 --monotone-weight 1 +photos --still-fraction 0.3 --seed 1" ;;
   esac
 }
 
+small_extra() {  # NAME: options of the small copy's last stage beyond the common ones
+  case $1 in
+    scream) echo "+photos --still-fraction 0.3" ;;
+  esac
+}
+
+expand() {  # OPTIONS...: prints one option a line, +photos as --data=OUT_DIR/photos
+  local o
+  for o in "$@"; do
+    if [ "$o" = +photos ]; then echo "--data=$out/photos"; else echo "$o"; fi
+  done
+}
+
 train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
-  local name=$1 painting=$2 stages=() prev file k; shift 2
+  local name=$1 painting=$2 stages=() opts=() prev file k; shift 2
   mapfile -t stages < <(later_stages "$name")
   prev="$out/stage1/$name.safetensors"
   train_step "$prev" "$painting" --size 192 --steps "$steps" --monotone-weight 0 "$@"
@@ -63,16 +85,19 @@ train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
     [ $((k + 1)) -eq ${#stages[@]} ] && file="$out/$name.safetensors"
     mkdir -p "$(dirname "$file")"
     # shellcheck disable=SC2086  # one line of options, split into words on purpose
-    train_step "$file" "$painting" --init "$prev" ${stages[$k]} "$@"
+    mapfile -t opts < <(expand ${stages[$k]})
+    train_step "$file" "$painting" --init "$prev" "${opts[@]}" "$@"
   done
   mkdir -p "$out/small5" "$out/small3"
+  # shellcheck disable=SC2046  # options, split into words on purpose
+  mapfile -t opts < <(expand $(small_extra "$name"))
   train_step "$out/small5/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --steps "$small_steps"
   train_step "$out/small3/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --res-blocks 3 --init "$out/small5/$name-small.safetensors" --steps "$small3_steps" --lr 5e-4
   train_step "$out/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --res-blocks 3 --init "$out/small3/$name-small.safetensors" --steps "$texture_steps" --lr 5e-4 \
-    --zoom 4 --texture-weight 1
+    --zoom 4 --texture-weight 1 "${opts[@]}"
 }
 
 pids=()
