@@ -105,6 +105,11 @@ def test_models_command_lists_names_and_the_user_folder(user_models: Path, tmp_p
     assert "pastel" in text and "starry_night" in text and str(user_models) in text
     assert "unreadable" in text and "broken.safetensors" in text
     assert "distilled from scream at 0.5x its width and 3 residual blocks (faster)" in text
+    # A shipped model fine-tuned in stages shows all of its training, not its last stage alone.
+    # (The Scream: 1000 from scratch, 600 with the monotone term, 300 + 300 with photographs.)
+    scream = next(line for line in text.splitlines() if line.startswith("scream "))
+    assert "2200 steps in 4 stages (the last 300 at 192 px)" in scream
+    assert "pastel" in text and "3 steps at" in text
     assert main(["models", "--json"]) == 0
     listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     assert listed["pastel"]["origin"] == "user" and listed["pastel"]["training"]["steps"] == 3

@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         t = e.training
-        steps = f"{t.get('steps', '?')} steps at {t.get('size', '?')} px" if t else "training settings unknown"
+        steps = _training_summary(t) if t else "training settings unknown"
         if e.teacher:
             blocks = f" and {t['res_blocks']} residual blocks" if t.get("res_blocks") is not None else ""
             steps += f"; distilled from {e.teacher} at {t.get('width', '?')}x its width{blocks} (faster)"
@@ -63,3 +63,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"unreadable: {path}: {reason}")
     print(f"\nyour model folder: {user_models_dir()}")
     return 0
+
+
+def _training_summary(training: dict) -> str:
+    """``N steps at S px``, or for a model fine-tuned from others (``--init``, recorded down
+    the chain) the steps of every stage: ``2200 steps in 4 stages (the last 300 at 192 px)``."""
+    stages, t = [], training
+    while isinstance(t, dict):
+        stages.append(t)
+        t = (t.get("init") or {}).get("training")
+    last = f"{training.get('steps', '?')} at {training.get('size', '?')} px"
+    if len(stages) == 1:
+        return last.replace(" at ", " steps at ", 1)
+    counts = [s.get("steps") for s in stages]
+    total = sum(counts) if all(isinstance(c, int) for c in counts) else "?"
+    return f"{total} steps in {len(stages)} stages (the last {last})"
