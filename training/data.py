@@ -157,19 +157,21 @@ class PairSampler:
 
     def _draw(self, size: int, rng: np.random.Generator) -> TrainPair:
         """A ``size x size`` pair from the stored frames."""
-        if self.still_fraction is not None and self.stills and self.clip_pairs:
-            if rng.random() < self.still_fraction:
-                return self._moved(self.stills[int(rng.integers(len(self.stills)))], size, rng)
-            if rng.random() >= self.synthetic_fraction:
-                return random_window(self.clip_pairs[int(rng.integers(len(self.clip_pairs)))], size, rng)
-            return self._moved(self.clip_pairs[int(rng.integers(len(self.clip_pairs)))].cur, size, rng)
+        stills = self.stills
+        if self.still_fraction is not None and stills and self.clip_pairs:
+            # A still with probability still_fraction; otherwise the video alone, as if
+            # there were no stills.
+            if rng.random() >= self.still_fraction:
+                stills = []
+            else:
+                return self._moved(stills[int(rng.integers(len(stills)))], size, rng)
         use_synthetic = not self.clip_pairs or rng.random() < self.synthetic_fraction
         if not use_synthetic:
             pair = self.clip_pairs[int(rng.integers(len(self.clip_pairs)))]
             return random_window(pair, size, rng)
-        pool = len(self.stills) + len(self.clip_pairs)
+        pool = len(stills) + len(self.clip_pairs)
         k = int(rng.integers(pool))
-        image = self.stills[k] if k < len(self.stills) else self.clip_pairs[k - len(self.stills)].cur
+        image = stills[k] if k < len(stills) else self.clip_pairs[k - len(stills)].cur
         return self._moved(image, size, rng)
 
     def _moved(self, image: np.ndarray, size: int, rng: np.random.Generator) -> TrainPair:

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
     a.add_argument("--synthetic-fraction", type=float, default=d.synthetic_fraction,
                    help="share of pairs made by synthetic motion when videos exist (default %(default)s)")
-    a.add_argument("--still-fraction", type=float, default=None, metavar="F",
+    a.add_argument("--still-fraction", type=float, default=d.still_fraction, metavar="F",
                    help="share of pairs made from the still images given in --data when videos are given too "
                         "(default: their share of all frames, so a few photos beside a long clip are rarely seen; "
                         "0.5 trains photos and footage alike)")
