@@ -72,9 +72,9 @@ def _training_summary(training: dict) -> str:
     while isinstance(t, dict):
         stages.append(t)
         t = (t.get("init") or {}).get("training")
-    last = f"{training.get('steps', '?')} at {training.get('size', '?')} px"
+    steps, size = training.get("steps", "?"), training.get("size", "?")
     if len(stages) == 1:
-        return last.replace(" at ", " steps at ", 1)
+        return f"{steps} steps at {size} px"
     counts = [s.get("steps") for s in stages]
     total = sum(counts) if all(isinstance(c, int) for c in counts) else "?"
-    return f"{total} steps in {len(stages)} stages (the last {last})"
+    return f"{total} steps in {len(stages)} stages (the last {steps} at {size} px)"
