@@ -339,6 +339,65 @@ def test_resume_with_other_settings_is_refused_naming_the_changes(tmp_path: Path
     assert out.is_file()
 
 
+def test_a_full_disk_during_training_is_one_line_naming_the_safe_checkpoint(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills between two checkpoints: the run stops with one line, the earlier
+    checkpoint is whole, and `--resume` finishes the model once there is space again."""
+    import errno
+
+    from stylecore.errors import OutputError
+    from training import checkpoint as checkpoint_module
+
+    style, data = _setup(tmp_path)
+    out = tmp_path / "m.safetensors"
+    real_write = checkpoint_module.atomic_write_bytes
+    writes: list[Path] = []
+
+    def fills_up(path: Path, payload: bytes) -> None:
+        writes.append(path)
+        if len(writes) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, payload)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", fills_up)
+    with pytest.raises(OutputError) as stopped:
+        train(_config(style, data, out, steps=6, checkpoint_every=2), log=lambda _: None)
+    message = cli_wording(str(stopped.value))
+    assert "\n" not in message and "is full" in message and "m.ckpt from step 2 is safe" in message
+    assert "--resume" in message and "free some space" in message
+    assert len(writes) == 2 and not out.exists()
+    assert torch.load(tmp_path / "m.ckpt", weights_only=True)["step"] == 2  # whole, not cut off
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", real_write)  # space again
+    train(_config(style, data, out, steps=6, checkpoint_every=2, resume=True), log=lambda _: None)
+    assert out.is_file() and not (tmp_path / "m.ckpt").exists()
+
+    # Full before any checkpoint (here at the finished model's write): nothing to resume from, said so.
+    from training import loop as loop_module
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop_module, "save_model", no_space)
+    with pytest.raises(OutputError, match=r"is full \(writing n\.safetensors\); no checkpoint was saved yet"):
+        train(_config(style, data, tmp_path / "n.safetensors", steps=2), log=lambda _: None)
+
+
+def test_a_flow_cache_that_cannot_be_written_does_not_stop_training(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(flow_cache_module, "atomic_write_bytes", no_space)
+    a, b = pan_frames(2, height=40, width=56, step=3)
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"x")
+    flow, mask = FlowCache(tmp_path / "cache").get(source, 0, 1, a, b)
+    assert flow.shape == (40, 56, 2) and mask.shape == (40, 56) and not list((tmp_path / "cache").iterdir())
+
+
 def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_default() -> None:
     current = TrainConfig(style="s", data="d", out="o.safetensors").to_dict()
     older = {key: value for key, value in current.items() if key != "zoom"}

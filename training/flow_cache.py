@@ -47,5 +47,8 @@ class FlowCache:
         mask = (pair.mask > 0.5).astype(np.uint8)
         buf = io.BytesIO()
         np.savez(buf, flow_bw=flow, mask=mask)
-        atomic_write_bytes(path, buf.getvalue())
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError:
+            pass  # only a speed-up: a full disk or read-only cache must not stop training (checkpoints say so)
         return flow, mask

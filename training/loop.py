@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,26 @@ def prepare_out_folder(out: Path) -> None:
                           "or fix the folder's permissions") from None
 
 
+@contextlib.contextmanager
+def _writing(target: Path, ckpt: Path, saved_step: Callable[[], int | None]) -> Iterator[None]:
+    """Turn a failed write of ``target`` (a full disk, a folder made read-only mid-run) into
+    one line that says which checkpoint is safe and how to go on from it."""
+    try:
+        yield
+    except OSError as exc:
+        saved = saved_step()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = f"the disk holding {target.parent} is full (writing {target.name})"
+            fix = "free some space"
+        else:
+            what = f"cannot write {target} ({exc.strerror or exc})"
+            fix = "fix the folder's permissions"
+        if saved is None:
+            raise OutputError(f"{what}; no checkpoint was saved yet: {fix} and run the same command again") from None
+        raise OutputError(f"{what}; the checkpoint {ckpt.name} from step {saved} is safe: {fix} and run the same "
+                          "command with `resume` to continue from it") from None
+
+
 def _init_from(path: str, model: StyleTransformer) -> dict[str, Any]:
     """Load a model file's weights into ``model`` (fine-tuning); returns its training record."""
     start, info = load_model(path)
@@ -339,6 +360,13 @@ def train(
           "out": str(out)})
     began, sums, counted = time.perf_counter(), {}, 0
     completed = start  # optimiser steps taken: what a checkpoint records
+    saved_step = start if start else None  # the step of the checkpoint on disk, if any
+
+    def checkpoint(step: int) -> None:
+        nonlocal saved_step
+        with _writing(ckpt, ckpt, lambda: saved_step):
+            save_checkpoint(ckpt, model, optimizer, step, rng, settings)
+        saved_step = step
     try:
         for step in range(start, config.steps):
             if cancel is not None and cancel():
@@ -366,18 +394,19 @@ def train(
                 log(f"step {done}/{config.steps}  {parts}  ({per_step:.2f} s/step, eta {_fmt_seconds(per_step * (config.steps - done))})")
                 sums, counted = {}, 0
             if done % config.checkpoint_every == 0 and done < config.steps:
-                save_checkpoint(ckpt, model, optimizer, done, rng, settings)
+                checkpoint(done)
                 emit({"event": "checkpoint", "step": done, "path": str(ckpt)})
             if done % config.preview_every == 0 or done == config.steps:
                 sheet = contact_sheet(model, preview_frames, _preview_weights(model_config))
-                preview_dir.mkdir(parents=True, exist_ok=True)
                 sheet_path = preview_dir / f"step_{done:06d}.png"
-                save_image(sheet_path, sheet)
+                with _writing(sheet_path, ckpt, lambda: saved_step):
+                    preview_dir.mkdir(parents=True, exist_ok=True)
+                    save_image(sheet_path, sheet)
                 emit({"event": "preview", "step": done, "path": str(sheet_path)})
     except (KeyboardInterrupt, Cancelled):
         # Never lose work: an interrupted run resumes from here with --resume.
         if completed > start:
-            save_checkpoint(ckpt, model, optimizer, completed, rng, settings)
+            checkpoint(completed)
         if ckpt.exists():
             log(f"interrupted after step {completed}; checkpoint saved to {ckpt} (continue with --resume)")
         raise
@@ -402,8 +431,9 @@ def train(
         },
         created=now_iso(),
     )
-    save_model(out, model.eval(), info)
-    write_thumbnail(out, style_image)  # shown in model lists; lets a copy of the painting find the model
+    with _writing(out, ckpt, lambda: saved_step):
+        save_model(out, model.eval(), info)
+        write_thumbnail(out, style_image)  # shown in model lists; lets a copy of the painting find the model
     ckpt.unlink(missing_ok=True)  # the finished model supersedes the checkpoint
     log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {out.with_suffix('.json').name} and {out.with_suffix('.jpg').name}")
     emit({"event": "done", "model": str(out), "steps": config.steps})
