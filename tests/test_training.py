@@ -368,6 +368,13 @@ def test_a_full_disk_during_training_is_one_line_naming_the_safe_checkpoint(tmp_
     assert len(writes) == 2 and not out.exists()
     assert torch.load(tmp_path / "m.ckpt", weights_only=True)["step"] == 2  # whole, not cut off
 
+    # `stylecore train` and Blender resume by themselves: they are told to run the job again.
+    writes.clear()
+    with pytest.raises(OutputError) as stopped:
+        train(_config(style, data, tmp_path / "r.safetensors", steps=6, checkpoint_every=2, resume=True),
+              log=lambda _: None)
+    assert "r.ckpt from step 2 is safe: free some space and run the same command again" in str(stopped.value)
+
     monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", real_write)  # space again
     train(_config(style, data, out, steps=6, checkpoint_every=2, resume=True), log=lambda _: None)
     assert out.is_file() and not (tmp_path / "m.ckpt").exists()

@@ -204,7 +204,7 @@ def prepare_out_folder(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(target: Path, ckpt: Path, saved_step: Callable[[], int | None]) -> Iterator[None]:
+def _writing(target: Path, ckpt: Path, saved_step: Callable[[], int | None], resumes: bool) -> Iterator[None]:
     """Turn a failed write of ``target`` (a full disk, a folder made read-only mid-run) into
     one line that says which checkpoint is safe and how to go on from it."""
     try:
@@ -219,8 +219,9 @@ def _writing(target: Path, ckpt: Path, saved_step: Callable[[], int | None]) -> 
             fix = "fix the folder's permissions"
         if saved is None:
             raise OutputError(f"{what}; no checkpoint was saved yet: {fix} and run the same command again") from None
-        raise OutputError(f"{what}; the checkpoint {ckpt.name} from step {saved} is safe: {fix} and run the same "
-                          "command with `resume` to continue from it") from None
+        again = "the same command again" if resumes else "the same command with `resume`"
+        raise OutputError(f"{what}; the checkpoint {ckpt.name} from step {saved} is safe: {fix} and run {again} "
+                          "to continue from it") from None
 
 
 def _init_from(path: str, model: StyleTransformer) -> dict[str, Any]:
@@ -364,7 +365,7 @@ def train(
 
     def checkpoint(step: int) -> None:
         nonlocal saved_step
-        with _writing(ckpt, ckpt, lambda: saved_step):
+        with _writing(ckpt, ckpt, lambda: saved_step, config.resume):
             save_checkpoint(ckpt, model, optimizer, step, rng, settings)
         saved_step = step
     try:
@@ -399,7 +400,7 @@ def train(
             if done % config.preview_every == 0 or done == config.steps:
                 sheet = contact_sheet(model, preview_frames, _preview_weights(model_config))
                 sheet_path = preview_dir / f"step_{done:06d}.png"
-                with _writing(sheet_path, ckpt, lambda: saved_step):
+                with _writing(sheet_path, ckpt, lambda: saved_step, config.resume):
                     preview_dir.mkdir(parents=True, exist_ok=True)
                     save_image(sheet_path, sheet)
                 emit({"event": "preview", "step": done, "path": str(sheet_path)})
@@ -408,7 +409,8 @@ def train(
         if completed > start:
             checkpoint(completed)
         if ckpt.exists():
-            log(f"interrupted after step {completed}; checkpoint saved to {ckpt} (continue with --resume)")
+            log(f"interrupted after step {completed}; checkpoint saved to {ckpt} (continue with "
+                f"{'the same command' if config.resume else '--resume'})")
         raise
 
     info = ModelInfo(
@@ -431,7 +433,7 @@ def train(
         },
         created=now_iso(),
     )
-    with _writing(out, ckpt, lambda: saved_step):
+    with _writing(out, ckpt, lambda: saved_step, config.resume):
         save_model(out, model.eval(), info)
         write_thumbnail(out, style_image)  # shown in model lists; lets a copy of the painting find the model
     ckpt.unlink(missing_ok=True)  # the finished model supersedes the checkpoint
