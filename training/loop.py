@@ -204,13 +204,12 @@ def prepare_out_folder(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(target: Path, ckpt: Path, saved_step: Callable[[], int | None], resumes: bool) -> Iterator[None]:
+def _writing(target: Path, ckpt: Path, saved: int | None, resumes: bool) -> Iterator[None]:
     """Turn a failed write of ``target`` (a full disk, a folder made read-only mid-run) into
     one line that says which checkpoint is safe and how to go on from it."""
     try:
         yield
     except OSError as exc:
-        saved = saved_step()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what = f"the disk holding {target.parent} is full (writing {target.name})"
             fix = "free some space"
@@ -363,9 +362,12 @@ def train(
     completed = start  # optimiser steps taken: what a checkpoint records
     saved_step = start if start else None  # the step of the checkpoint on disk, if any
 
+    def writing(target: Path) -> AbstractContextManager[None]:
+        return _writing(target, ckpt, saved_step, config.resume)
+
     def checkpoint(step: int) -> None:
         nonlocal saved_step
-        with _writing(ckpt, ckpt, lambda: saved_step, config.resume):
+        with writing(ckpt):
             save_checkpoint(ckpt, model, optimizer, step, rng, settings)
         saved_step = step
     try:
@@ -400,7 +402,7 @@ def train(
             if done % config.preview_every == 0 or done == config.steps:
                 sheet = contact_sheet(model, preview_frames, _preview_weights(model_config))
                 sheet_path = preview_dir / f"step_{done:06d}.png"
-                with _writing(sheet_path, ckpt, lambda: saved_step, config.resume):
+                with writing(sheet_path):
                     preview_dir.mkdir(parents=True, exist_ok=True)
                     save_image(sheet_path, sheet)
                 emit({"event": "preview", "step": done, "path": str(sheet_path)})
@@ -433,7 +435,7 @@ def train(
         },
         created=now_iso(),
     )
-    with _writing(out, ckpt, lambda: saved_step, config.resume):
+    with writing(out):
         save_model(out, model.eval(), info)
         write_thumbnail(out, style_image)  # shown in model lists; lets a copy of the painting find the model
     ckpt.unlink(missing_ok=True)  # the finished model supersedes the checkpoint

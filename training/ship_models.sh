@@ -86,6 +86,23 @@ expand() {  # OPTIONS...: prints one option a line, +photos as --data=OUT_DIR/ph
   done
 }
 
+# Trains STAGE lines (options, one stage a line) each from the one before: the first from
+# PREV, the k-th into PREFIX<k + FIRST>/, the last into LAST. OPTIONS go with every stage.
+chain() {  # PAINTING PREV PREFIX FIRST LAST STAGE... -- OPTIONS...
+  local painting=$1 prev=$2 prefix=$3 first=$4 last=$5 stages=() opts=() file k; shift 5
+  while [ "$1" != -- ]; do stages+=("$1"); shift; done
+  shift
+  for k in "${!stages[@]}"; do
+    file="$prefix$((k + first))/$(basename "$last")"
+    [ $((k + 1)) -eq ${#stages[@]} ] && file=$last
+    mkdir -p "$(dirname "$file")"
+    # shellcheck disable=SC2086  # one line of options, split into words on purpose
+    mapfile -t opts < <(expand ${stages[$k]})
+    train_step "$file" "$painting" --init "$prev" "${opts[@]}" "$@"
+    prev=$file
+  done
+}
+
 train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
   local name=$1 painting=$2 stages=() opts=() prev file k; shift 2
   mapfile -t stages < <(later_stages "$name")
@@ -94,32 +111,16 @@ train_one() {  # NAME PAINTING [EXTRA TRAINING OPTIONS]
   file="$out/$name.safetensors"
   [ ${#stages[@]} -gt 0 ] && file="$out/stage2/$name.safetensors"
   train_step "$file" "$painting" --size 192 --init "$prev" --steps 600 --lr 5e-4 --monotone-weight 1 "$@"
-  for k in "${!stages[@]}"; do
-    prev=$file
-    file="$out/stage$((k + 3))/$name.safetensors"
-    [ $((k + 1)) -eq ${#stages[@]} ] && file="$out/$name.safetensors"
-    mkdir -p "$(dirname "$file")"
-    # shellcheck disable=SC2086  # one line of options, split into words on purpose
-    mapfile -t opts < <(expand ${stages[$k]})
-    train_step "$file" "$painting" --init "$prev" "${opts[@]}" "$@"
-  done
+  chain "$painting" "$file" "$out/stage" 3 "$out/$name.safetensors" "${stages[@]}" -- "$@"
   mkdir -p "$out/small5" "$out/small3"
   train_step "$out/small5/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --steps "$small_steps"
   train_step "$out/small3/$name-small.safetensors" "$painting" --size 192 --teacher "$out/$name.safetensors" \
     --width 0.5 --res-blocks 3 --init "$out/small5/$name-small.safetensors" --steps "$small3_steps" --lr 5e-4
   mapfile -t stages < <(small_stages "$name")
-  prev="$out/small3/$name-small.safetensors"
-  for k in "${!stages[@]}"; do
-    file="$out/small_stage$((k + 4))/$name-small.safetensors"
-    [ $((k + 1)) -eq ${#stages[@]} ] && file="$out/$name-small.safetensors"
-    mkdir -p "$(dirname "$file")"
-    # shellcheck disable=SC2086  # one line of options, split into words on purpose
-    mapfile -t opts < <(expand ${stages[$k]})
-    train_step "$file" "$painting" --size 192 --teacher "$out/$name.safetensors" --width 0.5 --res-blocks 3 \
-      --init "$prev" --steps "$texture_steps" --lr 5e-4 "${opts[@]}"
-    prev=$file
-  done
+  chain "$painting" "$out/small3/$name-small.safetensors" "$out/small_stage" 4 "$out/$name-small.safetensors" \
+    "${stages[@]}" -- --size 192 --teacher "$out/$name.safetensors" --width 0.5 --res-blocks 3 \
+    --steps "$texture_steps" --lr 5e-4
 }
 
 pids=()
