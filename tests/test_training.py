@@ -401,8 +401,23 @@ def test_a_flow_cache_that_cannot_be_written_does_not_stop_training(tmp_path: Pa
     a, b = pan_frames(2, height=40, width=56, step=3)
     source = tmp_path / "clip.mp4"
     source.write_bytes(b"x")
-    flow, mask = FlowCache(tmp_path / "cache").get(source, 0, 1, a, b)
+    said: list[str] = []
+    cache = FlowCache(tmp_path / "cache", warn=said.append)
+    flow, mask = cache.get(source, 0, 1, a, b)
     assert flow.shape == (40, 56, 2) and mask.shape == (40, 56) and not list((tmp_path / "cache").iterdir())
+    cache.get(source, 0, 1, a, b)  # the second failure is not said again
+    assert len(said) == 1 and "No space left on device" in said[0] and "--cache-dir" in said[0]
+    assert str(tmp_path / "cache") in said[0]
+
+
+def test_a_flow_cache_folder_that_cannot_be_made_is_said_once_and_training_goes_on(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")  # a file where the cache's parent folder should be
+    said: list[str] = []
+    cache = FlowCache(blocker / "cache", warn=said.append)
+    a, b = pan_frames(2, height=40, width=56, step=3)
+    flow, _ = cache.get(tmp_path / "clip.mp4", 0, 1, a, b)
+    assert flow.shape == (40, 56, 2) and len(said) == 1 and "cannot be written" in said[0]
 
 
 def test_a_checkpoint_from_before_a_setting_existed_resumes_at_that_settings_default() -> None:

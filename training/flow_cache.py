@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,26 @@ class FlowCache:
     """Backward flow (cur -> prev) and occlusion mask of frame pairs, keyed by the source
     file's identity (path, size, mtime), the two frame indices and the working size."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, warn: Callable[[str], None] | None = None) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._warn = warn
+        self._warned = False
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._cannot_write(exc)
+
+    def _cannot_write(self, exc: OSError) -> None:
+        """The cache is only a speed-up: a full disk or a read-only folder must not stop
+        training (its checkpoints say so when they cannot be written), but the run gets
+        slower, so the user hears it once, with what to do."""
+        if self._warned or self._warn is None:
+            return
+        self._warned = True
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        self._warn(f"warning: the flow cache {self.folder} cannot be written ({reason}); training goes on, "
+                   "computing each pair's optical flow again whenever it is drawn (slower): free space there "
+                   "or pass --cache-dir")
 
     def _path(self, source: Path, first: int, second: int, size: tuple[int, int]) -> Path:
         stat = source.stat() if source.exists() else None
@@ -49,6 +68,6 @@ class FlowCache:
         np.savez(buf, flow_bw=flow, mask=mask)
         try:
             atomic_write_bytes(path, buf.getvalue())
-        except OSError:
-            pass  # only a speed-up: a full disk or read-only cache must not stop training (checkpoints say so)
+        except OSError as exc:
+            self._cannot_write(exc)
         return flow, mask

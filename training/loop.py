@@ -322,7 +322,7 @@ def train(
     # Only now, past every check of the inputs, so that a refused run leaves no new empty
     # folder behind; still before the flow cache and any step write there.
     prepare_out_folder(out)
-    cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache")
+    cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache", warn=log)
     sampler = build_sampler(
         sources, config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log,
         zoom=config.zoom, still_fraction=config.still_fraction,
