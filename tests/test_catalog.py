@@ -110,6 +110,9 @@ def test_models_command_lists_names_and_the_user_folder(user_models: Path, tmp_p
     scream = next(line for line in text.splitlines() if line.startswith("scream "))
     assert "2200 steps in 4 stages (the last 300 at 192 px)" in scream
     assert "pastel" in text and "3 steps at" in text
+    # One column for the origin, however long a name (woman_with_a_hat-small is 22 characters).
+    columns = {line.index(" shipped ") for line in text.splitlines() if " shipped " in line}
+    assert len(columns) == 1 and columns.pop() >= len("woman_with_a_hat-small")
     assert main(["models", "--json"]) == 0
     listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     assert listed["pastel"]["origin"] == "user" and listed["pastel"]["training"]["steps"] == 3

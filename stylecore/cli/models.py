@@ -49,16 +49,17 @@ def _run(args: argparse.Namespace) -> int:
             for e in entries
         ], indent=2))
         return 0
+    width = max([20, *(len(e.name) for e in entries)])  # names line up, the longest included
     for e in entries:
         t = e.training
         steps = _training_summary(t) if t else "training settings unknown"
         if e.teacher:
             blocks = f" and {t['res_blocks']} residual blocks" if t.get("res_blocks") is not None else ""
             steps += f"; distilled from {e.teacher} at {t.get('width', '?')}x its width{blocks} (faster)"
-        print(f"{e.name:<20} {e.origin:<8} style {e.style_name or '?'}; {e.loss_network or '?'} loss network; {steps}")
-        print(f"{'':<20} {e.path}")
+        print(f"{e.name:<{width}} {e.origin:<8} style {e.style_name or '?'}; {e.loss_network or '?'} loss network; {steps}")
+        print(f"{'':<{width}} {e.path}")
         if e.thumbnail:
-            print(f"{'':<20} style thumbnail: {e.thumbnail}")
+            print(f"{'':<{width}} style thumbnail: {e.thumbnail}")
     for path, reason in broken_models():
         print(f"unreadable: {path}: {reason}")
     print(f"\nyour model folder: {user_models_dir()}")
