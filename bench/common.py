@@ -48,8 +48,19 @@ def load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+def _memory_gib() -> float:
+    """Physical memory; from the OS on POSIX, so a bench starts without the [bench] extras."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        try:
+            import psutil  # Windows: in the [bench] extras
+        except ImportError:
+            return float("nan")
+        return psutil.virtual_memory().total / 2**30
+
+
 def describe_machine() -> Machine:
-    import psutil
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -66,7 +77,7 @@ def describe_machine() -> Machine:
         cpu=cpu,
         cores=os.cpu_count() or 1,
         torch_threads=torch.get_num_threads(),
-        memory_gib=psutil.virtual_memory().total / 2**30,
+        memory_gib=_memory_gib(),
         gpu=gpu,
         python=platform.python_version(),
         torch=torch.__version__,
