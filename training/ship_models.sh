@@ -64,25 +64,21 @@ later_stages() {  # NAME
 }
 
 # The small copy's stages after OUT_DIR/small3/, one line of options each, every one
-# TEXTURE_STEPS long at half the learning rate from the one before: the texture stage, then
-# for the copies whose teacher changed after it (trained on photographs) the same with the
-# photographs, and then for the copies that stayed visibly softer than their teacher (flat
-# skies most) the texture term three times stronger, which kept 92 % of Starry Night's fine
-# detail at 720p instead of 86 % (The Scream's 94 %, not 89 %); Woman with a Hat's copy,
-# still the smoothest in the sky, a last stage at 6 (sky 0.66 -> 0.72 of its teacher's).
-# (The Shipwreck's copy at 3 kept more detail, 0.81 -> 0.86, but its style loss and warping
-# error on Big Buck Bunny at 640x360 rose and it looked the same: not shipped.)
+# TEXTURE_STEPS long at small3's learning rate (5e-4), each from the one before; a stage
+# is named once, with the copies that take it:
 small_stages() {  # NAME
-  echo "--zoom 4 --texture-weight 1"
-  case $1 in
-    shipwreck) echo "--zoom 4 --texture-weight 1 +photos --still-fraction 0.3" ;;
-    scream) echo "--zoom 4 --texture-weight 1 +photos --still-fraction 0.3"
-            echo "--zoom 4 --texture-weight 3 +photos --still-fraction 0.3" ;;
-    woman_with_a_hat) echo "--zoom 4 --texture-weight 1 +photos --still-fraction 0.3"
-                      echo "--zoom 4 --texture-weight 3 +photos --still-fraction 0.3"
-                      echo "--zoom 4 --texture-weight 6 +photos --still-fraction 0.3" ;;
-    starry_night) echo "--zoom 4 --texture-weight 3 +photos --still-fraction 0.3" ;;
-  esac
+  local opts="--zoom 4 +photos --still-fraction 0.3"
+  echo "--zoom 4 --texture-weight 1"  # all: the texture stage
+  # The copies whose teacher was retrained on photographs follow it, with the photographs.
+  case $1 in scream|shipwreck|woman_with_a_hat) echo "$opts --texture-weight 1" ;; esac
+  # The copies that stayed visibly softer than their teacher (flat skies most): the texture
+  # term three times stronger kept 92 % of Starry Night's fine detail at 720p instead of
+  # 86 % (The Scream's 94 %, not 89 %). The Shipwreck's copy at 3 kept more detail (0.81 ->
+  # 0.86), but its style loss and warping error on Big Buck Bunny at 640x360 rose and it
+  # looked the same: not shipped.
+  case $1 in starry_night|scream|woman_with_a_hat) echo "$opts --texture-weight 3" ;; esac
+  # Woman with a Hat's copy, still the smoothest in the sky: at 6 (sky 0.66 -> 0.72).
+  case $1 in woman_with_a_hat) echo "$opts --texture-weight 6" ;; esac
 }
 
 expand() {  # OPTIONS...: prints one option a line, +photos as --data=OUT_DIR/photos
