@@ -67,3 +67,30 @@ def test_freed_blocks_are_reused_not_faulted_in_again() -> None:
     assert before > 10_000 and after < 100
     before, after = _faults(MALLOC_MMAP_THRESHOLD_="131072")
     assert before > 10_000 and after > 10_000
+
+
+def test_cudnn_autotune_is_scoped_to_cuda_and_restores_the_setting() -> None:
+    """Jobs on a GPU let cuDNN time its algorithms; the process-wide flag is set only inside
+    the block, only for CUDA, and a user's own setting is left alone."""
+    import torch
+
+    from stylecore.devices import cudnn_autotune
+
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_autotune(torch.device("cuda")):
+            assert torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.benchmark
+        with cudnn_autotune(torch.device("cpu")):
+            assert not torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True  # the user's choice
+        with cudnn_autotune(torch.device("cuda")):
+            pass
+        assert torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False
+        with pytest.raises(RuntimeError), cudnn_autotune(torch.device("cuda")):
+            raise RuntimeError("the block failed")
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = saved

@@ -419,3 +419,87 @@ def test_cancel_waits_for_the_reader_before_the_source_closes(tmp_path: Path, cl
                             lambda: jobdir.has_frame(1))
         assert not reading.is_set()
         assert not [t for t in threading.enumerate() if t.name == "stylecore-reader"]
+
+
+def test_pixels_are_quantised_on_the_device_as_save_image_would(tmp_path: Path) -> None:
+    """8-bit input and output (what a job uses when frames need no resizing) give exactly the
+    pixels of the float path followed by ``to_pixels``."""
+    from stylecore.io.imageops import to_pixels
+
+    stylizer = Stylizer(_model(), ModelInfo(config=_model().config, style_name="test"), torch.device("cpu"))
+    frames = np.stack(pan_frames(2, height=36, width=50))
+    as_float = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    as_pixels = torch.from_numpy(np.stack([to_pixels(f) for f in frames])).permute(0, 3, 1, 2)
+    expected = [to_pixels(np.ascontiguousarray(f.permute(1, 2, 0).numpy()))
+                for f in stylizer(as_pixels.float() / 255.0, [1.0, 0.5])]
+    got = stylizer(as_pixels, [1.0, 0.5], pixels=True)
+    assert got.dtype == torch.uint8 and tuple(got.shape) == (2, 36, 50, 3)
+    for k in range(2):
+        assert np.array_equal(got[k].numpy(), expected[k])
+    # Float frames in, pixels out: the same quantisation of the same network output.
+    floats = stylizer(as_float, [1.0, 0.5])
+    assert np.array_equal(stylizer(as_float, [1.0, 0.5], pixels=True)[0].numpy(),
+                          to_pixels(np.ascontiguousarray(floats[0].permute(1, 2, 0).numpy())))
+
+
+def test_several_writers_write_every_frame_once_and_report_a_failure(tmp_path: Path, clip: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU job encodes PNGs in several threads: every frame is written once, whole and
+    identical to a one-writer job's, and a writer's error ends the job with that error."""
+    from stylecore.modes import feedforward
+
+    model = str(_save(tmp_path))
+    one = JobSpec(content=str(clip), output=str(tmp_path / "one"), mode="feedforward", model=model, batch_size=4)
+    one_dir, _ = _run(one, range(6))
+    monkeypatch.setattr(feedforward, "writer_count", lambda device, jobdir: 3)
+    three = JobSpec(content=str(clip), output=str(tmp_path / "three"), mode="feedforward", model=model, batch_size=4)
+    three_dir, events = _run(three, range(6))
+    assert sorted(e["number"] for e in events if e["event"] == "frame") == [1, 2, 3, 4, 5, 6]
+    for n in range(1, 7):
+        assert np.array_equal(load_image(three_dir.frame_path(n)), load_image(one_dir.frame_path(n)))
+
+    plain_write = JobDir.write_frame
+
+    def write_frame(self: JobDir, number: int, img: np.ndarray) -> Path:
+        if number == 3:
+            raise InputError("disk full while writing frame 3")
+        return plain_write(self, number, img)
+
+    monkeypatch.setattr(JobDir, "write_frame", write_frame)
+    broken = JobSpec(content=str(clip), output=str(tmp_path / "broken"), mode="feedforward", model=model, batch_size=2)
+    with pytest.raises(InputError, match="frame 3"):
+        _run(broken, range(6))
+    with JobDir(broken.output, broken.fingerprint()) as jobdir:
+        done = jobdir.completed()
+        assert 3 not in done and 1 in done  # frames written before the failure are kept, whole
+        for n in done:
+            assert np.array_equal(load_image(jobdir.frame_path(n)), load_image(one_dir.frame_path(n)))
+
+
+def test_writer_count_keeps_one_writer_where_order_or_cores_matter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stylecore.modes.feedforward import writer_count
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    with JobDir(tmp_path / "frames", "f") as jobdir:
+        assert writer_count(torch.device("cpu"), jobdir) == 1  # the network needs the cores
+        assert writer_count(torch.device("cuda"), jobdir) == 12  # the cap; 3 cores for reader, network, decoder
+        monkeypatch.setattr("os.cpu_count", lambda: 4)
+        assert writer_count(torch.device("cuda"), jobdir) == 1
+        monkeypatch.setattr("os.cpu_count", lambda: 16)
+        jobdir.frame_listener = lambda number, pixels: None  # a live encoder takes frames in order
+        assert writer_count(torch.device("cuda"), jobdir) == 1
+
+
+def test_video_pixels_are_the_frames_before_float_conversion(tmp_path: Path) -> None:
+    from conftest import write_video
+
+    from stylecore.io.imageops import to_pixels
+
+    path = write_video(tmp_path / "clip.mp4", pan_frames(4, height=32, width=48))
+    with open_source(path) as source:
+        pixels = dict(source.iter_pixels([0, 2, 3]))
+        for index, frame in pixels.items():
+            assert frame.dtype == np.uint8 and frame.shape == (32, 48, 3)
+            assert np.array_equal(frame, to_pixels(source.read(index)))
+    with open_source(write_png_folder(tmp_path / "png", pan_frames(2, height=32, width=48))) as source:
+        assert np.array_equal(source.read_pixels(1), to_pixels(source.read(1)))

@@ -1,6 +1,7 @@
 """Frame sources: a video, an image folder, a printf/``#`` pattern, or one image.
 
-Sources hand out ``H x W x 3`` float32 RGB frames in ``[0, 1]`` by 0-based index and never
+Sources hand out ``H x W x 3`` float32 RGB frames in ``[0, 1]`` by 0-based index (or, for a
+consumer that converts on a GPU, the 8-bit pixels: ``iter_pixels``) and never
 hold more than a couple of decoded frames, so any length of video streams through.
 Videos are decoded by ``decoders.py``.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from stylecore.contract import IMAGE_EXTENSIONS
 from stylecore.errors import InputError
 from stylecore.io.decoders import open_decoder
-from stylecore.io.imageops import load_image
+from stylecore.io.imageops import load_image, to_pixels
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self
@@ -73,6 +74,16 @@ class FrameSource:
         for index in indices:
             yield index, self.read(index)
 
+    def read_pixels(self, index: int) -> np.ndarray:
+        """Frame ``index`` as ``H x W x 3`` uint8 RGB (read-only: a video's may be its cache)."""
+        return to_pixels(self.read(index))
+
+    def iter_pixels(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``iter_frames`` as uint8 pixels: a quarter of the bytes to copy to a GPU, and no
+        float conversion on the CPU where a video is decoded as 8-bit anyway."""
+        for index in indices:
+            yield index, self.read_pixels(index)
+
     def close(self) -> None:
         """Release the decoder; the source cannot be read afterwards."""
 
@@ -112,14 +123,18 @@ class VideoSource(FrameSource):
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def read(self, index: int) -> np.ndarray:
+        return _rgb8_to_float(self.read_pixels(index))
+
+    def read_pixels(self, index: int) -> np.ndarray:
         self._check_index(index)
         raw = self._cache.get(index)
         if raw is None:
             raw = self._decode(index)
+            raw.flags.writeable = False  # cached and handed out as is
             self._cache[index] = raw
             while len(self._cache) > _VIDEO_CACHE:
                 self._cache.popitem(last=False)
-        return _rgb8_to_float(raw)
+        return raw
 
     def _decode(self, index: int) -> np.ndarray:
         if index < self._next or (index - self._next > _MAX_GRAB and self._decoder.seekable):

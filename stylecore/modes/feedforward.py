@@ -1,11 +1,16 @@
 """Feedforward inference: stream frames through a trained stylizing network.
 
 Decoding, stylizing and writing overlap: a reader thread decodes and resizes frames into
-batches, the calling thread runs the network, and a writer thread encodes and writes
-PNGs, so the network does not wait on I/O (OpenCV releases the GIL while it decodes and
-encodes). On CUDA the network runs on whole batches in bfloat16 (float16 where bf16 is
+batches, the calling thread runs the network, and writer threads encode and write PNGs,
+so the network does not wait on I/O (OpenCV releases the GIL while it decodes and
+encodes). Frames that need no resizing travel as 8-bit pixels both ways and are
+converted to and from floats on the device (a quarter of the bytes, and no float passes
+on the CPU). On CUDA the network runs on whole batches in bfloat16 (float16 where bf16 is
 missing), channels-last, under ``torch.inference_mode``, fed from pinned memory with
-non-blocking copies. On the CPU it runs one frame at a time, channels-last, in float32;
+non-blocking copies, with cuDNN timing its convolution algorithms once per frame size
+(``cudnn_autotune``); results come back through pinned memory, and several writers encode
+PNGs at once (one PNG of 1920x1080 takes ten times longer to encode than the GPU takes to
+stylize it). On the CPU it runs one frame at a time, channels-last, in float32;
 ``torch.compile`` fuses the normalisation and activation passes and, where the CPU has
 native bfloat16 (AVX512-BF16 / AMX), runs in bfloat16: 2-3x the eager frame rate, after a
 compilation of 12-15 s once per frame size, kept in the user's cache folder
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stylecore.devices import cpu_has_native_bf16, is_oom, resolve_device, reuse_freed_memory
+from stylecore.devices import cpu_has_native_bf16, cudnn_autotune, is_oom, resolve_device, reuse_freed_memory
 from stylecore.errors import Cancelled, DeviceError, InputError, first_line
 from stylecore.io.sources import FrameSource
 from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
@@ -56,6 +61,11 @@ AUTO_COMPILE_PIXEL_FRAMES = 40_000_000
 # Tile sizes tried, largest first, when a whole frame does not fit.
 _AUTO_TILES = (2048, 1024, 512, 256)
 _QUEUE_BATCHES = 2  # decoded batches waiting ahead of the network
+# PNG writers on a GPU job (a CPU job keeps one: its network needs the cores). At 1920x1080
+# a PNG takes 50-85 ms to encode on one core, so 60 fps needs many: on an H200 host with 16
+# cores, 8 writers made 55 fps end to end and 12 made 80 (bench.gpu_targets); the reader
+# thread, the network's thread and the decoder keep the other cores.
+_MAX_GPU_WRITERS = 12
 _log = logging.getLogger(__name__)
 
 
@@ -191,20 +201,32 @@ class Stylizer:
         return self.model.config.conditioned
 
     def _prepare(self, frames: Tensor) -> Tensor:
-        x = frames.to(self.device, non_blocking=True).to(self.dtype)
+        x = frames.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:  # 8-bit pixels: to [0, 1] exactly as a source's floats are
+            x = x.to(torch.float32).div_(255.0)
+        x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.inference_mode()
-    def __call__(self, frames: Tensor, weights: Sequence[float]) -> Tensor:
-        """``frames``: ``N x 3 x H x W`` float32 in [0, 1] (pinned on CUDA); one weight per
-        frame. Returns float32 on the CPU."""
+    def __call__(self, frames: Tensor, weights: Sequence[float], *, pixels: bool = False) -> Tensor:
+        """``frames``: ``N x 3 x H x W`` float32 in [0, 1], or uint8 pixels (pinned on CUDA);
+        one weight per frame. Returns float32 ``N x 3 x H x W`` on the CPU, or with
+        ``pixels`` the 8-bit ``N x H x W x 3`` RGB that ``save_image`` would write,
+        quantised on the device."""
         if self.device.type == "cpu":
             # One frame at a time on the CPU: there is no launch overhead to amortise, and a
             # single frame's activations stay in cache (measured faster than batches of 4).
-            return torch.cat([self._run(frames[i : i + 1], weights[i : i + 1]) for i in range(frames.shape[0])])
-        return self._run(frames, weights)
+            return torch.cat([self._run(frames[i : i + 1], weights[i : i + 1], pixels)
+                              for i in range(frames.shape[0])])
+        return self._run(frames, weights, pixels)
 
-    def _run(self, frames: Tensor, weights: Sequence[float]) -> Tensor:
+    def _run(self, frames: Tensor, weights: Sequence[float], pixels: bool = False) -> Tensor:
+        with cudnn_autotune(self.device):
+            out = self._stylize(frames, weights)
+        return _to_host(_quantize(out) if pixels else out.float())
+
+    def _stylize(self, frames: Tensor, weights: Sequence[float]) -> Tensor:
+        """The network's output on the device (or on the CPU, when tiled)."""
         n = frames.shape[0]
         # One weight for a uniform batch: the network then fuses it into its normalisation.
         values = [float(weights[0])] if len(set(weights)) == 1 else [float(v) for v in weights]
@@ -213,7 +235,7 @@ class Stylizer:
             return self._tiled(frames, w)
         try:
             if self.compiled is None:
-                return self.model(self._prepare(frames), w).float().cpu()
+                return self.model(self._prepare(frames), w)
             # Compiled for static shapes: pad a short last batch to the first batch's size.
             self._compiled_batch = self._compiled_batch or n
             pad = self._compiled_batch - n
@@ -221,7 +243,7 @@ class Stylizer:
                 frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
                 if w.numel() > 1:
                     w = torch.cat([w, w[-1:].expand(pad)])
-            return self.compiled(self._prepare(frames), w)[:n].float().cpu()
+            return self.compiled(self._prepare(frames), w)[:n]
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
             if not is_oom(exc):
                 raise
@@ -229,6 +251,7 @@ class Stylizer:
         return self._tiled(frames[:n], w[:n] if w.numel() > 1 else w)
 
     def _tiled(self, frames: Tensor, w: Tensor) -> Tensor:
+        """Stylized in tiles: float32 on the CPU."""
         smallest = min_tile(self.model)
         sizes = [self.tile] if self.tile else [t for t in _AUTO_TILES if t > smallest] + [smallest]
         for size in sizes:
@@ -246,6 +269,24 @@ class Stylizer:
     def _release(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _to_host(result: Tensor) -> Tensor:
+    """A result on the CPU; from a GPU through pinned memory (about twice the bandwidth of a
+    copy into pageable memory, which the driver stages through a pinned buffer anyway)."""
+    if result.device.type != "cuda":
+        return result
+    host = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
+    host.copy_(result, non_blocking=True)
+    torch.cuda.current_stream(result.device).synchronize()
+    return host
+
+
+def _quantize(images: Tensor) -> Tensor:
+    """``N x 3 x H x W`` in [0, 1] -> ``N x H x W x 3`` uint8, rounded as ``to_pixels`` rounds.
+    A channels-last result is already laid out as N x H x W x 3: the permute then costs no copy."""
+    pixels = images.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous()
 
 
 _CACHE: dict[tuple[Any, ...], _Loaded] = {}
@@ -281,8 +322,10 @@ def get_stylizer(path: str | Path | None, device: torch.device, *, compile: bool
 class _Batch:
     numbers: list[int]  # output frame numbers (1-based)
     indices: list[int]  # source frame indices
-    frames: Tensor  # N x 3 x H x W float32, channels-last in memory (contiguous and pinned on CUDA)
-    contents: list[np.ndarray] | None  # the frames as read, for colour preservation
+    # N x 3 x H x W, channels-last in memory (pinned on CUDA): float32 in [0, 1], or uint8
+    # pixels when the frames need no resizing
+    frames: Tensor
+    contents: list[np.ndarray] | None  # the frames as read (float32), for colour preservation
 
 
 @dataclass(frozen=True)
@@ -317,22 +360,28 @@ def _read_batches(
 ) -> None:
     """Reader thread: decode, resize and stack frames into batches."""
     try:
-        frames = source.iter_frames([index for _, index in todo])
+        # Frames at their own size go to the network as 8-bit pixels (converted there).
+        as_pixels = size == (source.info.width, source.info.height)
+        wanted = [index for _, index in todo]
+        frames = source.iter_pixels(wanted) if as_pixels else source.iter_frames(wanted)
         for chunk in _chunks(todo, batch_size):
             images = []
             for _ in chunk:
                 if stop.is_set():
                     break
                 _, image = next(frames)
-                images.append(resize(image, size))
+                images.append(image if as_pixels else resize(image, size))
             if stop.is_set():
                 break
-            # N x H x W x 3 in memory is the channels-last layout the CPU's network takes:
-            # the NCHW view costs no copy (a GPU's batch is copied into pinned memory).
-            tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-            if pin:
-                tensor = tensor.contiguous().pin_memory()
-            batch = _Batch([n for n, _ in chunk], [i for _, i in chunk], tensor, images if keep_contents else None)
+            # N x H x W x 3 in memory is the channels-last layout the network takes: the
+            # NCHW view costs no copy. A GPU's batch is stacked straight into pinned memory.
+            stacked = torch.empty((len(images), *images[0].shape), dtype=torch.uint8 if as_pixels else torch.float32,
+                                  pin_memory=pin)
+            np.stack(images, out=stacked.numpy())
+            contents = None
+            if keep_contents:
+                contents = [np.divide(im, np.float32(255.0), dtype=np.float32) for im in images] if as_pixels else images
+            batch = _Batch([n for n, _ in chunk], [i for _, i in chunk], stacked.permute(0, 3, 1, 2), contents)
             _offer(out, batch, stop)
         _offer(out, _Stop(), stop)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -350,19 +399,27 @@ def _offer(out: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
 
 
 def _write_frames(jobdir: JobDir, jobs: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop], done: queue.Queue[_Written | _Stop]) -> None:
-    """Writer thread: encode PNGs (atomically, via JobDir) and report what was written."""
+    """Writer thread: encode PNGs (atomically, via JobDir) and report what was written; an
+    error ends the thread and goes to ``done``."""
     try:
         while True:
             job = jobs.get()
             if isinstance(job, _Stop):
-                break
+                return
             number, index, image, seconds = job
             began = time.perf_counter()
             path = jobdir.write_frame(number, image)
             done.put(_Written(number, index, str(path), seconds + time.perf_counter() - began))
-        done.put(_Stop())
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread
         done.put(_Stop(exc))
+
+
+def writer_count(device: torch.device, jobdir: JobDir) -> int:
+    """PNG writer threads for a job: one where frames must reach the disk in order (video
+    segments, a live encoder) or the CPU's cores run the network, else several."""
+    if device.type == "cpu" or jobdir.segments is not None or jobdir.frame_listener is not None:
+        return 1
+    return max(1, min(_MAX_GPU_WRITERS, (os.cpu_count() or 1) - 3))
 
 
 def _finish_colors(stylized: np.ndarray, content: np.ndarray, mode: str) -> np.ndarray:
@@ -407,7 +464,8 @@ def run_feedforward(
 
     batch_size = max(1, int(config.batch_size))
     batches: queue.Queue[_Batch | _Stop] = queue.Queue(maxsize=_QUEUE_BATCHES)
-    writes: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop] = queue.Queue(maxsize=2 * batch_size)
+    writer_threads = writer_count(device, jobdir)
+    writes: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop] = queue.Queue(maxsize=2 * max(batch_size, writer_threads))
     written: queue.Queue[_Written | _Stop] = queue.Queue()
     stop = threading.Event()
     keep_contents = config.preserve_colors != "none"
@@ -417,9 +475,11 @@ def run_feedforward(
         name="stylecore-reader",
         daemon=True,
     )
-    writer = threading.Thread(target=_write_frames, args=(jobdir, writes, written), name="stylecore-writer", daemon=True)
+    writers = [threading.Thread(target=_write_frames, args=(jobdir, writes, written), name=f"stylecore-writer-{k}", daemon=True)
+               for k in range(writer_threads)]
     reader.start()
-    writer.start()
+    for writer in writers:
+        writer.start()
 
     def report() -> None:
         """Emit the frames the writer has finished (events come from this thread only)."""
@@ -428,24 +488,22 @@ def run_feedforward(
                 item = written.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Stop):
-                if item.error is not None:
-                    raise item.error
-                written.put(item)  # keep the marker for the final drain
-                return
+            if isinstance(item, _Stop):  # a writer failed
+                assert item.error is not None
+                raise item.error
             emit(dict(event="frame", number=item.number, index=item.index, path=item.path, seconds=round(item.seconds, 4), skipped=False))
 
-    def stylize(frames: Tensor, weights: list[float]) -> Tensor:
+    def stylize(frames: Tensor, weights: list[float], pixels: bool) -> Tensor:
         nonlocal stylizer, compiled
         try:
-            return stylizer(frames, weights)
+            return stylizer(frames, weights, pixels=pixels)
         except Exception as exc:  # noqa: BLE001 - a failed automatic compilation falls back
             if not (compiled and config.compile is None and stylizer.compiled is not None) or is_oom(exc):
                 raise
             _log.warning("torch.compile failed (%s); stylizing without it", first_line(exc))
             compiled = False
             stylizer = get_stylizer(config.model, device, compile=False, tile=config.tile)
-            return stylizer(frames, weights)
+            return stylizer(frames, weights, pixels=pixels)
 
     # A CPU stylizes one frame at a time anyway (``Stylizer.__call__``): each frame then
     # goes to the writer as soon as it is made, not when its batch is, so the first frame
@@ -468,24 +526,31 @@ def run_feedforward(
                 began = time.perf_counter()
                 frames = batch.frames[lo : lo + step]
                 numbers = batch.numbers[lo : lo + step]
-                result = stylize(frames, [config.style_weights[number - 1] for number in numbers])
+                # 8-bit pixels straight from the device, unless the frame is finished on the CPU.
+                pixels = batch.contents is None and work_size == out_size
+                result = stylize(frames, [config.style_weights[number - 1] for number in numbers], pixels)
                 per_frame = (time.perf_counter() - began) / len(numbers)
                 for k, number in enumerate(numbers, start=lo):
-                    image = np.ascontiguousarray(result[k - lo].clamp(0, 1).permute(1, 2, 0).numpy())
-                    if batch.contents is not None:
-                        image = _finish_colors(image, batch.contents[k], config.preserve_colors)
-                    if work_size != out_size:
-                        image = resize(image, out_size)
-                    _put(writes, (number, batch.indices[k], image, per_frame), writer)
+                    if pixels:
+                        image = result[k - lo].numpy()
+                    else:
+                        image = np.ascontiguousarray(result[k - lo].clamp(0, 1).permute(1, 2, 0).numpy())
+                        if batch.contents is not None:
+                            image = _finish_colors(image, batch.contents[k], config.preserve_colors)
+                        if work_size != out_size:
+                            image = resize(image, out_size)
+                    _put(writes, (number, batch.indices[k], image, per_frame), writers)
                 report()
     except BaseException as exc:
         error = exc
         raise
     finally:
         stop.set()
-        # Let the writer finish the frames it has: they are whole, and work is not lost.
-        _put(writes, _Stop(), writer)
-        writer.join()
+        # Let the writers finish the frames they have: they are whole, and work is not lost.
+        for _ in writers:
+            _put(writes, _Stop(), writers)
+        for writer in writers:
+            writer.join()
         # The reader checks `stop` between frames and never blocks on a full queue once it
         # is set: waiting for it is bounded by one frame's decoding, and the source (closed
         # by the caller afterwards) is never closed under a read in progress.
@@ -503,9 +568,9 @@ def _check_cancel(cancel: CancelCheck) -> None:
         raise Cancelled("cancelled; the frames written so far are kept and the job resumes where it stopped")
 
 
-def _put(q: queue.Queue[Any], item: Any, consumer: threading.Thread) -> None:
-    """``q.put`` that gives up when the consuming thread has died (its error is reported)."""
-    while consumer.is_alive():
+def _put(q: queue.Queue[Any], item: Any, consumers: Sequence[threading.Thread]) -> None:
+    """``q.put`` that gives up when the consuming threads have died (their error is reported)."""
+    while any(consumer.is_alive() for consumer in consumers):
         try:
             q.put(item, timeout=0.1)
             return
