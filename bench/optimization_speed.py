@@ -46,12 +46,20 @@ SIZE = 426
 START_S = 20.0
 
 
-def _median_time(fn: Callable[[], object], repeats: int = 5) -> float:
+def _median_time(fn: Callable[[], object], repeats: int = 5, device: torch.device | None = None) -> float:
+    """Median wall time of ``fn``; on a GPU each call waits for the device's work."""
+    if device is not None and device.type == "cuda":
+        plain = fn
+
+        def fn() -> object:
+            result = plain()
+            torch.cuda.synchronize(device)
+            return result
     fn()  # warm-up
     return median([timed(fn)[0] for _ in range(repeats)])
 
 
-def job(frames: int, work: Path, **options: object) -> dict[str, object]:
+def job(frames: int, work: Path, device: str = "cpu", **options: object) -> dict[str, object]:
     """One default job; each frame's seconds and loss evaluations (L-BFGS's objective
     calls, counted by wrapping ``optimize._run_lbfgs``; a frame's count is the running
     total at its ``frame`` event minus the previous frame's), and the quality of what it
@@ -59,7 +67,7 @@ def job(frames: int, work: Path, **options: object) -> dict[str, object]:
     with open_source(BUNNY) as source:
         first = round(START_S * source.info.fps)
     spec = JobSpec(content=str(BUNNY), output=str(work / "out"), mode="optimization", styles=((str(STYLE), 1.0),),
-                   size=SIZE, frames=(first, first + frames), loss_net="hed-vgg16", device="cpu", **options)  # type: ignore[arg-type]
+                   size=SIZE, frames=(first, first + frames), loss_net="hed-vgg16", device=device, **options)  # type: ignore[arg-type]
     evaluations = 0
     seconds: list[float] = []
     totals: list[int] = []
@@ -126,8 +134,10 @@ def reference_job(frames: int, work: Path) -> dict[str, object]:
         optimize_loop.LATER_TOLERANCE = saved
 
 
-def parts() -> dict[str, float]:
-    """Seconds of the pieces of one later frame at 426x240, each on its own."""
+def parts(device: torch.device | None = None) -> dict[str, float]:
+    """Seconds of the pieces of one later frame at 426x240, each on its own (the loss
+    network on ``device``, the CPU by default; flow and writing are always the CPU's)."""
+    device = device or torch.device("cpu")
     with open_source(BUNNY) as source:
         first = round(START_S * source.info.fps)
         a, b = (source.read(first + k) for k in (0, 1))
@@ -135,13 +145,13 @@ def parts() -> dict[str, float]:
     a, b = imageops.resize(a, size), imageops.resize(b, size)
     config = optimize.OptimConfig()
     from stylecore.nets.loss_nets import load_loss_network
-    encoder = load_loss_network("hed-vgg16", config.layers, torch.device("cpu"), pooling=optimize.RECIPE.pooling)
-    style = imageops.to_tensor(imageops.resize(imageops.load_image(STYLE), size), torch.device("cpu"))
+    encoder = load_loss_network("hed-vgg16", config.layers, device, pooling=optimize.RECIPE.pooling)
+    style = imageops.to_tensor(imageops.resize(imageops.load_image(STYLE), size), device)
     grams = optimize.style_grams(encoder, style, config.style_layers)
     pair = flow.flow_pair(a, b)
-    target = optimize.TemporalTarget(imageops.to_tensor(flow.warp(a, pair.flow_bw), torch.device("cpu")),
-                                     torch.from_numpy(np.ascontiguousarray(pair.mask, np.float32))[None, None])
-    content = imageops.to_tensor(b, torch.device("cpu"))
+    target = optimize.TemporalTarget(imageops.to_tensor(flow.warp(a, pair.flow_bw), device),
+                                     torch.from_numpy(np.ascontiguousarray(pair.mask, np.float32))[None, None].to(device))
+    content = imageops.to_tensor(b, device)
 
     from stylecore import losses
 
@@ -159,9 +169,9 @@ def parts() -> dict[str, float]:
         out = Path(tmp) / "f.png"
         io_s = _median_time(lambda: imageops.save_image(out, imageops.resize(b, (640, 360))))
     return {"flow_pair_s": _median_time(lambda: flow.flow_pair(a, b)),
-            "evaluation_float32_s": _median_time(lambda: evaluation_only(False)),
-            "evaluation_bfloat16_s": _median_time(lambda: evaluation_only(True)),
-            "content_features_s": _median_time(lambda: encoder(content)),
+            "evaluation_float32_s": _median_time(lambda: evaluation_only(False), device=device),
+            "evaluation_bfloat16_s": _median_time(lambda: evaluation_only(True), device=device),
+            "content_features_s": _median_time(lambda: encoder(content), device=device),
             "write_frame_s": io_s}
 
 
