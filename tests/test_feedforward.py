@@ -497,9 +497,41 @@ def test_video_pixels_are_the_frames_before_float_conversion(tmp_path: Path) -> 
 
     path = write_video(tmp_path / "clip.mp4", pan_frames(4, height=32, width=48))
     with open_source(path) as source:
+        assert source.eight_bit
         pixels = dict(source.iter_pixels([0, 2, 3]))
         for index, frame in pixels.items():
             assert frame.dtype == np.uint8 and frame.shape == (32, 48, 3)
             assert np.array_equal(frame, to_pixels(source.read(index)))
     with open_source(write_png_folder(tmp_path / "png", pan_frames(2, height=32, width=48))) as source:
         assert np.array_equal(source.read_pixels(1), to_pixels(source.read(1)))
+
+
+def test_only_8bit_frames_at_their_own_size_reach_the_network_as_pixels(tmp_path: Path) -> None:
+    """16-bit images keep their precision (floats); resized frames are floats too."""
+    import queue
+    import threading
+
+    import cv2
+
+    from stylecore.modes.feedforward import _read_batches
+
+    def first_batch(path: Path, size: tuple[int, int]) -> torch.Tensor:
+        out: queue.Queue[Any] = queue.Queue()
+        with open_source(path) as source:
+            _read_batches(source, [(1, 0), (2, 1)], 2, size, False, False, out, threading.Event())
+        return out.get().frames
+
+    frames = pan_frames(2, height=32, width=48)
+    eight = write_png_folder(tmp_path / "eight", frames)
+    sixteen = tmp_path / "sixteen"
+    sixteen.mkdir()
+    for k, frame in enumerate(frames):
+        cv2.imwrite(str(sixteen / f"f_{k:04d}.png"), (frame[:, :, ::-1] * 65535 + 0.5).astype(np.uint16))
+    with open_source(eight) as source, open_source(sixteen) as deep:
+        assert source.eight_bit and not deep.eight_bit
+    assert first_batch(eight, (48, 32)).dtype == torch.uint8
+    assert first_batch(eight, (24, 16)).dtype == torch.float32
+    deep_batch = first_batch(sixteen, (48, 32))
+    assert deep_batch.dtype == torch.float32
+    # The 16-bit values arrive as they are, not rounded to 8 bits.
+    assert float((deep_batch * 255 - (deep_batch * 255).round()).abs().max()) > 0.01

@@ -44,6 +44,16 @@ def load_image(path: str | Path) -> np.ndarray:
     which hold scene-linear light, are encoded to sRGB and clipped.
     """
     path = Path(path)
+    return _to_float_rgb(_decode(path), path)
+
+
+def is_8bit_image(path: str | Path) -> bool:
+    """Whether the image file holds 8-bit samples (16-bit and float images hold more)."""
+    return _decode(Path(path)).dtype == np.uint8
+
+
+def _decode(path: Path) -> np.ndarray:
+    """The file's pixels as OpenCV decodes them: any depth, BGR(A) or grey."""
     if not path.is_file():
         raise InputError(f"image {path} does not exist; check the path")
     # imdecode on the raw bytes rather than imread: imread fails on non-ASCII paths on Windows.
@@ -56,7 +66,7 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(
             f"cannot decode image {path}; is it a PNG, JPEG, TIFF, BMP, WebP or EXR file?"
         )
-    return _to_float_rgb(raw, path)
+    return raw
 
 
 def _to_float_rgb(raw: np.ndarray, path: Path) -> np.ndarray:

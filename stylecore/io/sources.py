@@ -22,7 +22,7 @@ import numpy as np
 from stylecore.contract import IMAGE_EXTENSIONS
 from stylecore.errors import InputError
 from stylecore.io.decoders import open_decoder
-from stylecore.io.imageops import load_image, to_pixels
+from stylecore.io.imageops import is_8bit_image, load_image, to_pixels
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self
@@ -64,6 +64,9 @@ class FrameSource:
     """Random-access frames of a video or image sequence; use as a context manager."""
 
     info: SourceInfo
+    # Whether the frames are 8-bit, so ``read_pixels`` loses nothing: a consumer may then
+    # take them as pixels (16-bit and float images keep their precision as floats).
+    eight_bit: bool = False
 
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` (0-based) as ``H x W x 3`` float32 RGB."""
@@ -113,6 +116,8 @@ class VideoSource(FrameSource):
     Blender and players do. OpenCV always uses the BT.601 matrix, which shifts the colours
     of BT.709 (HD) video, so it is only the fallback.
     """
+
+    eight_bit = True  # decoded as rgb24
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -187,6 +192,8 @@ class ImageSequenceSource(FrameSource):
         first = load_image(self._files[0])
         height, width = first.shape[:2]
         self.info = SourceInfo(label, kind, width, height, float(fps), len(self._files))
+        # A sequence has one format; its first file speaks for it.
+        self.eight_bit = is_8bit_image(self._files[0])
         self._last: tuple[int, np.ndarray] = (0, first)
 
     @property

@@ -3,7 +3,7 @@
 Decoding, stylizing and writing overlap: a reader thread decodes and resizes frames into
 batches, the calling thread runs the network, and writer threads encode and write PNGs,
 so the network does not wait on I/O (OpenCV releases the GIL while it decodes and
-encodes). Frames that need no resizing travel as 8-bit pixels both ways and are
+encodes). 8-bit frames that need no resizing travel as pixels both ways and are
 converted to and from floats on the device (a quarter of the bytes, and no float passes
 on the CPU). On CUDA the network runs on whole batches in bfloat16 (float16 where bf16 is
 missing), channels-last, under ``torch.inference_mode``, fed from pinned memory with
@@ -360,8 +360,8 @@ def _read_batches(
 ) -> None:
     """Reader thread: decode, resize and stack frames into batches."""
     try:
-        # Frames at their own size go to the network as 8-bit pixels (converted there).
-        as_pixels = size == (source.info.width, source.info.height)
+        # 8-bit frames at their own size go to the network as pixels (converted there).
+        as_pixels = source.eight_bit and size == (source.info.width, source.info.height)
         wanted = [index for _, index in todo]
         frames = source.iter_pixels(wanted) if as_pixels else source.iter_frames(wanted)
         for chunk in _chunks(todo, batch_size):
