@@ -69,6 +69,12 @@ class JobDir:
     # ``record_as_segments``). Frames already on disk count in either form.
     segments: SegmentWriter | None = None
 
+    @property
+    def writes_in_order(self) -> bool:
+        """Whether frames must be written in their order (into video segments, or to a
+        live encoder); PNG frames may be written by several threads at once."""
+        return self.segments is not None or self.frame_listener is not None
+
     @classmethod
     def attached(cls, folder: str | Path) -> JobDir:
         """The folder of a job that another process holds open (a farm task's view): no

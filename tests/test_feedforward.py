@@ -451,7 +451,7 @@ def test_several_writers_write_every_frame_once_and_report_a_failure(tmp_path: P
     model = str(_save(tmp_path))
     one = JobSpec(content=str(clip), output=str(tmp_path / "one"), mode="feedforward", model=model, batch_size=4)
     one_dir, _ = _run(one, range(6))
-    monkeypatch.setattr(feedforward, "writer_count", lambda device, jobdir: 3)
+    monkeypatch.setattr(feedforward, "writer_count", lambda device, in_order: 3)
     three = JobSpec(content=str(clip), output=str(tmp_path / "three"), mode="feedforward", model=model, batch_size=4)
     three_dir, events = _run(three, range(6))
     assert sorted(e["number"] for e in events if e["event"] == "frame") == [1, 2, 3, 4, 5, 6]
@@ -480,14 +480,18 @@ def test_writer_count_keeps_one_writer_where_order_or_cores_matter(tmp_path: Pat
     from stylecore.modes.feedforward import writer_count
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert writer_count(torch.device("cpu"), False) == 1  # the network needs the cores
+    assert writer_count(torch.device("cuda"), False) == 12  # the cap; 3 cores for reader, network, decoder
+    assert writer_count(torch.device("cuda"), True) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert writer_count(torch.device("cuda"), False) == 1
     with JobDir(tmp_path / "frames", "f") as jobdir:
-        assert writer_count(torch.device("cpu"), jobdir) == 1  # the network needs the cores
-        assert writer_count(torch.device("cuda"), jobdir) == 12  # the cap; 3 cores for reader, network, decoder
-        monkeypatch.setattr("os.cpu_count", lambda: 4)
-        assert writer_count(torch.device("cuda"), jobdir) == 1
-        monkeypatch.setattr("os.cpu_count", lambda: 16)
+        assert not jobdir.writes_in_order  # PNG frames
         jobdir.frame_listener = lambda number, pixels: None  # a live encoder takes frames in order
-        assert writer_count(torch.device("cuda"), jobdir) == 1
+        assert jobdir.writes_in_order
+    with JobDir(tmp_path / "video", "v") as jobdir:
+        jobdir.record_as_segments(".mp4", 24.0)  # a video job's segments take frames in order
+        assert jobdir.writes_in_order
 
 
 def test_video_pixels_are_the_frames_before_float_conversion(tmp_path: Path) -> None:

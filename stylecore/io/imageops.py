@@ -43,13 +43,15 @@ def load_image(path: str | Path) -> np.ndarray:
     their colours), 16-bit images keep their precision, and float images (EXR, HDR),
     which hold scene-linear light, are encoded to sRGB and clipped.
     """
+    return read_image(path)[0]
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, bool]:
+    """``load_image``'s float image, and whether the file holds 8-bit samples (16-bit and
+    float images hold more), from one decode."""
     path = Path(path)
-    return _to_float_rgb(_decode(path), path)
-
-
-def is_8bit_image(path: str | Path) -> bool:
-    """Whether the image file holds 8-bit samples (16-bit and float images hold more)."""
-    return _decode(Path(path)).dtype == np.uint8
+    raw = _decode(path)
+    return _to_float_rgb(raw, path), raw.dtype == np.uint8
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -133,6 +135,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def pixels_to_float(pixels: np.ndarray) -> np.ndarray:
+    """8-bit pixels -> float32 in [0, 1], the inverse of ``to_pixels`` (exact: ``to_pixels``
+    gives the same pixels back). One pass: the division reads uint8 and writes float32."""
+    return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
 def to_pixels(img: np.ndarray) -> np.ndarray:

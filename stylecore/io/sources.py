@@ -22,7 +22,7 @@ import numpy as np
 from stylecore.contract import IMAGE_EXTENSIONS
 from stylecore.errors import InputError
 from stylecore.io.decoders import open_decoder
-from stylecore.io.imageops import is_8bit_image, load_image, to_pixels
+from stylecore.io.imageops import load_image, pixels_to_float, read_image, to_pixels
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self
@@ -128,7 +128,7 @@ class VideoSource(FrameSource):
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def read(self, index: int) -> np.ndarray:
-        return _rgb8_to_float(self.read_pixels(index))
+        return pixels_to_float(self.read_pixels(index))
 
     def read_pixels(self, index: int) -> np.ndarray:
         self._check_index(index)
@@ -189,11 +189,10 @@ class ImageSequenceSource(FrameSource):
 
     def __init__(self, files: Sequence[Path], kind: str, label: str, fps: float) -> None:
         self._files = list(files)
-        first = load_image(self._files[0])
+        # A sequence has one format; its first file speaks for it.
+        first, self.eight_bit = read_image(self._files[0])
         height, width = first.shape[:2]
         self.info = SourceInfo(label, kind, width, height, float(fps), len(self._files))
-        # A sequence has one format; its first file speaks for it.
-        self.eight_bit = is_8bit_image(self._files[0])
         self._last: tuple[int, np.ndarray] = (0, first)
 
     @property
@@ -289,8 +288,3 @@ def pattern_files(pattern: str | Path) -> list[Path]:
 def is_pattern(path: str | Path) -> bool:
     """True for a printf (``%04d``) or Blender (``####``) frame pattern."""
     return _PATTERN_RE.search(Path(path).name) is not None
-
-
-def _rgb8_to_float(raw: np.ndarray) -> np.ndarray:
-    # One pass: the division reads uint8 and writes float32 without an intermediate copy.
-    return np.divide(raw, np.float32(255.0), dtype=np.float32)

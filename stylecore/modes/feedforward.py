@@ -43,7 +43,7 @@ from torch import Tensor
 from stylecore.devices import cpu_has_native_bf16, cudnn_autotune, is_oom, resolve_device, reuse_freed_memory
 from stylecore.errors import Cancelled, DeviceError, InputError, first_line
 from stylecore.io.sources import FrameSource
-from stylecore.io.imageops import luminance_transfer, match_color, resize, scaled_size
+from stylecore.io.imageops import luminance_transfer, match_color, pixels_to_float, resize, scaled_size
 from stylecore.jobdir import JobDir
 from stylecore.catalog import resolve_model
 from stylecore.modes.frame_loop import CancelCheck, Emit, FeedforwardLoopConfig
@@ -380,7 +380,7 @@ def _read_batches(
             np.stack(images, out=stacked.numpy())
             contents = None
             if keep_contents:
-                contents = [np.divide(im, np.float32(255.0), dtype=np.float32) for im in images] if as_pixels else images
+                contents = [pixels_to_float(im) for im in images] if as_pixels else images
             batch = _Batch([n for n, _ in chunk], [i for _, i in chunk], stacked.permute(0, 3, 1, 2), contents)
             _offer(out, batch, stop)
         _offer(out, _Stop(), stop)
@@ -414,10 +414,10 @@ def _write_frames(jobdir: JobDir, jobs: queue.Queue[tuple[int, int, np.ndarray, 
         done.put(_Stop(exc))
 
 
-def writer_count(device: torch.device, jobdir: JobDir) -> int:
-    """PNG writer threads for a job: one where frames must reach the disk in order (video
-    segments, a live encoder) or the CPU's cores run the network, else several."""
-    if device.type == "cpu" or jobdir.segments is not None or jobdir.frame_listener is not None:
+def writer_count(device: torch.device, in_order: bool) -> int:
+    """PNG writer threads for a job: one where frames must reach the disk in order
+    (``JobDir.writes_in_order``) or the CPU's cores run the network, else several."""
+    if device.type == "cpu" or in_order:
         return 1
     return max(1, min(_MAX_GPU_WRITERS, (os.cpu_count() or 1) - 3))
 
@@ -464,7 +464,7 @@ def run_feedforward(
 
     batch_size = max(1, int(config.batch_size))
     batches: queue.Queue[_Batch | _Stop] = queue.Queue(maxsize=_QUEUE_BATCHES)
-    writer_threads = writer_count(device, jobdir)
+    writer_threads = writer_count(device, jobdir.writes_in_order)
     writes: queue.Queue[tuple[int, int, np.ndarray, float] | _Stop] = queue.Queue(maxsize=2 * max(batch_size, writer_threads))
     written: queue.Queue[_Written | _Stop] = queue.Queue()
     stop = threading.Event()
