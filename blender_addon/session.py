@@ -31,8 +31,43 @@ class Message:
     text: str
 
 
+class _Session:
+    """What a stylize and a training session share: the scene they report to, their
+    messages (also the scene's status line) and running to the end. Subclasses are
+    dataclasses with ``scene_name``, ``log``, ``messages`` and ``step()``."""
+
+    scene_name: str
+    log: Log | None
+    messages: list[Message]
+
+    @property
+    def scene(self) -> Any:
+        return bpy.data.scenes.get(self.scene_name)
+
+    @property
+    def failed(self) -> bool:
+        return any(m.level == "ERROR" for m in self.messages)
+
+    def step(self, wait: float = 0.0) -> bool:
+        raise NotImplementedError
+
+    def run(self) -> list[Message]:
+        """Run to the end (background mode, batch, tests)."""
+        while not self.step(wait=0.25):
+            pass
+        return self.messages
+
+    def _say(self, text: str, level: str = "INFO") -> None:
+        self.messages.append(Message(level, text))
+        if self.log is not None:
+            self.log(text if level == "INFO" else f"{level}: {text}")
+        scene = self.scene
+        if scene is not None and hasattr(scene, props.SCENE_SETTINGS):
+            props.scene_settings(scene).status = text
+
+
 @dataclass
-class StylizeSession:
+class StylizeSession(_Session):
     """Stylizes ``strip_names`` of ``scene_name`` one after another."""
 
     scene_name: str
@@ -56,10 +91,6 @@ class StylizeSession:
         self._queue = list(self.strip_names)
 
     # ------------------------------------------------------------------ public
-
-    @property
-    def scene(self) -> Any:
-        return bpy.data.scenes.get(self.scene_name)
 
     @property
     def current(self) -> str:
@@ -109,12 +140,6 @@ class StylizeSession:
             self.finished = True
         return self.finished
 
-    def run(self) -> list[Message]:
-        """Run to the end (background mode, batch, tests)."""
-        while not self.step(wait=0.25):
-            pass
-        return self.messages
-
     def cancel(self) -> None:
         """Stop after the current frame; frames already written stay, re-running resumes."""
         if self.finished or self.cancelled:
@@ -133,10 +158,6 @@ class StylizeSession:
     def rendering(self) -> bool:
         """True while source frames are being rendered (each step renders one frame)."""
         return self._render is not None
-
-    @property
-    def failed(self) -> bool:
-        return any(m.level == "ERROR" for m in self.messages)
 
     # ------------------------------------------------------------------ steps
 
@@ -255,20 +276,12 @@ class StylizeSession:
 
     # ------------------------------------------------------------------ messages
 
-    def _say(self, text: str, level: str = "INFO") -> None:
-        self.messages.append(Message(level, text))
-        if self.log is not None:
-            self.log(text if level == "INFO" else f"{level}: {text}")
-        scene = self.scene
-        if scene is not None and hasattr(scene, props.SCENE_SETTINGS):
-            props.scene_settings(scene).status = text
-
     def _error(self, text: str) -> None:
         self._say(text, "ERROR")
 
 
 @dataclass
-class TrainSession:
+class TrainSession(_Session):
     """Trains a model for one strip's style image on the worker (Train Style), then
     refreshes the scene's model list. Same interface as ``StylizeSession`` for the
     operators and the panel."""
@@ -290,16 +303,8 @@ class TrainSession:
     _last_logged: int = -1
 
     @property
-    def scene(self) -> Any:
-        return bpy.data.scenes.get(self.scene_name)
-
-    @property
     def fraction(self) -> float:
         return self._run.progress.fraction if self._run is not None else 0.0
-
-    @property
-    def failed(self) -> bool:
-        return any(m.level == "ERROR" for m in self.messages)
 
     @property
     def status(self) -> str:
@@ -326,11 +331,6 @@ class TrainSession:
         else:
             self._step_list(wait)
         return self.finished
-
-    def run(self) -> list[Message]:
-        while not self.step(wait=0.25):
-            pass
-        return self.messages
 
     def cancel(self) -> None:
         """Stop after the current step; the checkpoint stays, training again resumes."""
@@ -397,14 +397,6 @@ class TrainSession:
             store_models(self.scene, self._list.models)
         self._list = None
         self.finished = True
-
-    def _say(self, text: str, level: str = "INFO") -> None:
-        self.messages.append(Message(level, text))
-        if self.log is not None:
-            self.log(text if level == "INFO" else f"{level}: {text}")
-        scene = self.scene
-        if scene is not None and hasattr(scene, props.SCENE_SETTINGS):
-            props.scene_settings(scene).status = text
 
     def _error(self, text: str) -> None:
         self._say(text, "ERROR")
