@@ -15,7 +15,7 @@ from stylecore.errors import Cancelled, DeviceError, InputError, WeightsError
 from stylecore.modes.feedforward import Stylizer, run_feedforward
 from stylecore.modes.frame_loop import loop_config
 from stylecore.io.sources import open_source
-from stylecore.io.imageops import load_image
+from stylecore.io.imageops import load_image, to_pixels
 from stylecore.jobdir import JobDir
 from stylecore.jobspec import JobSpec
 from stylecore.nets.model_file import ModelInfo, load_model, save_model
@@ -508,6 +508,31 @@ def test_video_pixels_are_the_frames_before_float_conversion(tmp_path: Path) -> 
             assert np.array_equal(frame, to_pixels(source.read(index)))
     with open_source(write_png_folder(tmp_path / "png", pan_frames(2, height=32, width=48))) as source:
         assert np.array_equal(source.read_pixels(1), to_pixels(source.read(1)))
+
+
+def test_image_sequence_pixels_are_decoded_as_pixels_in_every_layout(tmp_path: Path) -> None:
+    """An image sequence's pixels (a GPU job's input) come from the file's 8 bits directly,
+    and equal its float frames rounded back, for colour, grey, BGRA and a
+    16-bit file among 8-bit ones; a file of another size is refused in one line."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    layouts = [rng.integers(0, 256, (16, 24, 3)), rng.integers(0, 256, (16, 24)), rng.integers(0, 256, (16, 24, 4))]
+    for k, raw in enumerate(layouts):
+        cv2.imwrite(str(folder / f"f{k}.png"), raw.astype(np.uint8))
+    cv2.imwrite(str(folder / "f3.png"), rng.integers(0, 65536, (16, 24, 3)).astype(np.uint16))
+    cv2.imwrite(str(folder / "f4.png"), np.zeros((8, 8, 3), np.uint8))
+    with open_source(folder) as source:
+        assert source.eight_bit
+        for index in range(4):
+            got = source.read_pixels(index)
+            assert got.dtype == np.uint8 and got.shape == (16, 24, 3)
+            assert np.array_equal(got, to_pixels(source.read(index))), index
+        assert np.array_equal(source.read_pixels(0), cv2.imread(str(folder / "f0.png"))[:, :, ::-1])
+        with pytest.raises(InputError, match="all images of a sequence must have one size"):
+            source.read_pixels(4)
 
 
 def test_only_8bit_frames_at_their_own_size_reach_the_network_as_pixels(tmp_path: Path) -> None:

@@ -71,19 +71,33 @@ def _decode(path: Path) -> np.ndarray:
     return raw
 
 
-def _to_float_rgb(raw: np.ndarray, path: Path) -> np.ndarray:
-    """OpenCV's BGR(A)/grey array of any depth -> float32 RGB in [0, 1]."""
+def read_pixels(path: str | Path) -> np.ndarray:
+    """The file as ``H x W x 3`` uint8 RGB: an 8-bit file's own pixels, without a pass
+    through floats; a deeper file's rounded as ``to_pixels`` rounds ``load_image``'s."""
+    path = Path(path)
+    raw = _decode(path)
+    if raw.dtype != np.uint8:
+        return to_pixels(_to_float_rgb(raw, path))
+    return np.ascontiguousarray(_to_rgb(raw))
+
+
+def _to_rgb(raw: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR(A)/grey array -> an RGB view or copy of the same depth (alpha dropped)."""
     if raw.ndim == 2:
         raw = raw[:, :, None]
     channels = raw.shape[2]
     if channels == 1:
-        raw = np.repeat(raw, 3, axis=2)
-    elif channels == 2:  # grey + alpha
-        raw = np.repeat(raw[:, :, :1], 3, axis=2)
-    elif channels >= 3:
-        raw = raw[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
+        return np.repeat(raw, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        return np.repeat(raw[:, :, :1], 3, axis=2)
+    return raw[:, :, 2::-1]  # BGR(A) -> RGB
+
+
+def _to_float_rgb(raw: np.ndarray, path: Path) -> np.ndarray:
+    """OpenCV's BGR(A)/grey array of any depth -> float32 RGB in [0, 1]."""
+    raw = _to_rgb(raw)
     if raw.dtype == np.uint8:
-        img = raw.astype(np.float32) / 255.0
+        img = pixels_to_float(raw)
     elif raw.dtype == np.uint16:
         img = raw.astype(np.float32) / 65535.0
     elif raw.dtype in (np.float32, np.float64, np.float16):

@@ -22,7 +22,7 @@ import numpy as np
 from stylecore.contract import IMAGE_EXTENSIONS
 from stylecore.errors import InputError
 from stylecore.io.decoders import open_decoder
-from stylecore.io.imageops import load_image, pixels_to_float, read_image, to_pixels
+from stylecore.io.imageops import load_image, pixels_to_float, read_image, read_pixels, to_pixels
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated at run time
     from typing_extensions import Self
@@ -203,14 +203,22 @@ class ImageSequenceSource(FrameSource):
         self._check_index(index)
         if self._last[0] == index:
             return self._last[1].copy()
-        img = load_image(self._files[index])
+        img = self._checked(index, load_image(self._files[index]))
+        self._last = (index, img)
+        return img.copy()
+
+    def read_pixels(self, index: int) -> np.ndarray:
+        # Decoded as pixels, not through ``read``'s floats and back (two passes a frame).
+        self._check_index(index)
+        return self._checked(index, read_pixels(self._files[index]))
+
+    def _checked(self, index: int, img: np.ndarray) -> np.ndarray:
         if img.shape[:2] != (self.info.height, self.info.width):
             raise InputError(
                 f"{self._files[index]} is {img.shape[1]}x{img.shape[0]} but {self._files[0].name} is "
                 f"{self.info.width}x{self.info.height}; all images of a sequence must have one size"
             )
-        self._last = (index, img)
-        return img.copy()
+        return img
 
 
 def open_source(path: str | Path, *, fps: float | None = None) -> FrameSource:
