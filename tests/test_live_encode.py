@@ -151,8 +151,13 @@ def test_a_cancelled_job_leaves_no_video_debris_and_its_resume_equals_an_uninter
         if event.get("event") == "frame":
             made.append(int(event["number"]))  # type: ignore[arg-type]
 
+    # Stopped at its third check, between frames 2 and 3. Counting the frame events instead
+    # raced: the writer thread reports a frame after the network made it, and six tiny
+    # frames could all be made before the second was reported (no cancel at all).
+    checks = iter(range(100))
     with pytest.raises(Cancelled):
-        run_job(_ff_spec(clip, out), on_event, cancel=lambda: len(made) >= 2)
+        run_job(_ff_spec(clip, out), on_event, cancel=lambda: next(checks) >= 2)
+    assert made == [1, 2]  # every frame made before the stop is written
     assert not out.exists()
     assert _hidden(tmp_path) == []
     assert (tmp_path / "resumed.stylecore-frames").is_dir()
