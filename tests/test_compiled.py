@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,6 +67,27 @@ def test_a_later_run_loads_the_compiled_network_and_its_weights_are_inputs(built
     assert (out - _eager(_network(0), image, weight)).abs().max() > 1e-2  # the weights do matter
 
 
+def test_a_later_process_loads_it_without_importing_the_compiler(built: Path) -> None:
+    """What makes a later job start fast: loading the kept file goes through torch's C++
+    runner, and neither dynamo nor inductor (1.3 s to import) is imported."""
+    script = f"""
+import sys, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_compiled import _eager, _inputs, _network
+from stylecore.nets.compiled import PrecompiledNetwork
+network = PrecompiledNetwork(_network(0), __import__("pathlib").Path({str(built)!r}))
+image, weight = _inputs()
+with torch.inference_mode():
+    out = network(image, weight)
+torch.testing.assert_close(out, _eager(network.model, image, weight), atol=1e-4, rtol=1e-4)
+assert len(network.loaded) == 1 and not network.saved, (network.loaded, network.saved)
+print(sorted(m for m in sys.modules if m.startswith(("torch._inductor", "torch._dynamo"))))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_another_size_is_another_file() -> None:
     """The file's name follows the input's shape, dtype and layout, and the network's shape."""
     model = _network(0)
@@ -94,9 +117,11 @@ def test_a_damaged_file_is_compiled_again(built: Path, tmp_path: Path, caplog: p
     image, weight = _inputs()
     path = tmp_path / file_name(model, image, weight)
     path.write_bytes((built / path.name).read_bytes()[:1000])
-    # Kept files of other builds: one unused for longer than UNUSED_DAYS goes when a file is built.
-    stale, recent = tmp_path / ("0" * 24 + ".bin"), tmp_path / ("1" * 24 + ".bin")
-    for other, days in ((stale, nets_compiled.UNUSED_DAYS + 1), (recent, nets_compiled.UNUSED_DAYS - 1)):
+    # Kept files of other builds: one unused for longer than UNUSED_DAYS goes when a file is
+    # built, and so does a file of the earlier format (torch's ``aot_compile``, ``.bin``).
+    stale, recent = tmp_path / ("0" * 24 + nets_compiled.SUFFIX), tmp_path / ("1" * 24 + nets_compiled.SUFFIX)
+    earlier = tmp_path / ("2" * 24 + ".bin")
+    for other, days in ((stale, nets_compiled.UNUSED_DAYS + 1), (recent, nets_compiled.UNUSED_DAYS - 1), (earlier, 0)):
         other.write_bytes(b"from another torch")
         os.utime(other, (time.time() - days * 86400,) * 2)
     network = PrecompiledNetwork(model, tmp_path)
@@ -104,7 +129,7 @@ def test_a_damaged_file_is_compiled_again(built: Path, tmp_path: Path, caplog: p
         out = network(image, weight)
     assert "ignoring the precompiled network" in caplog.text
     assert network.saved == [path] and not network.loaded
-    assert not stale.exists() and recent.exists()
+    assert not stale.exists() and not earlier.exists() and recent.exists()
     torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
     os.utime(path, (time.time() - 86400,) * 2)
     again = PrecompiledNetwork(model, tmp_path)
@@ -157,7 +182,7 @@ def test_a_compiled_stylizer_keeps_its_network_for_the_next_job(tmp_path: Path, 
     a = first(frames, [0.7, 0.7])
     second = Stylizer(model, info, torch.device("cpu"), compile=True)
     b = second(frames, [0.7, 0.7])
-    kept = list((tmp_path / "compiled").glob("*.bin"))
+    kept = list((tmp_path / "compiled").glob("*" + nets_compiled.SUFFIX))
     assert len(kept) == 1 and first.compiled.saved == kept and second.compiled.loaded == kept
     assert not second.compiled.saved
     torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -359,13 +359,18 @@ def test_a_failed_automatic_compilation_falls_back_to_eager(tmp_path: Path, clip
     not cost the user the job: the frames come out as eager ones. Asked for explicitly, the
     failure is reported."""
     from stylecore.modes import feedforward as ff
+    from stylecore.nets import compiled as nets_compiled
 
     def broken(model: Any, **_: Any) -> Any:
         def run(*args: Any) -> Any:
             raise RuntimeError("C++ compile error: cannot find cc1plus")
         return run
 
+    def no_compiler(*args: Any) -> Any:
+        raise RuntimeError("C++ compile error: cannot find cc1plus")
+
     monkeypatch.setattr(ff.torch, "compile", broken)
+    monkeypatch.setattr(nets_compiled.PrecompiledNetwork, "_build", no_compiler)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))  # no compiled network kept from before
     monkeypatch.setattr(ff, "wants_compile", lambda setting, *a: True if setting is None else setting)
     ff._CACHE.clear()

@@ -14,8 +14,9 @@ stylize it). On the CPU it runs one frame at a time, channels-last, in float32;
 ``torch.compile`` fuses the normalisation and activation passes and, where the CPU has
 native bfloat16 (AVX512-BF16 / AMX), runs in bfloat16: 2-3x the eager frame rate, after a
 compilation of 12-15 s once per frame size, kept in the user's cache folder
-(``nets.compiled``: later jobs load it in under 2 s; inductor's check of the CPU's
-instruction sets is remembered too: ``skip_repeated_isa_probe``). ``JobSpec.compile`` None (the default) compiles on a CPU when the job is long enough
+(``nets.compiled``: compiled ahead of time, later jobs load it in milliseconds without
+importing the compiler; inductor's check of the CPU's instruction sets, done when
+compiling, is remembered too: ``skip_repeated_isa_probe``). ``JobSpec.compile`` None (the default) compiles on a CPU when the job is long enough
 to repay it (``wants_compile``); a compilation that fails falls back to eager. A frame that does not fit
 in memory is stylized in overlapping tiles (``tiling.py``), automatically on
 out-of-memory.
@@ -157,10 +158,14 @@ class _Loaded:
         self.compiled: Callable[..., Tensor] | None = None
         if compile:
             keep_compile_cache()
-            skip_repeated_isa_probe()
-            # On the CPU the compiled network is kept between runs (``nets.compiled``): a
-            # job's start is then 2.5 s shorter. Untried on GPUs: they compile per process.
-            self.compiled = PrecompiledNetwork(model) if device.type == "cpu" else torch.compile(model, dynamic=False)
+            if device.type == "cpu":
+                # Compiled ahead of time and kept between runs (``nets.compiled``): a later
+                # job loads it without importing the compiler. Untried on GPUs: they
+                # compile per process.
+                self.compiled = PrecompiledNetwork(model, before_build=skip_repeated_isa_probe)
+            else:
+                skip_repeated_isa_probe()
+                self.compiled = torch.compile(model, dynamic=False)
 
 
 class Stylizer:

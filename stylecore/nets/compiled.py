@@ -1,33 +1,43 @@
-"""A stylizing network compiled once per frame size and kept between runs.
+"""A stylizing network compiled ahead of time once per frame size and kept between runs.
 
-``torch.compile`` caches inductor's kernels on disk, but every new process still traces
-the network with dynamo and rebuilds the compiled graph around those kernels: measured
-on this project's 2-core CPU, 4.2-4.4 s from ``torch.compile`` to the first 640x360
-frame with a warm cache, the largest part of a short job's start. ``PrecompiledNetwork``
-keeps the whole compiled function instead (torch's ahead-of-time ``aot_compile``, its
-kernels included), one file per network shape, input size and precision, in the
-user's cache folder: a later job loads it in 1.5-1.8 s and its first frame takes 0.1 s,
-with frames identical to ``torch.compile``'s. Building the file costs about as much as
-a cold ``torch.compile`` (12-15 s), once per frame size.
+``torch.compile`` caches inductor's kernels on disk, but every new process still imports
+torch's compiler (1.3 s on this project's 2-core CPU), traces the network and rebuilds
+the compiled graph around those kernels: 4.2-4.4 s from ``torch.compile`` to the first
+640x360 frame with a warm cache, the largest part of a short job's start.
+``PrecompiledNetwork`` compiles the network once with AOTInductor instead
+(``torch.export``, then inductor's C++ built into a shared library, packaged as a
+``.pt2``), one file per network shape, input size and precision, in the user's cache
+folder. A later job loads it through torch's C++ runner, without importing the compiler:
+in milliseconds, where torch's Python-side ``aot_compile`` files (used here before) took
+1.7-1.9 s to load. Building a file costs about as much as a cold ``torch.compile``
+(14-15 s at 640x360), once per frame size.
 
-The network's weights are inputs of the compiled function, not part of it: every model
-of one architecture (all full-size styles, all ``-small`` ones) shares one file per
-size. The file's name hashes everything its code depends on: torch and Python versions,
-the network's source and configuration, the input's shape, dtype and layout, the CPU's
-instruction sets and torch's thread count. Anything that fails (the experimental API moved, a file from another
-build, a read-only cache) falls back to a plain ``torch.compile``, whose own failure the
-caller handles as before.
+The network's weights are inputs of the compiled function (exported through
+``torch.func.functional_call``), not constants in it: every model of one architecture
+(all full-size styles, all ``-small`` ones) shares one file per size. Exported with its
+weights as constants, AOTInductor folded the last convolution's bias into a kernel, so
+another style's weights loaded into that file gave wrong frames. The file's name hashes
+everything its code depends on: torch and Python versions, the network's source and
+configuration, the input's shape, dtype and layout, the weights' dtypes and layouts, the
+CPU's instruction sets and torch's thread count. Anything that fails (the export, the
+compiler, a file from another build) falls back to a plain ``torch.compile``, whose own
+failure the caller handles as before; a read-only cache still runs compiled, from a
+temporary copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import platform
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -37,12 +47,14 @@ import torch
 from torch import Tensor, nn
 
 from stylecore.errors import first_line
+from stylecore.io.imageops import atomic_write_bytes
 
 _log = logging.getLogger(__name__)
 _NETS = Path(__file__).resolve().parent  # the networks' source: a change there makes new files
 # A kept file nobody loaded for this long is removed when a new one is built (a torch
-# upgrade or a new stylecore leaves the old ones unused: about 1.6 MB each).
+# upgrade or a new stylecore leaves the old ones unused: about 2 MB each).
 UNUSED_DAYS = 60
+SUFFIX = ".pt2"  # AOTInductor's package; ".bin" files are stop-34 builds' (torch's aot_compile)
 
 
 def cache_root() -> Path:
@@ -63,13 +75,32 @@ def keep_compile_cache() -> None:
 
 
 def precompiled_folder() -> Path:
-    """Where the compiled functions are kept: beside inductor's cache."""
+    """Where the compiled networks are kept: beside inductor's cache."""
     return inductor_cache().parent / "compiled"
 
 
-def _stylize(model: nn.Module, image: Tensor, style_weight: Tensor) -> Tensor:
-    """What is compiled: the network as an argument, so its weights are inputs."""
-    return model(image, style_weight)
+def weight_names(model: nn.Module) -> list[str]:
+    """The network's parameters and buffers, in the order the compiled function takes them."""
+    return [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
+
+
+def _weights(model: nn.Module) -> list[Tensor]:
+    state = dict(model.named_parameters())
+    state.update(model.named_buffers())
+    return [state[name] for name in weight_names(model)]
+
+
+class _WeightsAsInputs(nn.Module):
+    """``forward(image, style_weight, *weights)``: the network with its weights as inputs,
+    so that ``torch.export`` makes them arguments of the compiled function."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._network = (model,)  # in a tuple, not a submodule: export lifts none of its weights
+        self._names = weight_names(model)
+
+    def forward(self, image: Tensor, style_weight: Tensor, *weights: Tensor) -> Tensor:
+        return torch.func.functional_call(self._network[0], dict(zip(self._names, weights)), (image, style_weight))
 
 
 def _source_digest() -> str:
@@ -80,18 +111,20 @@ def _source_digest() -> str:
 
 
 def _cpu_features() -> list[str]:
+    """The CPU's instruction-set flags (the compiled kernels use the widest the CPU has).
+    Read from ``/proc/cpuinfo``, not from inductor: importing inductor costs 1.3 s."""
     try:
-        from torch._inductor import cpu_vec_isa
-
-        return sorted(cpu_vec_isa.x86_isa_checker())
-    except Exception:  # noqa: BLE001 - not x86, or inductor's internals moved
-        import platform
-
-        return [platform.machine()]
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return sorted(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return [platform.machine(), platform.processor(), torch.backends.cpu.get_cpu_capability()]
 
 
 def file_name(model: nn.Module, image: Tensor, style_weight: Tensor) -> str:
-    """The compiled function's file for these inputs: a hash of all its code depends on."""
+    """The compiled network's file for these inputs: a hash of all its code depends on."""
     config = getattr(model, "config", None)
     described = dict(
         torch=torch.__version__, python=sys.version, source=_source_digest(), cpu=_cpu_features(),
@@ -100,64 +133,59 @@ def file_name(model: nn.Module, image: Tensor, style_weight: Tensor) -> str:
         network=type(model).__qualname__, config=asdict(config) if config is not None else None,
         image=[list(image.shape), str(image.dtype), image.device.type,
                image.is_contiguous(memory_format=torch.channels_last)],
-        weights=str(next(model.parameters()).dtype),
+        weights=[[str(w.dtype), list(w.stride())] for w in _weights(model)],
         style_weight=[list(style_weight.shape), str(style_weight.dtype)],
     )
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:24] + ".bin"
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:24] + SUFFIX
 
 
 class PrecompiledNetwork:
     """``network(image, style_weight)`` compiled for each input shape it meets, loaded from
     the cache folder when an earlier run compiled that shape, else compiled and saved.
 
-    Safe to share between threads (the worker's jobs share a loaded model). Calls run
-    under ``torch.no_grad`` on ordinary tensors, even from inside ``torch.inference_mode``:
-    the compiled function's guards refuse inference tensors (their dispatch keys differ),
-    so those are copied first (0.2 ms a 640x360 frame, 1 ms at 1080p).
+    Safe to share between threads (the worker's jobs share a loaded model, which is never
+    changed after it is made: its weights are read once). ``before_build`` runs before a
+    compilation (the caller's settings for inductor, which only a build imports).
     """
 
-    def __init__(self, model: nn.Module, folder: Path | None = None) -> None:
+    def __init__(self, model: nn.Module, folder: Path | None = None, *,
+                 before_build: Callable[[], None] | None = None) -> None:
         self.model = model
         self.folder = folder
-        self._functions: dict[tuple[Any, ...], Callable[..., Tensor]] = {}
+        self.before_build = before_build
+        self._functions: dict[tuple[Any, ...], Callable[[Tensor, Tensor], Tensor]] = {}
         self._lock = threading.Lock()
         self.loaded: list[Path] = []  # files this object loaded (for the tests and the log)
         self.saved: list[Path] = []  # files it compiled and wrote
 
     def __call__(self, image: Tensor, style_weight: Tensor) -> Tensor:
-        with torch.inference_mode(False), torch.no_grad():
-            image = image.clone() if image.is_inference() else image
-            style_weight = style_weight.clone() if style_weight.is_inference() else style_weight
-            key = (tuple(image.shape), image.dtype, image.device.type, image.stride(), tuple(style_weight.shape))
-            function = self._functions.get(key)
-            if function is None:
-                with self._lock:
-                    function = self._functions.get(key) or self._function_for(image, style_weight)
-                    self._functions[key] = function
-            return function(image, style_weight)
+        key = (tuple(image.shape), image.dtype, image.device.type, image.stride(), tuple(style_weight.shape))
+        function = self._functions.get(key)
+        if function is None:
+            with self._lock:
+                function = self._functions.get(key) or self._function_for(image, style_weight)
+                self._functions[key] = function
+        return function(image, style_weight)
 
-    def _function_for(self, image: Tensor, style_weight: Tensor) -> Callable[..., Tensor]:
+    def _function_for(self, image: Tensor, style_weight: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         folder = self.folder or precompiled_folder()
         path = folder / file_name(self.model, image, style_weight)
         try:
-            function = self._load(path, image, style_weight)
-            if function is None:
-                function = self._build(path, image, style_weight)
-        except Exception as exc:  # noqa: BLE001 - any failure of the experimental API: compile as usual
+            runner = self._load(path)
+            if runner is None:
+                runner = self._build(path, image, style_weight)
+        except Exception as exc:  # noqa: BLE001 - any failure of export or AOTInductor: compile as usual
             _log.info("no precompiled network (%s); compiling in this process", first_line(exc))
-            return torch.compile(self.model, dynamic=False)
-        model = self.model
-        return lambda x, w: function(model, x, w)
+            return self._plain_compile()
+        weights = _weights(self.model)
+        return lambda x, w: runner.run([x, w, *weights])[0]
 
-    def _load(self, path: Path, image: Tensor, style_weight: Tensor) -> Callable[..., Tensor] | None:
-        """The function saved at ``path``, if it is there and its guards accept these inputs."""
+    def _load(self, path: Path) -> Any:
+        """The runner of the package at ``path``, if it is there and loads."""
         if not path.is_file():
             return None
         try:
-            with path.open("rb") as file:
-                function = torch.compiler.load_compiled_function(file, f_globals=globals())
-            if not function.guard_check(self.model, image, style_weight):
-                raise RuntimeError("its guards refuse these inputs")
+            runner = _open(path)
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is compiled afresh
             _log.warning("ignoring the precompiled network %s (%s); compiling it again", path, first_line(exc))
             return None
@@ -166,31 +194,67 @@ class PrecompiledNetwork:
         except OSError:
             pass
         self.loaded.append(path)
-        return function
+        return runner
 
-    def _build(self, path: Path, image: Tensor, style_weight: Tensor) -> Callable[..., Tensor]:
-        """Compile for these inputs and save the result (when the cache folder is writable)."""
-        import torch._dynamo
+    def _build(self, path: Path, image: Tensor, style_weight: Tensor) -> Any:
+        """Compile for these inputs, save the package (when the cache folder is writable)
+        and load it."""
+        if self.before_build is not None:
+            self.before_build()
+        import torch._inductor  # the compiler: imported only to build
 
-        with torch._dynamo.config.patch(enable_aot_compile=True):
-            compiled = torch.compile(_stylize, fullgraph=True, dynamic=False)
-            function = compiled.aot_compile(((self.model, image, style_weight), {}))
+        package = io.BytesIO()
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # export's own deprecation notices
+            inputs = [t.clone() if t.is_inference() else t for t in (image, style_weight)]
+            program = torch.export.export(_WeightsAsInputs(self.model), (*inputs, *_weights(self.model)))
+            torch._inductor.aoti_compile_and_package(program, package_path=package)
+        data = package.getvalue()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_unused(path.parent)
-            function.save_compiled_function(str(path))  # written to a temp file and renamed
+            atomic_write_bytes(path, data)
             self.saved.append(path)
         except OSError as exc:  # a read-only or full cache: this job still runs compiled
             _log.warning("cannot keep the compiled network in %s (%s)", path.parent, exc.strerror or exc)
-        return function
+            # Loaded from a temporary copy (the runner unpacks what it needs as it loads).
+            with tempfile.TemporaryDirectory(prefix="stylecore-") as tmp:
+                copy = Path(tmp) / path.name
+                copy.write_bytes(data)
+                return _open(copy)
+        return _open(path)
+
+    def _plain_compile(self) -> Callable[[Tensor, Tensor], Tensor]:
+        if self.before_build is not None:
+            self.before_build()
+        compiled = torch.compile(self.model, dynamic=False)
+
+        def run(image: Tensor, style_weight: Tensor) -> Tensor:
+            # Dynamo's guards refuse inference tensors (their dispatch keys differ): copies
+            # (0.2 ms a 640x360 frame, 1 ms at 1080p).
+            with torch.inference_mode(False), torch.no_grad():
+                image = image.clone() if image.is_inference() else image
+                style_weight = style_weight.clone() if style_weight.is_inference() else style_weight
+                return compiled(image, style_weight)
+
+        return run
+
+
+def _open(path: Path) -> Any:
+    """torch's C++ runner for the package at ``path`` (one runner: calls take turns)."""
+    runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    if runner.get_constant_fqns():
+        raise RuntimeError("its weights are constants in it, not inputs")
+    return runner
 
 
 def _remove_unused(folder: Path) -> None:
-    """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time)."""
+    """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time),
+    and the files of the earlier format (``.bin``), which no version reads any more."""
     cutoff = time.time() - UNUSED_DAYS * 86400
-    for old in folder.glob("*.bin"):
+    for old in [*folder.glob("*" + SUFFIX), *folder.glob("*.bin")]:
         try:
-            if old.stat().st_mtime < cutoff:
+            if old.suffix == ".bin" or old.stat().st_mtime < cutoff:
                 old.unlink()
         except OSError:  # another process removed or is replacing it
             continue
