@@ -132,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="random seed, for reproducible runs (default 0)")
     r.add_argument("--batch-size", type=int, default=4, help="feedforward frames per batch on a GPU (default 4); a CPU stylizes one frame at a time")
     r.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
-                   help="feedforward: torch.compile the network, 2-3x faster on a CPU once compiled (12-15 s "
+                   help="feedforward: torch.compile the network, 2-3x faster on a CPU once compiled (15-20 s "
                         "the first time at a frame size, then loaded in milliseconds: kept in ~/.cache/stylecore; needs a C++ "
                         "compiler). auto (default): "
                         "on a CPU when the clip is long enough to repay it (about 7 s of 640x360, 1 s of 1080p)")

@@ -13,7 +13,7 @@ PNGs at once (one PNG of 1920x1080 takes ten times longer to encode than the GPU
 stylize it). On the CPU it runs one frame at a time, channels-last, in float32;
 ``torch.compile`` fuses the normalisation and activation passes and, where the CPU has
 native bfloat16 (AVX512-BF16 / AMX), runs in bfloat16: 2-3x the eager frame rate, after a
-compilation of 12-15 s once per frame size, kept in the user's cache folder
+compilation of 15-20 s once per frame size, kept in the user's cache folder
 (``nets.compiled``: compiled ahead of time, later jobs load it in milliseconds without
 importing the compiler; inductor's check of the CPU's instruction sets, done when
 compiling, is remembered too: ``skip_repeated_isa_probe``). ``JobSpec.compile`` None (the default) compiles on a CPU when the job is long enough
