@@ -12,7 +12,7 @@ import torch
 from conftest import pan_frames, write_png_folder
 
 from stylecore.errors import Cancelled, DeviceError, InputError, WeightsError
-from stylecore.modes.feedforward import Stylizer, run_feedforward
+from stylecore.modes.feedforward import Stylizer, has_cpp_compiler, run_feedforward
 from stylecore.modes.frame_loop import loop_config
 from stylecore.io.sources import open_source
 from stylecore.io.imageops import load_image, to_pixels
@@ -290,6 +290,44 @@ def test_compiled_network_matches_eager(tmp_path: Path, clip: Path) -> None:
         diff = np.abs(load_image(a.frame_path(n)) - load_image(b.frame_path(n)))
         # bfloat16 rounding: under a level on average, a few levels at most.
         assert float(diff.mean()) < 1 / 255 and float(diff.max()) <= 8 / 255
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_cpp_compiler(), reason="inductor needs a C++ compiler")
+def test_a_short_job_runs_compiled_once_its_network_is_kept(tmp_path: Path, clip: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job too short to repay a compilation runs eager, until a job has kept the
+    compiled network for its model's shape and frame size: loading that costs
+    milliseconds, so from then on short jobs run compiled too (unless `compile` is off)."""
+    from stylecore.modes import feedforward as ff
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))  # nothing kept from before
+    ff._CACHE.clear()
+    compiled_calls: list[bool] = []
+    real_call = ff.Stylizer.__call__
+
+    def spy(self: Stylizer, *args: Any, **kwargs: Any) -> Any:
+        compiled_calls.append(self.compiled is not None)
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(ff.Stylizer, "__call__", spy)
+    model = str(_save(tmp_path))
+
+    def job(name: str, **settings: Any) -> list[bool]:
+        compiled_calls.clear()
+        _run(JobSpec(content=str(clip), output=str(tmp_path / name), mode="feedforward", model=model, **settings), range(3))
+        return list(compiled_calls)
+
+    assert not ff.wants_compile(None, torch.device("cpu"), 3, (50, 36))  # 3 frames of 50x36: far too short
+    assert job("before") == [False] * 3
+    assert job("forced", compile=True) == [True] * 3  # builds and keeps the compiled network
+    assert job("after") == [True] * 3
+    assert job("off", compile=False) == [False] * 3
+    other = write_png_folder(tmp_path / "other", pan_frames(3, height=40, width=50))  # another size: not kept
+    compiled_calls.clear()
+    _run(JobSpec(content=str(other), output=str(tmp_path / "other_out"), mode="feedforward", model=model), range(3))
+    assert compiled_calls == [False] * 3
+    ff._CACHE.clear()
 
 
 def test_compilation_is_automatic_on_long_cpu_jobs_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,7 +135,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="feedforward: torch.compile the network, 2-3x faster on a CPU once compiled (15-20 s "
                         "the first time at a frame size, then loaded in milliseconds: kept in ~/.cache/stylecore; needs a C++ "
                         "compiler). auto (default): "
-                        "on a CPU when the clip is long enough to repay it (about 7 s of 640x360, 1 s of 1080p)")
+                        "on a CPU when the clip is long enough to repay it (about 7 s of 640x360, 1 s of 1080p), "
+                        "or when the network is already kept compiled for the frame size")
     r.add_argument("--tile", type=int, default=0,
                    help="feedforward tile size in pixels for huge frames (default 0: only when out of memory)")
     r.add_argument("--overwrite", action="store_true",

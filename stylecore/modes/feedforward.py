@@ -16,10 +16,12 @@ native bfloat16 (AVX512-BF16 / AMX), runs in bfloat16: 2-3x the eager frame rate
 compilation of 15-20 s once per frame size, kept in the user's cache folder
 (``nets.compiled``: compiled ahead of time, later jobs load it in milliseconds without
 importing the compiler; inductor's check of the CPU's instruction sets, done when
-compiling, is remembered too: ``skip_repeated_isa_probe``). ``JobSpec.compile`` None (the default) compiles on a CPU when the job is long enough
-to repay it (``wants_compile``); a compilation that fails falls back to eager. A frame that does not fit
-in memory is stylized in overlapping tiles (``tiling.py``), automatically on
-out-of-memory.
+compiling, is remembered too: ``skip_repeated_isa_probe``). ``JobSpec.compile`` None (the
+default) compiles on a CPU when the job is long enough to repay it (``wants_compile``),
+and runs compiled whenever the network is kept compiled for its frame size
+(``Stylizer.has_kept_network``); a compilation that fails falls back to eager. A frame
+that does not fit in memory is stylized in overlapping tiles (``tiling.py``),
+automatically on out-of-memory.
 """
 
 from __future__ import annotations
@@ -201,6 +203,16 @@ class Stylizer:
                              "(or 0 = automatic)")
         self.tile = tile
 
+    def has_kept_network(self, size: tuple[int, int]) -> bool:
+        """Whether the compiled network for single frames of ``size`` (w, h), as a CPU
+        runs them, is kept from an earlier job (it then loads in milliseconds)."""
+        if not isinstance(self.compiled, PrecompiledNetwork):
+            return False
+        image = torch.empty(1, 3, size[1], size[0], dtype=self.dtype)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.compiled.is_kept(image, torch.empty(1))
+
     @property
     def conditioned(self) -> bool:
         return self.model.config.conditioned
@@ -296,7 +308,7 @@ def _quantize(images: Tensor) -> Tensor:
 
 _CACHE: dict[tuple[Any, ...], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 2
+_CACHE_SIZE = 4
 
 
 def get_stylizer(path: str | Path | None, device: torch.device, *, compile: bool = False, tile: int = 0) -> Stylizer:
@@ -456,6 +468,10 @@ def run_feedforward(
     if min(work_size) < 8:
         raise InputError(f"frames of {work_size[0]}x{work_size[1]} are too small to stylize; use a larger `size`")
     compiled = wants_compile(config.compile, device, len(indices), work_size)
+    if not compiled and config.compile is None and device.type == "cpu" and has_cpp_compiler():
+        # Too short to repay a compilation, but an earlier job kept this network compiled
+        # for this frame size: loading it costs milliseconds, so the short job runs it too.
+        compiled = get_stylizer(config.model, device, compile=True).has_kept_network(work_size)
     out_size = (info.width, info.height)
 
     todo: list[tuple[int, int]] = []

@@ -167,6 +167,10 @@ class PrecompiledNetwork:
                 self._functions[key] = function
         return function(image, style_weight)
 
+    def is_kept(self, image: Tensor, style_weight: Tensor) -> bool:
+        """Whether an earlier run kept the compiled network for inputs like these."""
+        return ((self.folder or precompiled_folder()) / file_name(self.model, image, style_weight)).is_file()
+
     def _function_for(self, image: Tensor, style_weight: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         folder = self.folder or precompiled_folder()
         path = folder / file_name(self.model, image, style_weight)
