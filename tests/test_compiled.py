@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -164,6 +165,37 @@ def test_an_unwritable_cache_or_a_failing_compiler_still_runs_compiled(tmp_path:
     out = network(image, weight)
     assert plain == [model] and not network.saved
     torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+
+
+def test_a_package_that_does_not_load_here_is_not_built_again(tmp_path: Path, built: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Where a package built here cannot load (the runner unpacks its library into the
+    temporary folder, which may be mounted noexec), the job runs a plain ``torch.compile``,
+    says how to fix it, and later jobs go straight to ``torch.compile`` instead of
+    spending a build each on a package that will not load."""
+    model = _network(0)
+    image, weight = _inputs()
+    real_open = nets_compiled._open
+
+    def refuse(path: Path) -> Any:
+        raise RuntimeError("failed to dlopen: failed to map segment from shared object")
+
+    monkeypatch.setattr(nets_compiled, "_open", refuse)
+    network = PrecompiledNetwork(model, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="stylecore.nets.compiled"):
+        out = network(image, weight)
+    assert "does not load here" in caplog.text and "TMPDIR" in caplog.text
+    torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+    marker = (tmp_path / file_name(model, image, weight)).with_suffix(nets_compiled.UNLOADABLE)
+    assert marker.is_file() and not marker.with_suffix(nets_compiled.SUFFIX).exists()
+
+    monkeypatch.setattr(nets_compiled, "_open", real_open)
+    builds: list[int] = []
+    monkeypatch.setattr(PrecompiledNetwork, "_build", lambda *a: builds.append(1))
+    again = PrecompiledNetwork(model, tmp_path)
+    torch.testing.assert_close(again(image, weight), _eager(model, image, weight), atol=1e-4, rtol=1e-4)
+    assert not builds and not again.loaded
 
 
 def test_a_compiled_stylizer_keeps_its_network_for_the_next_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

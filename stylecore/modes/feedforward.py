@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from stylecore.devices import cpu_has_native_bf16, cudnn_autotune, is_oom, resolve_device, reuse_freed_memory
-from stylecore.errors import Cancelled, DeviceError, InputError, first_line
+from stylecore.errors import Cancelled, DeviceError, InputError, StylecoreError, first_line
 from stylecore.io.sources import FrameSource
 from stylecore.io.imageops import luminance_transfer, match_color, pixels_to_float, resize, scaled_size
 from stylecore.jobdir import JobDir
@@ -519,8 +519,10 @@ def run_feedforward(
         try:
             return stylizer(frames, weights, pixels=pixels)
         except Exception as exc:  # noqa: BLE001 - a failed automatic compilation falls back
-            if not (compiled and config.compile is None and stylizer.compiled is not None) or is_oom(exc):
+            if not (compiled and stylizer.compiled is not None) or is_oom(exc) or isinstance(exc, StylecoreError):
                 raise
+            if config.compile:  # asked for: said in one line, with the way out
+                raise DeviceError(f"the compiled network failed ({first_line(exc)}); run with `compile` off") from exc
             _log.warning("torch.compile failed (%s); stylizing without it", first_line(exc))
             compiled = False
             stylizer = get_stylizer(config.model, device, compile=False, tile=config.tile)

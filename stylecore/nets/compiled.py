@@ -55,6 +55,7 @@ _NETS = Path(__file__).resolve().parent  # the networks' source: a change there 
 # upgrade or a new stylecore leaves the old ones unused: about 2 MB each).
 UNUSED_DAYS = 60
 SUFFIX = ".pt2"  # AOTInductor's package; ".bin" files are stop-34 builds' (torch's aot_compile)
+UNLOADABLE = ".unloadable"  # marks a package built here that did not load here
 
 
 def cache_root() -> Path:
@@ -174,6 +175,8 @@ class PrecompiledNetwork:
     def _function_for(self, image: Tensor, style_weight: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         folder = self.folder or precompiled_folder()
         path = folder / file_name(self.model, image, style_weight)
+        if path.with_suffix(UNLOADABLE).is_file():  # built here before, and it did not load
+            return self._plain_compile()
         try:
             runner = self._load(path)
             if runner is None:
@@ -226,7 +229,20 @@ class PrecompiledNetwork:
                 copy = Path(tmp) / path.name
                 copy.write_bytes(data)
                 return _open(copy)
-        return _open(path)
+        try:
+            return _open(path)
+        except Exception as exc:
+            # A package built here that does not load here (the runner unpacks its library
+            # into the temporary folder: one mounted noexec cannot load it) would be built
+            # again by every job: a marker sends later jobs straight to torch.compile.
+            _log.warning("the compiled network does not load here (%s); later jobs compile it as they "
+                         "start (if the temporary folder is mounted noexec, set TMPDIR to another)", first_line(exc))
+            try:
+                path.with_suffix(UNLOADABLE).write_text(f"{first_line(exc)}\n")
+                path.unlink()
+            except OSError:
+                pass
+            raise
 
     def _plain_compile(self) -> Callable[[Tensor, Tensor], Tensor]:
         if self.before_build is not None:
@@ -253,10 +269,11 @@ def _open(path: Path) -> Any:
 
 
 def _remove_unused(folder: Path) -> None:
-    """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time),
-    and the files of the earlier format (``.bin``), which no version reads any more."""
+    """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time)
+    and markers as old, and the files of the earlier format (``.bin``), which no version
+    reads any more."""
     cutoff = time.time() - UNUSED_DAYS * 86400
-    for old in [*folder.glob("*" + SUFFIX), *folder.glob("*.bin")]:
+    for old in [*folder.glob("*" + SUFFIX), *folder.glob("*" + UNLOADABLE), *folder.glob("*.bin")]:
         try:
             if old.suffix == ".bin" or old.stat().st_mtime < cutoff:
                 old.unlink()
