@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,20 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # scripts/test.sh installs the HED weights and sets this: there, a test that needs them
 # fails instead of skipping.
 REQUIRE_HED_ENV = "STYLECORE_TEST_REQUIRE_HED"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Compiled networks and inductor's kernels go to a folder of this test session, not
+    the user's cache: a network kept there makes short jobs run compiled, so no test's
+    outcome may depend on what earlier runs left, and tests do not fill the user's cache.
+    A folder the user chose (``TORCHINDUCTOR_CACHE_DIR``) is left as it is."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("torchinductor"))
+    yield
+    os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
 def require_hed_weights() -> Path:
