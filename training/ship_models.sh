@@ -92,7 +92,8 @@ small_stages() {  # NAME
   # (detail 0.88 -> 0.86) and alike by eye: not kept; so did 1600 steps on 320 px crops
   # for the Shipwreck and the Scream (stop 35: 23.6 -> 23.8 dB, detail 0.88 -> 0.86; 24.3
   # -> 24.3 dB, 0.96 -> 0.97; the Shipwreck's backdrop still grey, the Scream's face still
-  # pink): not kept. These long stages saw the four photographs of +photos but not the two
+  # pink), nor 1600 steps with two more photographs (scikit-image's coffee and rocket; the
+  # Shipwreck 23.6 -> 23.5 dB, detail 0.88 -> 0.86): not kept. These long stages saw the four photographs of +photos but not the two
   # samples (-samples), which the stages before them saw among their six stills.
   case $1 in
     woman_with_a_hat) echo "$opts -samples --texture-weight 6 --steps 800"
