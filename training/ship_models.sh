@@ -88,13 +88,13 @@ small_stages() {  # NAME
   # long stages, 3200 steps each (Woman with a Hat's first as 800 + 2400). Against the
   # teacher at 1280 px: Woman with a Hat 22.0 -> 22.7 -> 23.0 dB (the sky's detail 0.72 ->
   # 0.76 -> 0.88), the Shipwreck 21.9 -> 23.6, the Scream 23.1 -> 24.3, Starry Night 26.3 ->
-  # 27.1 (stop 34). A second long stage for the Shipwreck came 0.5 dB nearer but softer
-  # (detail 0.88 -> 0.86) and alike by eye: not kept; so did 1600 steps on 320 px crops
-  # for the Shipwreck and the Scream (stop 35: 23.6 -> 23.8 dB, detail 0.88 -> 0.86; 24.3
-  # -> 24.3 dB, 0.96 -> 0.97; the Shipwreck's backdrop still grey, the Scream's face still
-  # pink), nor 1600 steps with two more photographs (scikit-image's coffee and rocket; the
-  # Shipwreck 23.6 -> 23.5 dB, detail 0.88 -> 0.86): not kept. These long stages saw the four photographs of +photos but not the two
-  # samples (-samples), which the stages before them saw among their six stills.
+  # 27.1 (stop 34). Not kept, each alike by eye or softer: a second long stage for the
+  # Shipwreck (0.5 dB nearer, detail 0.88 -> 0.86); 1600 steps on 320 px crops for the
+  # Shipwreck and the Scream (stop 35: 23.6 -> 23.8 dB, detail 0.88 -> 0.86; 24.3 -> 24.3
+  # dB, 0.96 -> 0.97; the backdrop still grey, the face still pink); 1600 steps with two
+  # more photographs for the Shipwreck (scikit-image's coffee and rocket: 23.6 -> 23.5 dB).
+  # These long stages saw the four photographs of +photos but not the two samples
+  # (-samples), which the stages before them saw among their six stills.
   case $1 in
     woman_with_a_hat) echo "$opts -samples --texture-weight 6 --steps 800"
                       echo "$opts -samples --texture-weight 6 --steps 2400 --seed 2"

@@ -208,10 +208,8 @@ class Stylizer:
         runs them, is kept from an earlier job (it then loads in milliseconds)."""
         if not isinstance(self.compiled, PrecompiledNetwork):
             return False
-        image = torch.empty(1, 3, size[1], size[0], dtype=self.dtype)
-        if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return self.compiled.is_kept(image, torch.empty(1))
+        frame = self._prepare(torch.zeros(1, 3, size[1], size[0]))  # laid out as ``_stylize`` feeds it
+        return self.compiled.is_kept(frame, torch.zeros(1))
 
     @property
     def conditioned(self) -> bool:

@@ -27,6 +27,7 @@ temporary copy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -104,6 +105,7 @@ class _WeightsAsInputs(nn.Module):
         return torch.func.functional_call(self._network[0], dict(zip(self._names, weights)), (image, style_weight))
 
 
+@functools.cache  # read once a process: the files do not change under a running job
 def _source_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(_NETS.glob("*.py")):
@@ -111,24 +113,25 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def _cpu_features() -> list[str]:
+@functools.cache
+def _cpu_features() -> tuple[str, ...]:
     """The CPU's instruction-set flags (the compiled kernels use the widest the CPU has).
     Read from ``/proc/cpuinfo``, not from inductor: importing inductor costs 1.3 s."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
                 if line.startswith(("flags", "Features")):
-                    return sorted(line.split(":", 1)[1].split())
+                    return tuple(sorted(line.split(":", 1)[1].split()))
     except OSError:
         pass
-    return [platform.machine(), platform.processor(), torch.backends.cpu.get_cpu_capability()]
+    return (platform.machine(), platform.processor(), torch.backends.cpu.get_cpu_capability())
 
 
 def file_name(model: nn.Module, image: Tensor, style_weight: Tensor) -> str:
     """The compiled network's file for these inputs: a hash of all its code depends on."""
     config = getattr(model, "config", None)
     described = dict(
-        torch=torch.__version__, python=sys.version, source=_source_digest(), cpu=_cpu_features(),
+        torch=torch.__version__, python=sys.version, source=_source_digest(), cpu=list(_cpu_features()),
         # Inductor's CPU kernels specialise on the thread count (how deep loops run in parallel).
         threads=torch.get_num_threads(),
         network=type(model).__qualname__, config=asdict(config) if config is not None else None,
@@ -170,11 +173,13 @@ class PrecompiledNetwork:
 
     def is_kept(self, image: Tensor, style_weight: Tensor) -> bool:
         """Whether an earlier run kept the compiled network for inputs like these."""
-        return ((self.folder or precompiled_folder()) / file_name(self.model, image, style_weight)).is_file()
+        return self._path(image, style_weight).is_file()
+
+    def _path(self, image: Tensor, style_weight: Tensor) -> Path:
+        return (self.folder or precompiled_folder()) / file_name(self.model, image, style_weight)
 
     def _function_for(self, image: Tensor, style_weight: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-        folder = self.folder or precompiled_folder()
-        path = folder / file_name(self.model, image, style_weight)
+        path = self._path(image, style_weight)
         if path.with_suffix(UNLOADABLE).is_file():  # built here before, and it did not load
             return self._plain_compile()
         try:
