@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from stylecore.nets.transformer import (
+    ConditionalInstanceNorm,
     CapturedActivation,
     NormStats,
     StyleTransformer,
@@ -127,6 +128,30 @@ def test_fresh_conditioned_network_starts_unmodulated() -> None:
         delta_half = (torch.logit(model(x, torch.tensor([0.5])), eps=1e-6) - logit) / 0.5
         delta_two = (torch.logit(model(x, torch.tensor([2.0])), eps=1e-6) - logit) / 2.0
         assert torch.allclose(delta_half, delta_two, atol=1e-3)
+
+
+def test_instance_norm_of_a_channels_last_map_on_the_cpu_is_exact() -> None:
+    """Channels whose mean is large beside their spread (as after the first convolution):
+    PyTorch's channels-last CPU group_norm loses their variance to cancellation on one
+    thread (0.07 off here without the centring); the norm must match float64, alone and
+    with a per-sample modulation."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 360, 640) * 0.01 + torch.linspace(-0.5, 0.5, 16)[None, :, None, None]
+    x64 = x.double()
+    want = (x64 - x64.mean((2, 3), keepdim=True)) / (x64.var((2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    norm = ConditionalInstanceNorm(16, 0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            got = norm(x.contiguous(memory_format=torch.channels_last), None, None)
+            batch = norm(torch.cat([x, x]).contiguous(memory_format=torch.channels_last), torch.zeros(2, 32), None)
+    finally:
+        torch.set_num_threads(threads)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    # float32 sums over a 640x360 map still leave 1.5e-4.
+    assert float((got.double() - want).abs().max()) < 1e-3
+    assert float((batch.double() - want).abs().max()) < 1e-3
 
 
 def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:

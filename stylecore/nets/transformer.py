@@ -38,6 +38,8 @@ from torch.nn import functional as F
 # Spatial size must be divisible by 2 ** (number of stride-2 layers).
 SIZE_MULTIPLE = 4
 _EPS = 1e-5
+# Pixel stride of the estimate a channels-last map is centred on before its CPU norm.
+_CENTRE_STRIDE = 8
 # Inputs are clamped this far inside (0, 1) before the logit, so it stays finite.
 _LOGIT_EPS = 1e-3
 OUTPUTS = ("residual", "absolute")
@@ -149,6 +151,15 @@ class ConditionalInstanceNorm(nn.Module):
             scale = scale * torch.rsqrt(stats.var[self.index].float() + _EPS)
             shift = shift - stats.mean[self.index].float() * scale
             return torch.addcmul(shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None])
+        if x.device.type == "cpu" and not x.is_contiguous() and not torch.compiler.is_compiling():
+            # PyTorch's CPU group_norm sums x and x^2 in one float32 pass for channels-last
+            # maps (pytorch/pytorch#54293). Where a channel's mean is large beside its
+            # spread, as after the first convolution, the variance cancels away: normalised
+            # values off by up to 12 at 1280x720 on one thread, whole frames up to 53 levels
+            # of 255 off. Centred first on the mean of every 8th pixel, each channel
+            # normalises to the same values without the cancellation, for a fifth of the
+            # time var_mean adds. Compiled networks compute their moments themselves.
+            x = x - x[:, :, ::_CENTRE_STRIDE, ::_CENTRE_STRIDE].mean(dim=(2, 3), keepdim=True)
         # group_norm with one group per channel is instance normalisation; its kernel is
         # much faster than a separate var_mean on CPU and accumulates in float32 for
         # half-precision inputs.
