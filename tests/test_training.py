@@ -588,6 +588,30 @@ def test_the_distill_texture_term_matches_each_teacher_images_grams_wherever_its
     assert swapped["texture"] > 1e-3
 
 
+def test_the_distill_colour_term_sees_a_colour_cast_and_not_strokes_moved_within_a_block() -> None:
+    """colour * COLOUR_SCALE * mean|pool(S) - pool(T)|, pool the mean over COLOUR_BLOCK
+    pixels square: a cast costs its size; pixels moved within their blocks cost nothing."""
+    from training.objective import COLOUR_BLOCK, COLOUR_SCALE, DISTILL_LAYERS, DistillLoss
+
+    def encoder(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict.fromkeys(DISTILL_LAYERS, x)
+
+    torch.manual_seed(2)
+    b = COLOUR_BLOCK
+    teacher = torch.rand(2, 3, 2 * b, 3 * b) * 0.8
+    _, cast = DistillLoss(encoder, pixel=0.0, feature=0.0, temporal=0.0, colour=2.0)(teacher + 0.1, teacher)  # type: ignore[arg-type]
+    assert cast["colour"] == pytest.approx(2.0 * COLOUR_SCALE * 0.1, rel=1e-4)
+    # Each block's pixels in another order: the same colours, strokes elsewhere.
+    blocks = teacher.reshape(2, 3, 2, b, 3, b).permute(0, 1, 2, 4, 3, 5).reshape(2, 3, 2, 3, b * b)
+    moved = blocks.flip(-1).reshape(2, 3, 2, 3, b, b).permute(0, 1, 2, 4, 3, 5).reshape(teacher.shape)
+    _, terms = DistillLoss(encoder, pixel=1.0, feature=0.0, temporal=0.0, colour=1.0)(moved, teacher)  # type: ignore[arg-type]
+    assert terms["colour"] < 1e-5 < terms["pixel"]
+    with pytest.raises(InputError, match="loss weights"):
+        TrainConfig(style="s", data="d", out="o.safetensors", colour_weight=-1.0)
+    args = build_parser().parse_args(["--style", "s.jpg", "--data", "d", "--out", "o.safetensors", "--colour-weight", "2"])
+    assert config_from_args(args).colour_weight == 2.0
+
+
 @pytest.mark.slow
 def test_a_distilled_half_width_model_learns_its_teacher(tmp_path: Path) -> None:
     """A student at half the channels, trained on a teacher's outputs, comes much closer to

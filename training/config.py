@@ -65,6 +65,7 @@ class TrainConfig:
     res_blocks: int | None = None  # residual blocks; None = the teacher's (or the standard 5)
     pixel_weight: float = 1.0  # distillation: L1 distance to the teacher's output
     texture_weight: float = 0.0  # distillation: Gram matrices of the teacher's output, image by image
+    colour_weight: float = 0.0  # distillation: L1 of block-averaged outputs (their colours)
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -88,7 +89,7 @@ class TrainConfig:
             raise InputError(f"`width` {self.width}: use a channel factor between 0.1 and 4 (0.5 = half the channels)")
         if self.res_blocks is not None and self.res_blocks < 0:
             raise InputError(f"`res_blocks` {self.res_blocks}: use 0 or more residual blocks")
-        if min(self.pixel_weight, self.texture_weight) < 0:
+        if min(self.pixel_weight, self.texture_weight, self.colour_weight) < 0:
             raise InputError("loss weights must be >= 0")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")

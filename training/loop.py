@@ -173,7 +173,7 @@ def build_distill_loss(config: TrainConfig, device: torch.device,
     encoder = load_loss_network(config.loss_net, tuple(DISTILL_LAYERS), device, weights_path=config.vgg_weights,
                                 pooling=RECIPE.pooling)
     return DistillLoss(encoder, config.pixel_weight, config.content_weight, config.temporal_weight, autocast=autocast,
-                       texture=config.texture_weight)
+                       texture=config.texture_weight, colour=config.colour_weight)
 
 
 def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:

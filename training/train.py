@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--texture-weight", type=float, default=d.texture_weight,
                    help="distillation: match the texture (Gram matrices) of the teacher's output, so a small "
                         "student keeps its teacher's sparse strokes (default %(default)s)")
+    k.add_argument("--colour-weight", type=float, default=d.colour_weight,
+                   help="distillation: L1 to the teacher's output averaged over 8x8 pixel blocks, its colours "
+                        "without the strokes, which the pixel term lets a copy miss under strokes it cannot "
+                        "place exactly (default %(default)s)")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
@@ -177,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         width=args.width,
         res_blocks=args.res_blocks,
         pixel_weight=args.pixel_weight,
+        colour_weight=args.colour_weight,
     )
 
 
