@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from stylecore.nets.transformer import (
-    ConditionalInstanceNorm,
     CapturedActivation,
+    ConditionalInstanceNorm,
     NormStats,
     StyleTransformer,
     TransformerConfig,
