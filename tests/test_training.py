@@ -3,6 +3,7 @@ actually learns (loss goes down; the temporal loss lowers the warping error)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import zipfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import PairSampler, scan_data
 from training.flow_cache import FlowCache
-from training.loop import build_loss, settings_changes, train
+from training.loop import build_distill_loss, build_loss, settings_changes, train
 from training.pairs import TrainPair, collate, random_window, to_float
 from training.synthetic import MotionRange, synthetic_pair
 from training.train import build_parser, config_from_args
@@ -608,8 +609,12 @@ def test_the_distill_colour_term_sees_a_colour_cast_and_not_strokes_moved_within
     assert terms["colour"] < 1e-5 < terms["pixel"]
     with pytest.raises(InputError, match="loss weights"):
         TrainConfig(style="s", data="d", out="o.safetensors", colour_weight=-1.0)
-    args = build_parser().parse_args(["--style", "s.jpg", "--data", "d", "--out", "o.safetensors", "--colour-weight", "2"])
-    assert config_from_args(args).colour_weight == 2.0
+    # From the command line to the loss a distillation run builds.
+    args = build_parser().parse_args(["--style", "s.jpg", "--data", "d", "--out", "o.safetensors", "--colour-weight", "2",
+                                      "--loss-net", "random-vgg19"])
+    loss = build_distill_loss(config_from_args(args), torch.device("cpu"), contextlib.nullcontext)
+    _, built = loss(teacher + 0.1, teacher)
+    assert built["colour"] == pytest.approx(2.0 * COLOUR_SCALE * 0.1, rel=1e-4)
 
 
 @pytest.mark.slow
