@@ -13,6 +13,7 @@ from stylecore.nets.loss_nets import LOSS_NETS
 
 from .config import TrainConfig
 from .loop import train
+from .objective import COLOUR_BLOCK
 from .progress import TrainingBar
 
 
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distillation: match the texture (Gram matrices) of the teacher's output, so a small "
                         "student keeps its teacher's sparse strokes (default %(default)s)")
     k.add_argument("--colour-weight", type=float, default=d.colour_weight,
-                   help="distillation: L1 to the teacher's output averaged over 8x8 pixel blocks, its colours "
+                   help=f"distillation: L1 to the teacher's output averaged over {COLOUR_BLOCK}x{COLOUR_BLOCK} pixel "
+                        "blocks, its colours "
                         "without the strokes, which the pixel term lets a copy miss under strokes it cannot "
                         "place exactly (default %(default)s)")
     a.add_argument("--lr", type=float, default=d.learning_rate)
