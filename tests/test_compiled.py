@@ -167,6 +167,84 @@ def test_an_unwritable_cache_or_a_failing_compiler_still_runs_compiled(tmp_path:
     torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
 
 
+def _count_builds_and_compiles(monkeypatch: pytest.MonkeyPatch, build_error: Exception | None,
+                               compile_error: Exception | None) -> tuple[list[int], list[int]]:
+    """Replace the package's build and ``torch.compile`` with stand-ins that fail with the
+    given errors (None: the build fails, torch.compile runs eagerly); returns their call logs."""
+    builds: list[int] = []
+    compiles: list[int] = []
+
+    def build(*args: object) -> None:
+        builds.append(1)
+        raise build_error or RuntimeError("CppCompileError: C++ compile error")
+
+    def fake_compile(model: torch.nn.Module, **kwargs: object) -> Any:
+        compiles.append(1)
+
+        def run(image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            if compile_error is not None:
+                raise compile_error
+            return model(image, weight)
+        return run
+
+    monkeypatch.setattr(PrecompiledNetwork, "_build", build)
+    monkeypatch.setattr(nets_compiled.torch, "compile", fake_compile)
+    return builds, compiles
+
+
+def test_a_failed_build_is_not_tried_again_by_the_next_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build that failed (an export or a C++ compiler that cannot handle the network)
+    would fail again: later jobs go straight to torch.compile for a day, then try again."""
+    model = _network(0)
+    image, weight = _inputs()
+    builds, compiles = _count_builds_and_compiles(monkeypatch, None, None)
+    expected = _eager(model, image, weight)
+    for _ in range(2):
+        torch.testing.assert_close(PrecompiledNetwork(model, tmp_path)(image, weight), expected)
+    assert builds == [1] and compiles == [1, 1]
+    marker = (tmp_path / file_name(model, image, weight)).with_suffix(nets_compiled.FAILED)
+    assert "C++ compile error" in marker.read_text()
+    day_ago = time.time() - nets_compiled.RETRY_HOURS * 3600 - 60
+    os.utime(marker, (day_ago, day_ago))
+    PrecompiledNetwork(model, tmp_path)(image, weight)
+    assert builds == [1, 1]
+
+
+def test_a_failed_torch_compile_is_not_tried_again_by_the_next_jobs(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where torch.compile fails as well (no working compiler), a later job's network fails
+    at once, naming the cause and the marker, so that the caller runs eager without
+    spending a build and a compilation first (in the same worker or a new process)."""
+    model = _network(0)
+    image, weight = _inputs()
+    builds, compiles = _count_builds_and_compiles(
+        monkeypatch, None, RuntimeError("InductorError: CppCompileError: cannot find cc1plus"))
+    network = PrecompiledNetwork(model, tmp_path)
+    with pytest.raises(RuntimeError, match="cannot find cc1plus"):
+        network(image, weight)
+    remembered = (r"torch.compile failed here: .*cannot find cc1plus; remembered in .*\.failed for 24 h, "
+                  r"delete it to try again")
+    for again in (network, PrecompiledNetwork(model, tmp_path)):  # the worker's next job, a new process's
+        with pytest.raises(RuntimeError, match=remembered):
+            again(image, weight)
+    assert builds == [1] and compiles == [1]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), MemoryError(),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory")])
+def test_a_lack_of_memory_or_disk_is_not_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    error: Exception) -> None:
+    """A build or a compilation that ran out of memory or disk may well work next time."""
+    model = _network(0)
+    image, weight = _inputs()
+    builds, compiles = _count_builds_and_compiles(monkeypatch, error, error)
+    for _ in range(2):
+        with pytest.raises(type(error)):
+            PrecompiledNetwork(model, tmp_path)(image, weight)
+    assert builds == [1, 1] and compiles == [1, 1]
+    assert not list(tmp_path.glob("*" + nets_compiled.FAILED))
+
+
 def test_a_package_that_does_not_load_here_is_not_built_again(tmp_path: Path, built: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
@@ -187,8 +265,9 @@ def test_a_package_that_does_not_load_here_is_not_built_again(tmp_path: Path, bu
         out = network(image, weight)
     assert "does not load here" in caplog.text and "TMPDIR" in caplog.text
     torch.testing.assert_close(out, _eager(model, image, weight), atol=1e-4, rtol=1e-4)
-    marker = (tmp_path / file_name(model, image, weight)).with_suffix(nets_compiled.UNLOADABLE)
+    marker = (tmp_path / file_name(model, image, weight)).with_suffix(nets_compiled.FAILED)
     assert marker.is_file() and not marker.with_suffix(nets_compiled.SUFFIX).exists()
+    assert "failed to dlopen" in marker.read_text()
 
     monkeypatch.setattr(nets_compiled, "_open", real_open)
     builds: list[int] = []

@@ -22,7 +22,10 @@ configuration, the input's shape, dtype and layout, the weights' dtypes and layo
 CPU's instruction sets and torch's thread count. Anything that fails (the export, the
 compiler, a file from another build) falls back to a plain ``torch.compile``, whose own
 failure the caller handles as before; a read-only cache still runs compiled, from a
-temporary copy.
+temporary copy. A failure that would come again (not a lack of memory or disk) leaves a
+marker beside where the file would be, so that later jobs do not pay for it again for a
+day: a build that failed or a package that did not load sends them straight to
+``torch.compile``, a ``torch.compile`` that failed too straight to the caller's fallback.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from stylecore.devices import is_oom
 from stylecore.errors import first_line
 from stylecore.io.imageops import atomic_write_bytes
 
@@ -56,7 +60,11 @@ _NETS = Path(__file__).resolve().parent  # the networks' source: a change there 
 # upgrade or a new stylecore leaves the old ones unused: about 2 MB each).
 UNUSED_DAYS = 60
 SUFFIX = ".pt2"  # AOTInductor's package; ".bin" files are stop-34 builds' (torch's aot_compile)
-UNLOADABLE = ".unloadable"  # marks a package built here that did not load here
+# Marks a network that cannot be compiled here (its text: what failed, and why). Its name
+# is the package's, so a new torch, stylecore or CPU tries again.
+FAILED = ".failed"
+RETRY_HOURS = 24  # a marker older than this is ignored: a compiler installed since is found
+_OLD_MARKERS = (".unloadable",)  # earlier versions' markers (a package that did not load): removed
 
 
 def cache_root() -> Path:
@@ -180,15 +188,21 @@ class PrecompiledNetwork:
 
     def _function_for(self, image: Tensor, style_weight: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         path = self._path(image, style_weight)
-        if path.with_suffix(UNLOADABLE).is_file():  # built here before, and it did not load
-            return self._plain_compile()
+        marker = path.with_suffix(FAILED)
+        failed = _read_marker(marker)
+        if failed.startswith(_COMPILE):  # torch.compile failed here before: the caller falls back
+            raise RuntimeError(_remembered(failed.removeprefix(_COMPILE), marker))
+        if failed:  # built (or loaded) here before, and it failed
+            return self._plain_compile(marker)
         try:
             runner = self._load(path)
             if runner is None:
                 runner = self._build(path, image, style_weight)
         except Exception as exc:  # noqa: BLE001 - any failure of export or AOTInductor: compile as usual
             _log.info("no precompiled network (%s); compiling in this process", first_line(exc))
-            return self._plain_compile()
+            if _lasting(exc):
+                _write_marker(marker, f"{_BUILD}{first_line(exc)}")
+            return self._plain_compile(marker)
         weights = _weights(self.model)
         return lambda x, w: runner.run([x, w, *weights])[0]
 
@@ -239,30 +253,76 @@ class PrecompiledNetwork:
         except Exception as exc:
             # A package built here that does not load here (the runner unpacks its library
             # into the temporary folder: one mounted noexec cannot load it) would be built
-            # again by every job: a marker sends later jobs straight to torch.compile.
+            # again by every job: the caller's marker sends later jobs straight to torch.compile.
             _log.warning("the compiled network does not load here (%s); later jobs compile it as they "
                          "start (if the temporary folder is mounted noexec, set TMPDIR to another)", first_line(exc))
             try:
-                path.with_suffix(UNLOADABLE).write_text(f"{first_line(exc)}\n")
                 path.unlink()
             except OSError:
                 pass
             raise
 
-    def _plain_compile(self) -> Callable[[Tensor, Tensor], Tensor]:
+    def _plain_compile(self, marker: Path) -> Callable[[Tensor, Tensor], Tensor]:
         if self.before_build is not None:
             self.before_build()
         compiled = torch.compile(self.model, dynamic=False)
+        # torch.compile compiles on the first call: a failure there that would come again is
+        # remembered, by later jobs (the marker) and by this object's later calls (the
+        # worker's next job shares it), which then fail at once.
+        state = {"first": True, "failed": ""}
 
         def run(image: Tensor, style_weight: Tensor) -> Tensor:
+            if state["failed"]:
+                raise RuntimeError(state["failed"])
             # Dynamo's guards refuse inference tensors (their dispatch keys differ): copies
             # (0.2 ms a 640x360 frame, 1 ms at 1080p).
             with torch.inference_mode(False), torch.no_grad():
                 image = image.clone() if image.is_inference() else image
                 style_weight = style_weight.clone() if style_weight.is_inference() else style_weight
-                return compiled(image, style_weight)
+                try:
+                    out = compiled(image, style_weight)
+                except Exception as exc:
+                    if state["first"] and _lasting(exc):
+                        reason = f"torch.compile failed here: {first_line(exc)}"
+                        _write_marker(marker, _COMPILE + reason)
+                        state["failed"] = _remembered(reason, marker)
+                    raise
+            state["first"] = False
+            return out
 
         return run
+
+
+# A marker's first word: which step failed (the package's build or load, or torch.compile).
+_BUILD, _COMPILE = "build: ", "compile: "
+
+
+def _lasting(exc: BaseException) -> bool:
+    """Whether a compilation's failure would come again: not a lack of memory or of disk
+    space, which the next job may not meet."""
+    return not (isinstance(exc, (OSError, MemoryError)) or is_oom(exc) or "No space left" in str(exc))
+
+
+def _remembered(reason: str, marker: Path) -> str:
+    return f"{reason}; remembered in {marker} for {RETRY_HOURS} h, delete it to try again"
+
+
+def _read_marker(marker: Path) -> str:
+    """What failed for this network here in the last ``RETRY_HOURS`` ("" when nothing did)."""
+    try:
+        if marker.stat().st_mtime < time.time() - RETRY_HOURS * 3600:
+            return ""
+        return marker.read_text(encoding="utf-8").strip() or _BUILD
+    except OSError:  # none, or unreadable: as if nothing had failed
+        return ""
+
+
+def _write_marker(marker: Path, text: str) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(text + "\n", encoding="utf-8")
+    except OSError:  # a read-only cache: later jobs try again
+        pass
 
 
 def _open(path: Path) -> Any:
@@ -275,12 +335,13 @@ def _open(path: Path) -> Any:
 
 def _remove_unused(folder: Path) -> None:
     """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time)
-    and markers as old, and the files of the earlier format (``.bin``), which no version
-    reads any more."""
+    and markers as old (the next job tries that compilation again), and the files of
+    earlier formats (``.bin``, ``.unloadable``), which no version reads any more."""
     cutoff = time.time() - UNUSED_DAYS * 86400
-    for old in [*folder.glob("*" + SUFFIX), *folder.glob("*" + UNLOADABLE), *folder.glob("*.bin")]:
+    markers = [old for suffix in (FAILED, *_OLD_MARKERS) for old in folder.glob("*" + suffix)]
+    for old in [*folder.glob("*" + SUFFIX), *markers, *folder.glob("*.bin")]:
         try:
-            if old.suffix == ".bin" or old.stat().st_mtime < cutoff:
+            if old.suffix in (".bin", *_OLD_MARKERS) or old.stat().st_mtime < cutoff:
                 old.unlink()
         except OSError:  # another process removed or is replacing it
             continue
