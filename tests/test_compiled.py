@@ -222,7 +222,7 @@ def test_a_failed_torch_compile_is_not_tried_again_by_the_next_jobs(tmp_path: Pa
     network = PrecompiledNetwork(model, tmp_path)
     with pytest.raises(RuntimeError, match="cannot find cc1plus"):
         network(image, weight)
-    remembered = (r"torch.compile failed here: .*cannot find cc1plus; remembered in .*\.failed for 24 h, "
+    remembered = (r"torch.compile: .*cannot find cc1plus; remembered in .*\.failed for 24 h, "
                   r"delete it to try again")
     for again in (network, PrecompiledNetwork(model, tmp_path)):  # the worker's next job, a new process's
         with pytest.raises(RuntimeError, match=remembered):

@@ -420,7 +420,7 @@ def test_a_failed_automatic_compilation_falls_back_to_eager(tmp_path: Path, clip
     for n in range(1, 4):
         assert np.array_equal(load_image(a.frame_path(n)), load_image(b.frame_path(n)))
     forced = JobSpec(content=str(clip), output=str(tmp_path / "forced"), mode="feedforward", model=model, compile=True)
-    with pytest.raises(DeviceError, match=r"compiled network failed \(torch.compile failed here: C\+\+ compile error: "
+    with pytest.raises(DeviceError, match=r"compiled network failed \(torch.compile: C\+\+ compile error: "
                                           r"cannot find cc1plus; remembered in .*\); run with `compile` off"):
         _run(forced, range(3))
     ff._CACHE.clear()

@@ -283,7 +283,7 @@ class PrecompiledNetwork:
                     out = compiled(image, style_weight)
                 except Exception as exc:
                     if state["first"] and _lasting(exc):
-                        reason = f"torch.compile failed here: {first_line(exc)}"
+                        reason = f"torch.compile: {first_line(exc)}"
                         _write_marker(marker, _COMPILE + reason)
                         state["failed"] = _remembered(reason, marker)
                     raise
@@ -335,7 +335,7 @@ def _open(path: Path) -> Any:
 
 def _remove_unused(folder: Path) -> None:
     """Remove kept files not loaded for ``UNUSED_DAYS`` (loading refreshes a file's time)
-    and markers as old (the next job tries that compilation again), and the files of
+    and markers as old (ignored after a day already), and the files of
     earlier formats (``.bin``, ``.unloadable``), which no version reads any more."""
     cutoff = time.time() - UNUSED_DAYS * 86400
     markers = [old for suffix in (FAILED, *_OLD_MARKERS) for old in folder.glob("*" + suffix)]
