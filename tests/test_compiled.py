@@ -169,8 +169,9 @@ def test_an_unwritable_cache_or_a_failing_compiler_still_runs_compiled(tmp_path:
 
 def _count_builds_and_compiles(monkeypatch: pytest.MonkeyPatch, build_error: Exception | None,
                                compile_error: Exception | None) -> tuple[list[int], list[int]]:
-    """Replace the package's build and ``torch.compile`` with stand-ins that fail with the
-    given errors (None: the build fails, torch.compile runs eagerly); returns their call logs."""
+    """Replace the package's build with a stand-in that always fails (with ``build_error``,
+    else a C++ compile error) and ``torch.compile`` with one whose network fails with
+    ``compile_error`` (None: it runs the model eagerly); returns their call logs."""
     builds: list[int] = []
     compiles: list[int] = []
 
