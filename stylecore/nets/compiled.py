@@ -312,7 +312,7 @@ def _read_marker(marker: Path) -> str:
     try:
         if marker.stat().st_mtime < time.time() - RETRY_HOURS * 3600:
             return ""
-        return marker.read_text(encoding="utf-8").strip() or _BUILD
+        return marker.read_text(encoding="utf-8").strip()
     except OSError:  # none, or unreadable: as if nothing had failed
         return ""
 
@@ -320,7 +320,8 @@ def _read_marker(marker: Path) -> str:
 def _write_marker(marker: Path, text: str) -> None:
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(text + "\n", encoding="utf-8")
+        # Whole or absent: a job starting beside this one reads the step that failed.
+        atomic_write_bytes(marker, (text + "\n").encode())
     except OSError:  # a read-only cache: later jobs try again
         pass
 
