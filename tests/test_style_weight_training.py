@@ -1,9 +1,11 @@
 """Training the Style Weight control: the monotone term (a stronger weight must give a
-lower style loss on the same frame) and fine-tuning a model from another (``--init``)."""
+lower style loss on the same frame), a distilled copy's own (a stronger weight must move
+the frame further) and fine-tuning a model from another (``--init``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,10 @@ from conftest import smooth_texture, stripe_style, write_image
 from stylecore.errors import InputError, cli_wording
 from stylecore.nets.model_file import load_model
 from training.config import TrainConfig
-from training.loop import _TWIN_MIN_GAP, draw_twin_weight, train
-from training.objective import MONOTONE_MARGIN, monotone_hinge
+from training.loop import _TWIN_MIN_GAP, distill_batch_loss, draw_twin_weight, train
+from training.objective import (CHANGE_MARGIN, CHANGE_SCALE, DISTILL_LAYERS, MONOTONE_MARGIN, DistillLoss, change_from,
+                                monotone_hinge, rising_hinge)
+from training.pairs import PairBatch
 
 
 def test_monotone_hinge_is_its_formula() -> None:
@@ -33,6 +37,71 @@ def test_monotone_hinge_moves_only_the_stronger_output() -> None:
     weaker = torch.tensor([1.0], requires_grad=True)
     monotone_hinge(stronger, weaker).backward()
     assert float(stronger.grad) > 0 and weaker.grad is None
+
+
+def test_rising_hinge_is_its_formula_and_moves_only_the_stronger_output() -> None:
+    stronger = torch.tensor([0.2, 0.1, 0.101, 0.3], requires_grad=True)
+    weaker = torch.tensor([0.1, 0.2, 0.1, 0.3], requires_grad=True)
+    expected = np.mean([max(0.0, (1 + CHANGE_MARGIN) * w - s) for s, w in zip(stronger.tolist(), weaker.tolist())])
+    hinge = rising_hinge(stronger, weaker)
+    assert float(hinge.detach()) == pytest.approx(expected)
+    # Further by the margin costs nothing; as far costs the margin.
+    assert float(rising_hinge(torch.tensor([0.2]), torch.tensor([0.1]))) == 0.0
+    assert float(rising_hinge(torch.tensor([0.1]), torch.tensor([0.1]))) == pytest.approx(CHANGE_MARGIN * 0.1, rel=1e-5)
+    hinge.backward()
+    assert float(stronger.grad[1]) < 0 and weaker.grad is None  # type: ignore[index]
+
+
+class _Painter(torch.nn.Module):
+    """Paints ``frame + gain(weight) * 0.1``: the change from the frame is ``|gain| * 0.1``."""
+
+    def __init__(self, gain: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.gain = gain
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.gain(weights)[:, None, None, None] * 0.1
+
+
+def test_the_distill_monotone_term_asks_a_stronger_weight_to_move_the_frame_further() -> None:
+    """monotone * CHANGE_SCALE * rising_hinge(change(stronger), change(weaker)), whichever
+    side of the pair's weight the twin's lies: zero for a copy whose change rises with the
+    weight, the hinge's formula for one whose change falls."""
+    def encoder(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict.fromkeys(DISTILL_LAYERS, x)
+
+    torch.manual_seed(3)
+    frames = torch.rand(2, 3, 8, 8) * 0.5
+    batch = PairBatch(frames[:1], frames[1:], torch.zeros(1, 2, 8, 8), torch.ones(1, 1, 8, 8))
+    loss = DistillLoss(encoder, pixel=1.0, feature=0.0, temporal=0.0, monotone=2.0)  # type: ignore[arg-type]
+    rising, falling = _Painter(lambda w: w), _Painter(lambda w: 2.0 - w)
+    weight = torch.tensor([1.0])
+    for twin in (0.5, 1.5):
+        _, terms = distill_batch_loss(rising, rising, batch, weight, loss, twin_weight=twin)  # type: ignore[arg-type]
+        assert terms["monotone"] == 0.0
+        total, terms = distill_batch_loss(falling, rising, batch, weight, loss, twin_weight=twin)  # type: ignore[arg-type]
+        strong, weak = (twin, 1.0) if twin > 1.0 else (1.0, twin)
+        expected = 2.0 * CHANGE_SCALE * ((1 + CHANGE_MARGIN) * (2.0 - weak) - (2.0 - strong)) * 0.1
+        assert terms["monotone"] == pytest.approx(expected, rel=1e-4)
+        total.backward()
+        assert float(falling.scale.grad) != 0.0  # type: ignore[arg-type]
+    _, without = distill_batch_loss(falling, rising, batch, weight, loss)  # type: ignore[arg-type]
+    assert "monotone" not in without
+    assert float(change_from(frames, frames + 0.1)[0]) == pytest.approx(0.1)
+
+
+def test_distillation_logs_its_monotone_term_only_when_asked(tmp_path: Path) -> None:
+    teacher = train(_tiny(tmp_path, "teacher.safetensors", steps=1), log=lambda _: None)
+    lines: list[str] = []
+    train(_tiny(tmp_path, "on-small.safetensors", teacher=str(teacher), width=0.5, distill_monotone_weight=1.0),
+          log=lines.append)
+    assert all("monotone" in line for line in lines if line.startswith("step "))
+    lines.clear()
+    train(_tiny(tmp_path, "off-small.safetensors", teacher=str(teacher), width=0.5), log=lines.append)
+    assert not any("monotone" in line for line in lines)
+    with pytest.raises(InputError, match="loss weights"):
+        _tiny(tmp_path, "bad.safetensors", distill_monotone_weight=-1.0)
 
 
 def test_twin_weights_cover_the_range_away_from_their_frame() -> None:
@@ -97,7 +166,8 @@ def test_the_command_line_reaches_the_monotone_weight_and_init() -> None:
     from training.train import build_parser, config_from_args
 
     args = build_parser().parse_args(["--style", "s.jpg", "--data", "d", "--out", "m.safetensors",
-                                      "--monotone-weight", "2.5", "--init", "first.safetensors"])
+                                      "--monotone-weight", "2.5", "--init", "first.safetensors",
+                                      "--distill-monotone-weight", "1.5"])
     config = config_from_args(args)
-    assert (config.monotone_weight, config.init) == (2.5, "first.safetensors")
+    assert (config.monotone_weight, config.init, config.distill_monotone_weight) == (2.5, "first.safetensors", 1.5)
     assert config_from_args(build_parser().parse_args(["--style", "s", "--data", "d", "--out", "m.safetensors"])).init is None

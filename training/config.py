@@ -30,7 +30,7 @@ class TrainConfig:
     noise_weight: float = 0.0  # flow-free noise-stability loss; 0 = off
     noise_sigma: float = 0.03  # standard deviation of the added noise, in [0, 1] pixels
     # Hinge that makes a stronger style weight give a lower style loss on the same frame
-    # (the strength control must be monotone; see objective.MonotoneStyleLoss); 0 = off.
+    # (the strength control must be monotone; see objective.monotone_hinge); 0 = off.
     monotone_weight: float = 1.0
     style_size: int = 512  # long side of the style image for its Gram matrices
     style_rotate: bool = False  # also match the style turned 90 degrees (against stripes)
@@ -66,6 +66,9 @@ class TrainConfig:
     pixel_weight: float = 1.0  # distillation: L1 distance to the teacher's output
     texture_weight: float = 0.0  # distillation: Gram matrices of the teacher's output, image by image
     colour_weight: float = 0.0  # distillation: L1 of block-averaged outputs (their colours)
+    # Distillation's own monotone term (``monotone_weight`` is the style-loss one, which a
+    # distillation does not compute): a stronger weight must move the frame further; 0 = off.
+    distill_monotone_weight: float = 0.0
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -89,7 +92,7 @@ class TrainConfig:
             raise InputError(f"`width` {self.width}: use a channel factor between 0.1 and 4 (0.5 = half the channels)")
         if self.res_blocks is not None and self.res_blocks < 0:
             raise InputError(f"`res_blocks` {self.res_blocks}: use 0 or more residual blocks")
-        if min(self.pixel_weight, self.texture_weight, self.colour_weight) < 0:
+        if min(self.pixel_weight, self.texture_weight, self.colour_weight, self.distill_monotone_weight) < 0:
             raise InputError("loss weights must be >= 0")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")

@@ -140,9 +140,12 @@ def distill_batch_loss(
     weights: torch.Tensor,
     loss_fn: DistillLoss,
     autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    twin_weight: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The distillation loss of one batch: student and teacher see both frames of each
-    pair at the pair's style weight; the temporal term ties the student's two outputs."""
+    pair at the pair's style weight; the temporal term ties the student's two outputs.
+    With ``twin_weight`` the student also paints the first pair's current frame at that
+    weight, for the monotone term."""
     n = batch.cur.shape[0]
     inputs = torch.cat([batch.prev, batch.cur])
     pair_weights = torch.cat([weights, weights])
@@ -150,8 +153,13 @@ def distill_batch_loss(
         targets = teacher(inputs, pair_weights).float()
     with autocast():
         outputs = model(inputs, pair_weights)
+        twins = None
+        if twin_weight is not None:
+            frame, own = inputs[n : n + 1], outputs[n : n + 1]
+            twin = model(frame, torch.tensor([twin_weight], device=inputs.device))
+            twins = (frame, own, twin) if twin_weight > float(weights[0]) else (frame, twin, own)
     temporal = (outputs[n:], outputs[:n], batch.flow_bw, batch.mask)
-    return loss_fn(outputs, targets, temporal=temporal)
+    return loss_fn(outputs, targets, temporal=temporal, twins=twins)
 
 
 def load_teacher(config: TrainConfig, style_image: np.ndarray, device: torch.device) -> tuple[StyleTransformer, dict[str, Any]]:
@@ -173,7 +181,8 @@ def build_distill_loss(config: TrainConfig, device: torch.device,
     encoder = load_loss_network(config.loss_net, tuple(DISTILL_LAYERS), device, weights_path=config.vgg_weights,
                                 pooling=RECIPE.pooling)
     return DistillLoss(encoder, config.pixel_weight, config.content_weight, config.temporal_weight, autocast=autocast,
-                       texture=config.texture_weight, colour=config.colour_weight)
+                       texture=config.texture_weight, colour=config.colour_weight,
+                       monotone=config.distill_monotone_weight)
 
 
 def build_loss(config: TrainConfig, device: torch.device, autocast: Callable[[], AbstractContextManager[object]]) -> tuple[HybridLoss, np.ndarray]:
@@ -310,7 +319,9 @@ def train(
 
         def step_loss(batch: PairBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             assert teacher is not None
-            return distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast)
+            twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
+                           if config.conditioned and config.distill_monotone_weight > 0 else None)
+            return distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast, twin_weight)
     else:
         loss_fn, style_image = build_loss(config, device, autocast)
 

@@ -16,12 +16,18 @@
 - distillation (``DistillLoss``, the "-small" models): instead of the content, style and
   TV terms, a narrower student matches a trained teacher's output at the same style weight,
   in pixels (L1) and in loss-network features (relative error at ``DISTILL_LAYERS``); the
-  temporal term stays, so the student is as stable as its teacher. The monotone term is
-  not needed: the student learns the teacher's output at every weight. An optional
+  temporal term stays, so the student is as stable as its teacher. An optional
   texture term matches the Gram matrices of the teacher's output, image by image, at the
   same layers: pixel and feature errors alone let a narrower student leave out the
   teacher's sparse strokes (a blank sky where the teacher paints dashes), since any stroke
-  it places a little off costs more than none.
+  it places a little off costs more than none. Its own monotone term (optional): a
+  student follows its teacher's curve over the style weight, and where that curve is
+  nearly flat (the Shipwreck's from 1 to 1.5 on a portrait: +0.5 %) a copy can tip over
+  and move the frame less at a stronger weight; a hinge then asks the stronger of two
+  outputs of one frame to be further from it (mean absolute difference) than the weaker.
+  It measures pixels, not the style loss, because the distillation's loss network stops
+  at ``relu3_1`` and because "further from the frame" is what the Style Weight slider
+  promises (the shipped models' test measures the same).
 - monotone (our addition, not in the papers): one frame of the batch again at a second
   style weight (its "twin"); a hinge on the stronger output's style loss exceeding the
   weaker one's. The
@@ -70,6 +76,14 @@ COLOUR_BLOCK = 8
 # from its teacher where its pixel L1 was 0.054. At weight 1 this term is then about three
 # times the pixel term, so the colour outweighs the strokes.
 COLOUR_SCALE = 3e1
+# Distillation's monotone term: the stronger output must be this fraction further from
+# the frame than the weaker. Small, since the teachers' own curves are nearly flat at the
+# strong end: from weight 1 to 1.5 on the astronaut they rise 0.5 % (the Shipwreck), 1.2 %
+# (the Scream), 10 % (Starry Night, Woman with a Hat).
+CHANGE_MARGIN = 0.01
+# Frames move 0.1-0.25 (mean absolute difference) from their input at weights 0.25-2: a
+# shortfall of a few thousandths then weighs near the pixel term.
+CHANGE_SCALE = 1e2
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,18 @@ def monotone_hinge(stronger: Tensor, weaker: Tensor, margin: float = MONOTONE_MA
     ``weaker`` is a target (detached): the term pushes the stronger output, never the weaker
     one away from its own objective."""
     return torch.relu(stronger - (1.0 - margin) * weaker.detach()).mean()
+
+
+def rising_hinge(stronger: Tensor, weaker: Tensor, margin: float = CHANGE_MARGIN) -> Tensor:
+    """Mean of ``max(0, (1 + margin) * weaker - stronger)`` over a batch: zero once every
+    stronger-weight measure exceeds its weaker twin's by ``margin``; ``weaker`` is a target
+    (detached), so only the stronger output is pushed."""
+    return torch.relu((1.0 + margin) * weaker.detach() - stronger).mean()
+
+
+def change_from(inputs: Tensor, outputs: Tensor) -> Tensor:
+    """How far each output moved from its input: the mean absolute difference per image."""
+    return (outputs.float() - inputs.float()).abs().flatten(1).mean(1)
 
 
 class HybridLoss:
@@ -189,8 +215,10 @@ class DistillLoss:
     """A student's loss against its teacher's outputs on the same frames and weights:
     ``p * PIXEL_SCALE * |S - T|_1 + f * sum_l content_loss(phi_l(S), phi_l(T))
     + x * TEXTURE_SCALE * sum_l style_loss(phi_l(S), gram(phi_l(T)))
-    + c * COLOUR_SCALE * |pool(S) - pool(T)|_1 + g * temporal``, ``pool`` the mean over
-    ``COLOUR_BLOCK`` pixels square.
+    + c * COLOUR_SCALE * |pool(S) - pool(T)|_1 + g * temporal
+    + m * CHANGE_SCALE * rising_hinge(|S_strong - X|, |S_weak - X|)``, ``pool`` the mean
+    over ``COLOUR_BLOCK`` pixels square, ``S_strong``/``S_weak`` the student's outputs of
+    the same frames ``X`` at a stronger and a weaker style weight.
 
     Why a colour term beside the pixel one: the pixel L1 weighs a stroke a little off as
     much as a broad colour cast under it, and a narrow copy cannot place every stroke;
@@ -207,10 +235,11 @@ class DistillLoss:
         autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
         texture: float = 0.0,
         colour: float = 0.0,
+        monotone: float = 0.0,
     ) -> None:
         self.encoder = encoder
         self.pixel, self.feature, self.temporal, self.texture = pixel, feature, temporal, texture
-        self.colour = colour
+        self.colour, self.monotone = colour, monotone
         self.autocast = autocast
 
     def __call__(
@@ -218,8 +247,11 @@ class DistillLoss:
         outputs: Tensor,
         teacher_outputs: Tensor,
         temporal: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+        twins: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        """``outputs``, ``teacher_outputs``: ``M x 3 x S x S``; ``temporal`` as in ``HybridLoss``."""
+        """``outputs``, ``teacher_outputs``: ``M x 3 x S x S``; ``temporal`` as in ``HybridLoss``;
+        ``twins``: ``(frames, weaker, stronger)``, the student's outputs of the same frames
+        at two style weights, for the monotone term."""
         with torch.no_grad(), self.autocast():
             targets = _float(self.encoder(teacher_outputs))
         with self.autocast():
@@ -237,6 +269,10 @@ class DistillLoss:
             terms["colour"] = self.colour * COLOUR_SCALE * (blocks[0] - blocks[1]).abs().mean()
         if temporal is not None and self.temporal > 0:
             terms["temporal"] = self.temporal * temporal_term(*temporal)
+        if twins is not None and self.monotone > 0:
+            frames, weaker, stronger = twins
+            hinge = rising_hinge(change_from(frames, stronger), change_from(frames, weaker))
+            terms["monotone"] = self.monotone * CHANGE_SCALE * hinge
         total = sum(terms.values(), start=torch.zeros((), device=outputs.device))
         return total, {name: float(value.detach()) for name, value in terms.items()}
 

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "blocks, its colours "
                         "without the strokes, which the pixel term lets a copy miss under strokes it cannot "
                         "place exactly (default %(default)s)")
+    k.add_argument("--distill-monotone-weight", type=float, default=d.distill_monotone_weight,
+                   help="distillation: keeps the copy's Style Weight control monotone, a stronger weight moving "
+                        "the frame further from the input than a weaker one, where the teacher's own curve is "
+                        "nearly flat and a copy may tip over (default %(default)s: off)")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
@@ -184,6 +188,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         res_blocks=args.res_blocks,
         pixel_weight=args.pixel_weight,
         colour_weight=args.colour_weight,
+        distill_monotone_weight=args.distill_monotone_weight,
     )
 
 
