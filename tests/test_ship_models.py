@@ -22,7 +22,8 @@ MODELS = ROOT / "stylecore" / "models"
 NAMES = ["starry_night", "scream", "shipwreck", "woman_with_a_hat"]
 # The settings that make a stage what it is (paths, logging and checkpoints do not).
 SETTINGS = ["steps", "size", "batch_size", "learning_rate", "monotone_weight", "still_fraction", "zoom",
-            "texture_weight", "colour_weight", "seed", "width", "res_blocks", "pixel_weight", "style_rotate"]
+            "texture_weight", "colour_weight", "seed", "width", "res_blocks", "pixel_weight", "style_rotate",
+            "distill_monotone_weight"]
 # A setting an early stage's record lacks did not exist then: what it was in effect.
 BEFORE_IT_EXISTED = {"monotone_weight": 0.0}
 
