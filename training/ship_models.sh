@@ -137,7 +137,10 @@ small_stages() {  # NAME
   # second 2400-step stage instead (from the first): monotone too, but 25.1 dB.
   # The Scream's copy a second stage with the colour term at 4, the monotone term on:
   # 26.36 -> 26.54 dB, ΔE 5.35 -> 5.26, detail 0.96 kept; Starry Night's its first at 4:
-  # 27.71 -> 28.28 dB, ΔE 3.33 -> 2.99, detail 0.92 kept.
+  # 27.71 -> 28.28 dB, ΔE 3.33 -> 2.99, detail 0.92 kept. Not kept: Woman with a Hat's
+  # copy with the texture term at 6 and the colour term at 1 (23.35 dB, but fewer red
+  # dashes in the sky), and with a term on the colours' distribution beside them (fewer
+  # still).
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;
