@@ -100,6 +100,12 @@ def test_distillation_logs_its_monotone_term_only_when_asked(tmp_path: Path) -> 
     lines.clear()
     train(_tiny(tmp_path, "off-small.safetensors", teacher=str(teacher), width=0.5), log=lines.append)
     assert not any("monotone" in line for line in lines)
+    # A teacher without a Style Weight input: a twin's output would be the same frame, and
+    # the hinge would only push the copy away from its teacher. No term.
+    flat = train(_tiny(tmp_path, "flat.safetensors", steps=1, conditioned=False), log=lambda _: None)
+    train(_tiny(tmp_path, "flat-small.safetensors", teacher=str(flat), width=0.5, distill_monotone_weight=1.0),
+          log=lines.append)
+    assert not any("monotone" in line for line in lines)
     with pytest.raises(InputError, match="loss weights"):
         _tiny(tmp_path, "bad.safetensors", distill_monotone_weight=-1.0)
 

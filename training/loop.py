@@ -311,6 +311,16 @@ def train(
 
     teacher: StyleTransformer | None = None
     teacher_record: dict[str, Any] | None = None
+
+    def twin_weight(weights: torch.Tensor, term: float) -> float | None:
+        """A second style weight for a monotone term weighted ``term``, drawn in the range of
+        the network being trained (a student's is its teacher's); None where the term is off
+        or the network has no Style Weight input, whose outputs would not differ."""
+        network = model.config
+        if not network.conditioned or term <= 0:
+            return None
+        return draw_twin_weight(float(weights[0]), network.max_style_weight, rng)
+
     step_loss: Callable[[PairBatch, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
     if config.teacher:
         style_image = load_image(config.style)
@@ -319,16 +329,14 @@ def train(
 
         def step_loss(batch: PairBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             assert teacher is not None
-            twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
-                           if config.conditioned and config.distill_monotone_weight > 0 else None)
-            return distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast, twin_weight)
+            return distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast,
+                                      twin_weight(weights, config.distill_monotone_weight))
     else:
         loss_fn, style_image = build_loss(config, device, autocast)
 
         def step_loss(batch: PairBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-            twin_weight = (draw_twin_weight(float(weights[0]), config.max_style_weight, rng)
-                           if config.conditioned and config.monotone_weight > 0 else None)
-            return batch_loss(model, batch, weights, loss_fn, config, autocast, twin_weight)
+            return batch_loss(model, batch, weights, loss_fn, config, autocast,
+                              twin_weight(weights, config.monotone_weight))
     sources = scan_data(config.data)
     # Only now, past every check of the inputs, so that a refused run leaves no new empty
     # folder behind; still before the flow cache and any step write there.
