@@ -23,7 +23,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import PairSampler, scan_data
 from training.flow_cache import FlowCache
-from training.loop import build_distill_loss, build_loss, settings_changes, train
+from training.loop import SAME_TEACHER, _stage_record, build_distill_loss, build_loss, settings_changes, train
 from training.pairs import TrainPair, collate, random_window, to_float
 from training.synthetic import MotionRange, synthetic_pair
 from training.train import build_parser, config_from_args
@@ -615,6 +615,20 @@ def test_the_distill_colour_term_sees_a_colour_cast_and_not_strokes_moved_within
     loss = build_distill_loss(config_from_args(args), torch.device("cpu"), contextlib.nullcontext)
     _, built = loss(teacher + 0.1, teacher)
     assert built["colour"] == pytest.approx(2.0 * COLOUR_SCALE * 0.1, rel=1e-4)
+
+
+def test_a_stage_names_its_start_s_teacher_instead_of_repeating_it() -> None:
+    teacher = {"model": "scream", "training": {"steps": 600, "init": {"model": "stage1", "training": {"steps": 1000}}}}
+    start = {"steps": 500, "teacher": teacher, "init": {"model": "small5", "training": {"steps": 1500}}}
+    kept = _stage_record(start, teacher)
+    assert kept is not None and kept["teacher"] == {"model": "scream", "training": SAME_TEACHER}
+    assert kept["steps"] == 500 and kept["init"] == start["init"] and start["teacher"] is teacher
+    # A copy that follows a retrained teacher keeps the record of the one it learnt before.
+    retrained = {"model": "scream", "training": {"steps": 300}}
+    assert _stage_record(start, retrained) == start
+    assert _stage_record(start, None) == start and _stage_record(None, teacher) is None
+    plain = {"steps": 600}
+    assert _stage_record(plain, teacher) == plain
 
 
 @pytest.mark.slow
