@@ -167,15 +167,17 @@ def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:
         var, mean = torch.var_mean(got.value.activation, dim=(2, 3), unbiased=False)
         stats.mean[layer], stats.var[layer] = mean, var
     stats.capture = None
-    y = x.clone()
-    y[0, :, 80, 80] += 0.5
-    with torch.no_grad():
-        changed = (model(x, None, stats) - model(y, None, stats)).abs().amax(dim=1)[0] > 0
-    rows, cols = torch.nonzero(changed, as_tuple=True)
-    reach = int(max((rows - 80).abs().max(), (cols - 80).abs().max()))
-    assert 0 < reach <= model.receptive_radius()
-    # The bound is tight to within the upsampling rounding.
-    assert reach >= model.receptive_radius() - 4
+    reaches = []
+    for at in range(80, 84):  # each place on the 4-pixel grid reaches its own distance
+        y = x.clone()
+        y[0, :, at, at] += 0.5
+        with torch.no_grad():
+            changed = (model(x, None, stats) - model(y, None, stats)).abs().amax(dim=1)[0] > 0
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        reaches.append(int(max((rows - at).abs().max(), (cols - at).abs().max())))
+    assert 0 < min(reaches) and max(reaches) <= model.receptive_radius()
+    # The bound is tight to within a pixel of rounding.
+    assert max(reaches) >= model.receptive_radius() - 1
 
 
 @pytest.mark.parametrize("conditioned", [True, False])
@@ -196,3 +198,4 @@ def test_first_blocks_is_the_network_with_its_later_blocks_skipped(conditioned: 
     assert torch.equal(got, want)
     with pytest.raises(ValueError, match="between 0 and 4"):
         _perturbed(TransformerConfig(res_blocks=4)).first_blocks(5)
+
