@@ -143,7 +143,8 @@ small_stages() {  # NAME
   # dashes in the sky), and with a term on the colours' distribution beside them (fewer
   # still). Stop 39, not kept either (docs/training.md): its copy 6000 more steps with the
   # texture term at 6 (23.81 dB, the dashes as few), with 32-channel blocks (23.28 dB after
-  # 4000 steps, as few), and a copy with half-resolution edges (19.6 dB, a 2x2 dot grid).
+  # 4000 steps, as few), a copy with half-resolution edges (19.6 dB, a 2x2 dot grid), and
+  # a pixel term weighed by the teacher's strokes (23.2-23.7 dB, the dashes as few).
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;
