@@ -198,4 +198,3 @@ def test_first_blocks_is_the_network_with_its_later_blocks_skipped(conditioned: 
     assert torch.equal(got, want)
     with pytest.raises(ValueError, match="between 0 and 4"):
         _perturbed(TransformerConfig(res_blocks=4)).first_blocks(5)
-
