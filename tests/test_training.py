@@ -631,6 +631,21 @@ def test_a_stage_names_its_start_s_teacher_instead_of_repeating_it() -> None:
     assert _stage_record(plain, teacher) == plain
 
 
+def test_a_second_distillation_stage_records_its_teacher_once(tmp_path: Path) -> None:
+    """Through ``train``: a stage started from a copy of the same teacher names that teacher
+    in its ``init`` record; its own ``teacher`` record stays whole."""
+    style, data = _setup(tmp_path)
+    teacher = train(_config(style, data, tmp_path / "t.safetensors", steps=1), log=lambda _: None)
+    first = train(_config(style, data, tmp_path / "first.safetensors", steps=1, teacher=str(teacher), width=0.5),
+                  log=lambda _: None)
+    second = train(_config(style, data, tmp_path / "second.safetensors", steps=1, teacher=str(teacher), width=0.5,
+                           init=str(first)), log=lambda _: None)
+    record = load_model(second)[1].training
+    assert record["teacher"] == load_model(first)[1].training["teacher"]  # type: ignore[index]
+    assert record["teacher"]["training"]["steps"] == 1  # type: ignore[index]
+    assert record["init"]["training"]["teacher"] == {"model": "t", "training": SAME_TEACHER}  # type: ignore[index]
+
+
 @pytest.mark.slow
 def test_a_distilled_half_width_model_learns_its_teacher(tmp_path: Path) -> None:
     """A student at half the channels, trained on a teacher's outputs, comes much closer to
