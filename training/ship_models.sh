@@ -148,6 +148,8 @@ small_stages() {  # NAME
   # 40, not kept: an adversarial term (a patch critic on the strokes, 2000 steps at 0.1 and
   # 0.3: 22.9 and 22.6 dB, no red dashes) and the teacher's 16 channels at full resolution
   # (1200 steps, 23.2 dB, no red dashes, and 1.54x the teacher's speed instead of 2.08x).
+  # The copy trained on its teacher's own objective paints strokes there (800 steps), so
+  # the distillation terms flatten that sky (docs/training.md).
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;
