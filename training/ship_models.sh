@@ -149,7 +149,11 @@ small_stages() {  # NAME
   # 0.3: 22.9 and 22.6 dB, no red dashes) and the teacher's 16 channels at full resolution
   # (1200 steps, 23.2 dB, no red dashes, and 1.54x the teacher's speed instead of 2.08x).
   # The copy trained on its teacher's own objective paints strokes there (800 steps), so
-  # the distillation terms flatten that sky (docs/training.md).
+  # the distillation terms flatten that sky (docs/training.md). Stop 41, not kept: those
+  # terms masked where the teacher invents strokes, with and without a term on local
+  # high-pass statistics (22.9-23.2 dB, no red dashes), and 576 px views painted whole
+  # (22.3 dB after 700 steps); a 192 px crop of that sky alone is painted half red by
+  # both networks, its own statistics, so the crops never show the dashes' regime.
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;
