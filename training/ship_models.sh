@@ -152,7 +152,7 @@ small_stages() {  # NAME
   # the distillation terms flatten that sky (docs/training.md). Stop 41, not kept: those
   # terms masked where the teacher invents strokes, with and without a term on local
   # high-pass statistics (22.9-23.2 dB, no red dashes), and 576 px views painted whole
-  # (22.3 dB after 700 steps); a 192 px crop of that sky alone is painted half red by
+  # (22.8 dB after 1700 steps); a 192 px crop of that sky alone is painted half red by
   # both networks, its own statistics, so the crops never show the dashes' regime.
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
