@@ -144,16 +144,9 @@ small_stages() {  # NAME
   # still). Stop 39, not kept either (docs/training.md): its copy 6000 more steps with the
   # texture term at 6 (23.81 dB, the dashes as few), with 32-channel blocks (23.28 dB after
   # 4000 steps, as few), a copy with half-resolution edges (19.6 dB, a 2x2 dot grid), and
-  # a pixel term weighed by the teacher's strokes (23.2-23.7 dB, the dashes as few). Stop
-  # 40, not kept: an adversarial term (a patch critic on the strokes, 2000 steps at 0.1 and
-  # 0.3: 22.9 and 22.6 dB, no red dashes) and the teacher's 16 channels at full resolution
-  # (1200 steps, 23.2 dB, no red dashes, and 1.54x the teacher's speed instead of 2.08x).
-  # The copy trained on its teacher's own objective paints strokes there (800 steps), so
-  # the distillation terms flatten that sky (docs/training.md). Stop 41, not kept: those
-  # terms masked where the teacher invents strokes, with and without a term on local
-  # high-pass statistics (22.9-23.2 dB, no red dashes), and 576 px views painted whole
-  # (22.8 dB after 1700 steps); a 192 px crop of that sky alone is painted half red by
-  # both networks, its own statistics, so the crops never show the dashes' regime.
+  # a pixel term weighed by the teacher's strokes (23.2-23.7 dB, the dashes as few). Stops
+  # 40 and 41 tried seven more leads for those dashes, none kept; their figures, and why a
+  # 192 px crop never shows the sky as a whole frame paints it, are in docs/training.md.
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;
