@@ -60,7 +60,7 @@ class _Painter(torch.nn.Module):
         self.gain = gain
         self.scale = torch.nn.Parameter(torch.ones(()))
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, stats: object = None) -> torch.Tensor:
         return x + self.scale * self.gain(weights)[:, None, None, None] * 0.1
 
 

@@ -69,6 +69,9 @@ class TrainConfig:
     # Distillation's own monotone term (``monotone_weight`` is the style-loss one, which a
     # distillation does not compute): a stronger weight must move the frame further; 0 = off.
     distill_monotone_weight: float = 0.0
+    # Distillation: each crop normalised with its whole frame's statistics, as a user's
+    # frame is (training.frame_stats); about 2.5x the time a step.
+    frame_stats: bool = False
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -94,6 +97,8 @@ class TrainConfig:
             raise InputError(f"`res_blocks` {self.res_blocks}: use 0 or more residual blocks")
         if min(self.pixel_weight, self.texture_weight, self.colour_weight, self.distill_monotone_weight) < 0:
             raise InputError("loss weights must be >= 0")
+        if self.frame_stats and not self.teacher:
+            raise InputError("`frame_stats` applies to distillation: give `teacher` too")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")
         if self.resume and self.restart:

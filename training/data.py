@@ -119,7 +119,7 @@ def load_clip_pairs(
         flow, mask = cache.get(path, int(first), int(first) + gap, to_float(prev), to_float(cur))
         if mask.mean() < _MIN_RELIABLE:
             continue
-        pairs.append(TrainPair(prev, cur, flow, mask))
+        pairs.append(TrainPair(prev, cur, flow, mask, frame=cur))
     log(f"  {path.name}: {len(pairs)} frame pairs at {size[0]}x{size[1]}")
     return pairs
 

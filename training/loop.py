@@ -29,6 +29,7 @@ from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_sampler, scan_data
 from .flow_cache import FlowCache
+from .frame_stats import frame_stats
 from .objective import DISTILL_LAYERS, LOSS_LAYERS, RECIPE, STYLE_LAYERS, DistillLoss, HybridLoss, LossWeights
 from .pairs import PairBatch, collate
 from .preview import contact_sheet
@@ -141,22 +142,30 @@ def distill_batch_loss(
     loss_fn: DistillLoss,
     autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     twin_weight: float | None = None,
+    whole_frames: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The distillation loss of one batch: student and teacher see both frames of each
     pair at the pair's style weight; the temporal term ties the student's two outputs.
     With ``twin_weight`` the student also paints the first pair's current frame at that
-    weight, for the monotone term."""
+    weight, for the monotone term. With ``whole_frames`` (and frames in the batch) every
+    crop is normalised with its whole frame's statistics (``frame_stats``)."""
     n = batch.cur.shape[0]
     inputs = torch.cat([batch.prev, batch.cur])
     pair_weights = torch.cat([weights, weights])
+    frames = batch.frames if whole_frames else ()
+    teacher_stats = frame_stats(teacher, frames, weights, autocast, repeat=2) if frames else None
+    student_stats = frame_stats(model, frames, weights, autocast, renormalise=True, repeat=2) if frames else None
     with torch.no_grad(), autocast():
-        targets = teacher(inputs, pair_weights).float()
+        targets = teacher(inputs, pair_weights, teacher_stats).float()
     with autocast():
-        outputs = model(inputs, pair_weights)
+        outputs = model(inputs, pair_weights, student_stats)
         twins = None
         if twin_weight is not None:
             frame, own = inputs[n : n + 1], outputs[n : n + 1]
-            twin = model(frame, torch.tensor([twin_weight], device=inputs.device))
+            twin_weights = torch.tensor([twin_weight], device=inputs.device)
+            # The twin in the same regime as ``own``: the two are compared.
+            twin_stats = frame_stats(model, frames[:1], twin_weights, autocast, renormalise=True) if frames else None
+            twin = model(frame, twin_weights, twin_stats)
             twins = (frame, own, twin) if twin_weight > float(weights[0]) else (frame, twin, own)
     temporal = (outputs[n:], outputs[:n], batch.flow_bw, batch.mask)
     return loss_fn(outputs, targets, temporal=temporal, twins=twins)
@@ -343,7 +352,7 @@ def train(
         def step_loss(batch: PairBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             assert teacher is not None
             return distill_batch_loss(model, teacher, batch, weights, distill_fn, autocast,
-                                      twin_weight(weights, config.distill_monotone_weight))
+                                      twin_weight(weights, config.distill_monotone_weight), config.frame_stats)
     else:
         loss_fn, style_image = build_loss(config, device, autocast)
 

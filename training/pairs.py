@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -19,12 +19,16 @@ class TrainPair:
 
     ``prev``/``cur``: ``H x W x 3`` uint8 or float in [0, 1]; ``flow_bw``: ``H x W x 2``
     (cur -> prev, any float dtype); ``mask``: ``H x W`` (1 = the flow is reliable there).
+    ``frame``: the whole picture a crop was cut from, as stored, and ``frame_scale`` how
+    much larger the crop shows it (None for a pair that is not a crop of one picture).
     """
 
     prev: np.ndarray
     cur: np.ndarray
     flow_bw: np.ndarray
     mask: np.ndarray
+    frame: np.ndarray | None = None
+    frame_scale: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -32,7 +36,8 @@ class TrainPair:
 
     def compact(self) -> TrainPair:
         """The same pair stored small (uint8 frames and mask, float16 flow) for memory."""
-        return TrainPair(
+        return replace(
+            self,
             prev=to_uint8(self.prev),
             cur=to_uint8(self.cur),
             flow_bw=np.asarray(self.flow_bw, dtype=np.float16),
@@ -48,7 +53,8 @@ class TrainPair:
         tx, ty = xs + flow[..., 0].astype(np.float32), ys + flow[..., 1].astype(np.float32)
         inside = (tx >= 0) & (tx <= size - 1) & (ty >= 0) & (ty <= size - 1)
         mask = (np.asarray(self.mask[win]) > 0.5) & inside
-        return TrainPair(self.prev[win], self.cur[win], flow, mask.astype(np.asarray(self.mask).dtype))
+        return replace(self, prev=self.prev[win], cur=self.cur[win], flow_bw=flow,
+                       mask=mask.astype(np.asarray(self.mask).dtype))
 
     def enlarged(self, size: int) -> TrainPair:
         """The pair resampled to ``size x size`` (a crop shown larger, as footage of a higher
@@ -60,26 +66,32 @@ class TrainPair:
         frames = [to_uint8(resize(to_float(img), (size, size))) for img in (self.prev, self.cur)]
         flow = cv2.resize(np.asarray(self.flow_bw, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(np.asarray(self.mask, dtype=np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
-        return TrainPair(frames[0], frames[1], flow * factor, mask)
+        return replace(self, prev=frames[0], cur=frames[1], flow_bw=flow * factor, mask=mask,
+                       frame_scale=self.frame_scale * factor)
 
     def flipped(self) -> TrainPair:
         """Mirror left-right: the horizontal flow component changes sign."""
         flow = np.asarray(self.flow_bw[:, ::-1], dtype=np.float32).copy()
         flow[..., 0] *= -1.0
-        return TrainPair(self.prev[:, ::-1], self.cur[:, ::-1], flow, self.mask[:, ::-1])
+        # The whole frame stays as it is: normalisation statistics do not see a mirror.
+        return replace(self, prev=self.prev[:, ::-1], cur=self.cur[:, ::-1], flow_bw=flow, mask=self.mask[:, ::-1])
 
 
 @dataclass(frozen=True)
 class PairBatch:
-    """``prev``, ``cur``: ``N x 3 x S x S``; ``flow_bw``: ``N x 2 x S x S``; ``mask``: ``N x 1 x S x S``."""
+    """``prev``, ``cur``: ``N x 3 x S x S``; ``flow_bw``: ``N x 2 x S x S``; ``mask``: ``N x 1 x S x S``;
+    ``frames``: each pair's whole frame and its scale (``TrainPair.frame``), or empty
+    when a pair has none."""
 
     prev: Tensor
     cur: Tensor
     flow_bw: Tensor
     mask: Tensor
+    frames: tuple[tuple[np.ndarray, float], ...] = ()
 
     def to(self, device: torch.device) -> PairBatch:
-        return PairBatch(self.prev.to(device), self.cur.to(device), self.flow_bw.to(device), self.mask.to(device))
+        return replace(self, prev=self.prev.to(device), cur=self.cur.to(device), flow_bw=self.flow_bw.to(device),
+                       mask=self.mask.to(device))
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -117,4 +129,6 @@ def collate(pairs: Sequence[TrainPair]) -> PairBatch:
         cur=images("cur"),
         flow_bw=torch.from_numpy(flow).permute(0, 3, 1, 2).contiguous(),
         mask=torch.from_numpy(mask).unsqueeze(1).contiguous(),
+        frames=tuple((p.frame, p.frame_scale) for p in pairs if p.frame is not None)
+        if all(p.frame is not None for p in pairs) else (),
     )

@@ -145,8 +145,9 @@ small_stages() {  # NAME
   # texture term at 6 (23.81 dB, the dashes as few), with 32-channel blocks (23.28 dB after
   # 4000 steps, as few), a copy with half-resolution edges (19.6 dB, a 2x2 dot grid), and
   # a pixel term weighed by the teacher's strokes (23.2-23.7 dB, the dashes as few). Stops
-  # 40 and 41 tried seven more leads for those dashes, none kept; their figures, and why a
-  # 192 px crop never shows the sky as a whole frame paints it, are in docs/training.md.
+  # 40-42 tried eight more leads for those dashes, none kept (the last, crops normalised
+  # with their whole frame's statistics: --frame-stats); their figures, and why a 192 px
+  # crop of the sky alone is painted otherwise, are in docs/training.md.
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;

@@ -77,4 +77,5 @@ def synthetic_pair(image: np.ndarray, size: int, rng: np.random.Generator, motio
         cur=_sample(image, cur_to_image, size),
         flow_bw=flow,
         mask=inside.astype(np.float32),
+        frame=image,
     )

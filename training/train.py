@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distillation: keeps the copy's Style Weight control monotone, a stronger weight moving "
                         "the frame further from the input than a weaker one, where the teacher's own curve is "
                         "nearly flat and a copy may tip over (default %(default)s: off)")
+    k.add_argument("--frame-stats", action="store_true",
+                   help="distillation: normalise each crop with its whole frame's statistics, as a user's frame "
+                        "is normalised at inference, instead of the crop's own (a flat sky cut from a busy frame "
+                        "is otherwise painted as if it were the whole picture); about 2.5x the time a step. Fine-tuning "
+                        "a copy into it wants a lower --lr: 1e-4 (at 5e-4 a shipped copy went off its teacher)")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
@@ -189,6 +194,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pixel_weight=args.pixel_weight,
         colour_weight=args.colour_weight,
         distill_monotone_weight=args.distill_monotone_weight,
+        frame_stats=args.frame_stats,
     )
 
 

@@ -99,18 +99,26 @@ class TransformerConfig:
 
 
 class NormStats:
-    """Fixed instance-norm statistics, used by tiled inference so all tiles agree.
+    """Fixed instance-norm statistics, used by tiled inference so all tiles agree, and by
+    training so a crop is normalised as its whole frame is.
 
     ``mean[k]`` and ``var[k]`` are ``N x C`` tensors for normalisation layer ``k``;
     layers without an entry compute their own statistics. When ``capture`` is set to a
     layer index, that layer stops the forward pass by raising ``CapturedActivation`` with
-    its input, so a caller can measure the statistics of one layer at a time.
+    its input, so a caller can measure the statistics of one layer at a time. With
+    ``record`` every layer stores the statistics of its own input as it normalises (the
+    whole frame's, measured in one pass). With ``renormalise`` the fixed statistics give
+    the value and the map's own the gradient (batch renormalisation, Ioffe 2017): a crop
+    trained under its frame's statistics then learns that a shift of the whole map is
+    normalised away, as it is at inference.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, record: bool = False, renormalise: bool = False) -> None:
         self.mean: dict[int, Tensor] = {}
         self.var: dict[int, Tensor] = {}
         self.capture: int | None = None
+        self.record = record
+        self.renormalise = renormalise
 
 
 class CapturedActivation(Exception):
@@ -146,6 +154,11 @@ class ConditionalInstanceNorm(nn.Module):
             d_scale, d_shift = modulation.float().chunk(2, dim=1)
             scale = scale + d_scale
             shift = shift + d_shift
+        if stats is not None and stats.record:
+            var, mean = torch.var_mean(x.float(), dim=(2, 3), unbiased=False)
+            stats.mean[self.index], stats.var[self.index] = mean, var
+        if stats is not None and stats.renormalise and self.index in stats.mean:
+            return self._renormalised(x, scale, shift, stats)
         if stats is not None and self.index in stats.mean:
             # Fold the fixed normalisation into the one multiply-add over the map.
             scale = scale * torch.rsqrt(stats.var[self.index].float() + _EPS)
@@ -169,6 +182,18 @@ class ConditionalInstanceNorm(nn.Module):
             return F.group_norm(x, self.channels, scale[0].to(x.dtype), shift[0].to(x.dtype), eps=_EPS)
         normalized = F.group_norm(x, self.channels, eps=_EPS)
         return torch.addcmul(shift.to(x.dtype)[:, :, None, None], normalized, scale.to(x.dtype)[:, :, None, None])
+
+    def _renormalised(self, x: Tensor, scale: Tensor, shift: Tensor, stats: NormStats) -> Tensor:
+        """``(x - fixed mean) / fixed std`` in value, written as the map's own normalisation
+        times ``r`` plus ``d`` (both constants) so the gradient flows through its own
+        statistics (see ``NormStats``)."""
+        var_own, mean_own = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
+        std_own = torch.sqrt(var_own + _EPS)
+        mean = stats.mean[self.index].float()[:, :, None, None]
+        std = torch.sqrt(stats.var[self.index].float()[:, :, None, None] + _EPS)
+        r, d = (std_own / std).detach(), ((mean_own - mean) / std).detach()
+        normalized = (x.float() - mean_own) / std_own * r + d
+        return (normalized * scale[:, :, None, None] + shift[:, :, None, None]).to(x.dtype)
 
 
 class ReflectConv(nn.Module):
