@@ -129,6 +129,5 @@ def collate(pairs: Sequence[TrainPair]) -> PairBatch:
         cur=images("cur"),
         flow_bw=torch.from_numpy(flow).permute(0, 3, 1, 2).contiguous(),
         mask=torch.from_numpy(mask).unsqueeze(1).contiguous(),
-        frames=tuple((p.frame, p.frame_scale) for p in pairs if p.frame is not None)
-        if all(p.frame is not None for p in pairs) else (),
+        frames=() if any(p.frame is None for p in pairs) else tuple((p.frame, p.frame_scale) for p in pairs),
     )
