@@ -29,7 +29,9 @@ def save_checkpoint(
     step: int,
     rng: np.random.Generator,
     settings: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """``extra``: other state a run needs to resume exactly (tensors and plain values)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -37,6 +39,7 @@ def save_checkpoint(
         "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "settings": settings,
+        "extra": extra or {},
     }
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -44,15 +47,19 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Restore the states in place; returns ``(step, settings)``."""
+    """Restore the states in place, ``extra`` too (what ``save_checkpoint`` was given);
+    returns ``(step, settings)``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if extra is not None:
+            extra.update(state.get("extra", {}))
         return int(state["step"]), dict(state["settings"])
     except Exception as exc:  # noqa: BLE001 - truncated, not a checkpoint, other torch: each is one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -72,6 +72,9 @@ class TrainConfig:
     # Distillation: each crop normalised with its whole frame's statistics, as a user's
     # frame is (training.frame_stats); about 2.5x the time a step.
     frame_stats: bool = False
+    # Distillation: share of the clip pairs drawn from the tenth the copy paints least like
+    # its teacher, ranked every few hundred steps (training.hard_pairs); 0 = off.
+    hard_pairs: float = 0.0
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -99,6 +102,10 @@ class TrainConfig:
             raise InputError("loss weights must be >= 0")
         if self.frame_stats and not self.teacher:
             raise InputError("`frame_stats` applies to distillation: give `teacher` too")
+        if not 0.0 <= self.hard_pairs <= 1.0:
+            raise InputError(f"`hard_pairs` {self.hard_pairs}: use a share between 0 and 1")
+        if self.hard_pairs and not self.teacher:
+            raise InputError("`hard_pairs` applies to distillation: give `teacher` too")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")
         if self.resume and self.restart:

@@ -144,6 +144,10 @@ class PairSampler:
     # Share of pairs drawn from ``stills`` when there are clip pairs too; None = draw
     # synthetic motion uniformly over stills and video frames alike.
     still_fraction: float | None = None
+    # Share of the clip pairs drawn from ``hard`` (indices into ``clip_pairs``: the pairs a
+    # copy paints least like its teacher, training.hard_pairs) instead of from all of them.
+    hard_fraction: float = 0.0
+    hard: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.clip_pairs and not self.stills:
@@ -167,12 +171,18 @@ class PairSampler:
                 return self._moved(stills[int(rng.integers(len(stills)))], size, rng)
         use_synthetic = not self.clip_pairs or rng.random() < self.synthetic_fraction
         if not use_synthetic:
-            pair = self.clip_pairs[int(rng.integers(len(self.clip_pairs)))]
-            return random_window(pair, size, rng)
+            return random_window(self.clip_pairs[self._clip_index(rng)], size, rng)
         pool = len(stills) + len(self.clip_pairs)
         k = int(rng.integers(pool))
         image = stills[k] if k < len(stills) else self.clip_pairs[k - len(stills)].cur
         return self._moved(image, size, rng)
+
+    def _clip_index(self, rng: np.random.Generator) -> int:
+        # No draw for the hard share unless it is asked for: runs without it keep their
+        # random stream (and the shipped stages their pairs).
+        if self.hard_fraction > 0 and self.hard is not None and len(self.hard) and rng.random() < self.hard_fraction:
+            return int(self.hard[int(rng.integers(len(self.hard)))])
+        return int(rng.integers(len(self.clip_pairs)))
 
     def _moved(self, image: np.ndarray, size: int, rng: np.random.Generator) -> TrainPair:
         """A pair made by synthetic motion of ``image``, played forwards or backwards."""
@@ -182,11 +192,12 @@ class PairSampler:
 
 def build_sampler(
     sources: DataSources, size: int, synthetic_fraction: float, max_pairs: int, gap: int, cache: FlowCache,
-    log: Callable[[str], None], zoom: float = 1.0, still_fraction: float | None = None,
+    log: Callable[[str], None], zoom: float = 1.0, still_fraction: float | None = None, hard_fraction: float = 0.0,
 ) -> PairSampler:
     log(f"data: {len(sources.clips)} clip(s), {len(sources.stills)} still image(s)")
     clip_pairs: list[TrainPair] = []
     for clip in sources.clips:
         clip_pairs += load_clip_pairs(clip, size, max_pairs, gap, cache, log)
     stills = [load_still(p, size) for p in sources.stills]
-    return PairSampler(clip_pairs, stills, size, synthetic_fraction, zoom=zoom, still_fraction=still_fraction)
+    return PairSampler(clip_pairs, stills, size, synthetic_fraction, zoom=zoom, still_fraction=still_fraction,
+                       hard_fraction=hard_fraction)

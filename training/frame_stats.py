@@ -1,15 +1,16 @@
 """Crops normalised as their whole frames are (distillation's ``frame_stats``).
 
 Every normalisation layer of the network measures the statistics of the picture it is
-given. A user's 1280 px frame is normalised as a whole, while training shows 192 px crops,
-each normalised on its own: a crop of a flat sky inside a busy frame is then painted as
-if the sky were the whole picture. Woman with a Hat's teacher paints about half of such
-a crop strongly red, against 2 % of the same sky within the frame (docs/training.md,
-stop 41), so a copy trained on crops learns a regime the user never sees. Here each
-crop is painted with the statistics of its whole frame, enlarged as the crop shows it,
-measured in one pass of the teacher and of the student (as tiled inference fixes them);
-the student's are renormalised (``NormStats.renormalise``), so its gradient still sees
-that a shift of a whole map is normalised away.
+given. A user's 1280 px frame is normalised as a whole, while training shows 192 px
+crops, each normalised on its own: a crop of a flat sky inside a busy frame is then
+painted as if the sky were the whole picture. Woman with a Hat's teacher paints about
+half of such a crop strongly red, against 2 % of the same sky within the frame
+(docs/distillation-notes.md, stop 41), so a copy trained on crops learns a regime the
+user never sees. Here each crop is painted with the statistics of its whole frame,
+enlarged as the crop shows it, measured in one pass of the teacher and of the student
+(as tiled inference fixes them); the student's are renormalised
+(``NormStats.renormalise``), so its gradient still sees that a shift of a whole map is
+normalised away.
 """
 
 from __future__ import annotations

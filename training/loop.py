@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .data import build_sampler, scan_data
 from .flow_cache import FlowCache
 from .frame_stats import frame_stats
+from .hard_pairs import HARD_REFRESH, HardPairs
 from .objective import DISTILL_LAYERS, LOSS_LAYERS, RECIPE, STYLE_LAYERS, DistillLoss, HybridLoss, LossWeights
 from .pairs import PairBatch, collate
 from .preview import contact_sheet
@@ -360,13 +361,15 @@ def train(
             return batch_loss(model, batch, weights, loss_fn, config, autocast,
                               twin_weight(weights, config.monotone_weight))
     sources = scan_data(config.data)
+    if config.hard_pairs and not sources.clips:
+        raise InputError("`hard_pairs` ranks video pairs: give a clip in `data`, or leave `hard_pairs` at 0")
     # Only now, past every check of the inputs, so that a refused run leaves no new empty
     # folder behind; still before the flow cache and any step write there.
     prepare_out_folder(out)
     cache = FlowCache(config.cache_dir or out.parent / ".stylecore-flow-cache", warn=log)
     sampler = build_sampler(
         sources, config.size, config.synthetic_fraction, config.max_pairs_per_clip, config.pair_gap, cache, log,
-        zoom=config.zoom, still_fraction=config.still_fraction,
+        zoom=config.zoom, still_fraction=config.still_fraction, hard_fraction=config.hard_pairs,
     )
     preview_rng = np.random.default_rng(config.seed + 1)
     preview_frames = collate([sampler.draw(preview_rng) for _ in range(_PREVIEW_FRAMES)]).cur.to(device)
@@ -385,13 +388,20 @@ def train(
     optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
     settings = config.to_dict()
     start = 0
+    hard: HardPairs | None = None
+    if config.hard_pairs and teacher is not None and sampler.clip_pairs:
+        # Ranked at the crops' typical enlargement (the geometric mean of 1 ... zoom).
+        hard = HardPairs([pair.cur for pair in sampler.clip_pairs], teacher, math.sqrt(config.zoom), device, autocast)
+    resumed: dict[str, Any] = {}
     if config.resume and ckpt.exists():
-        start, saved = load_checkpoint(ckpt, model, optimizer, rng)
+        start, saved = load_checkpoint(ckpt, model, optimizer, rng, resumed)
         changes = settings_changes(saved, settings)
         if changes:
             raise InputError(f"{ckpt} was made with other settings ({'; '.join(changes)}): run with the same "
                              f"settings to resume it, or pass `restart` to start over")
         log(f"resumed from {ckpt} at step {start}")
+        if hard is not None and "hard" in resumed:
+            sampler.hard = resumed["hard"].numpy()  # the ranking the run had reached
     log(
         f"training {out.name}: {config.steps} steps, {config.size}px crops, batch {config.batch_size} pairs, "
         f"loss net {config.loss_net}, device {device}{' (bf16 autocast)' if use_bf16 else ''}"
@@ -408,8 +418,9 @@ def train(
 
     def checkpoint(step: int) -> None:
         nonlocal saved_step
+        extra = {"hard": torch.from_numpy(sampler.hard)} if sampler.hard is not None else None
         with writing(ckpt):
-            save_checkpoint(ckpt, model, optimizer, step, rng, settings)
+            save_checkpoint(ckpt, model, optimizer, step, rng, settings, extra)
         saved_step = step
     try:
         for step in range(start, config.steps):
@@ -417,6 +428,9 @@ def train(
                 raise Cancelled(f"training stopped after step {completed}")
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, config) * group["lr_scale"]
+            if hard is not None and (step % HARD_REFRESH == 0 or sampler.hard is None):
+                sampler.hard = hard.rank(model)
+                log(f"ranked at step {step}: {hard.summary(sampler.hard)}")
             batch = collate([sampler.draw(rng) for _ in range(config.batch_size)]).to(device)
             weights = draw_style_weights(model_config, batch.cur.shape[0], rng, device)
             total, terms = step_loss(batch, weights)

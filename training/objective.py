@@ -224,7 +224,7 @@ class DistillLoss:
     much as a broad colour cast under it, and a narrow copy cannot place every stroke;
     averaged over blocks, the strokes cancel and the cast is what is left. Weighted on its
     own, it brought the Shipwreck's copy 1.0 dB nearer its teacher than as many steps
-    without it (docs/training.md)."""
+    without it (docs/distillation-notes.md)."""
 
     def __init__(
         self,

@@ -141,13 +141,13 @@ small_stages() {  # NAME
   # 27.71 -> 28.28 dB, ΔE 3.33 -> 2.99, detail 0.92 kept. Not kept: Woman with a Hat's
   # copy with the texture term at 6 and the colour term at 1 (23.35 dB, but fewer red
   # dashes in the sky), and with a term on the colours' distribution beside them (fewer
-  # still). Stop 39, not kept either (docs/training.md): its copy 6000 more steps with the
+  # still). Stop 39, not kept either (docs/distillation-notes.md): its copy 6000 more steps with the
   # texture term at 6 (23.81 dB, the dashes as few), with 32-channel blocks (23.28 dB after
   # 4000 steps, as few), a copy with half-resolution edges (19.6 dB, a 2x2 dot grid), and
   # a pixel term weighed by the teacher's strokes (23.2-23.7 dB, the dashes as few). Stops
   # 40-42 tried eight more leads for those dashes, none kept (the last, crops normalised
   # with their whole frame's statistics: --frame-stats); their figures, and why a 192 px
-  # crop of the sky alone is painted otherwise, are in docs/training.md.
+  # crop of the sky alone is painted otherwise, are in docs/distillation-notes.md.
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;

@@ -12,6 +12,7 @@ from stylecore.errors import StylecoreError, cli_wording
 from stylecore.nets.loss_nets import LOSS_NETS
 
 from .config import TrainConfig
+from .hard_pairs import HARD_REFRESH
 from .loop import train
 from .objective import COLOUR_BLOCK
 from .progress import TrainingBar
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "is normalised at inference, instead of the crop's own (a flat sky cut from a busy frame "
                         "is otherwise painted as if it were the whole picture); about 2.5x the time a step. Fine-tuning "
                         "a copy into it wants a lower --lr: 1e-4 (at 5e-4 a shipped copy went off its teacher)")
+    k.add_argument("--hard-pairs", type=float, default=d.hard_pairs, metavar="F",
+                   help="distillation: draw this share of the video pairs from the tenth the copy paints least "
+                        "like its teacher (the most fine detail left out, on whole frames), ranked again every "
+                        f"{HARD_REFRESH} steps, so a shot that only a few frames show is learnt too (default "
+                        "%(default)s: every pair alike). Needs video in --data")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
@@ -195,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         colour_weight=args.colour_weight,
         distill_monotone_weight=args.distill_monotone_weight,
         frame_stats=args.frame_stats,
+        hard_pairs=args.hard_pairs,
     )
 
 
