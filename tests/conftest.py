@@ -142,3 +142,16 @@ def write_video_with_sound(path: Path) -> Path:
         check=True,
     )
     return path
+
+
+def assert_same_weights(model: Path, other: Path) -> None:
+    """Two model files hold the same weights (to float rounding): a resumed training is the
+    uninterrupted one."""
+    import torch
+
+    from stylecore.nets.model_file import load_model
+
+    first, _ = load_model(model, "cpu")
+    second, _ = load_model(other, "cpu")
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import pan_frames, smooth_texture, stripe_style, write_image, write_video
+from conftest import assert_same_weights, pan_frames, smooth_texture, stripe_style, write_image, write_video
 from torch.nn import functional as F
 
 from stylecore.errors import InputError, cli_wording
-from stylecore.nets.model_file import load_model
 import training.loop as loop
 from training import hard_pairs
 from training.config import TrainConfig
@@ -136,10 +135,7 @@ def test_hard_pairs_ranks_again_while_training_and_resumes_exactly(tmp_path: Pat
     train(TrainConfig(out=str(out), resume=True, **copy), log=lines.append)  # type: ignore[arg-type]
     # Resumed after step 3, between two rankings: it goes on with the ranking it had.
     assert any("resumed" in line for line in lines) and not any("drawn more often" in line for line in lines)
-    resumed_model, _ = load_model(out, "cpu")
-    whole_model, _ = load_model(whole, "cpu")
-    for (name, a), b in zip(resumed_model.state_dict().items(), whole_model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_weights(out, whole)
 
 
 def test_hard_pairs_asks_for_a_teacher_a_share_and_video(tmp_path: Path) -> None:
