@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distillation: draw this share of the video pairs from the tenth the copy paints least "
                         "like its teacher (the most fine detail left out, on whole frames), ranked again every "
                         f"{HARD_REFRESH} steps, so a shot that only a few frames show is learnt too (default "
-                        "%(default)s: every pair alike). Needs video in --data")
+                        "%(default)s: every pair alike). Needs video in --data; use it with --frame-stats, "
+                        "without which a crop of that shot is not painted as the user's frame is")
     a.add_argument("--lr", type=float, default=d.learning_rate)
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
