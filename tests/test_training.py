@@ -174,6 +174,9 @@ def test_command_line_options_reach_the_config() -> None:
     assert (config.temporal_weight, config.noise_weight, config.conditioned, config.zoom, config.texture_weight) == (0.5, 0.2, False, 4.0, 2.0)
     with pytest.raises(InputError):
         TrainConfig(style="s", data="d", out="o.safetensors", size=30)
+    distil = config_from_args(build_parser().parse_args(
+        ["--style", "s.jpg", "--data", "d", "--out", "m.safetensors", "--teacher", "t", "--frame-stats", "--hard-pairs", "0.5"]))
+    assert (distil.teacher, distil.frame_stats, distil.hard_pairs) == ("t", True, 0.5)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

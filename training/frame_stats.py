@@ -21,10 +21,10 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 
-from stylecore.io.imageops import resize, to_tensor
+from stylecore.io.imageops import to_tensor
 from stylecore.nets.transformer import NormStats, StyleTransformer
 
-from .pairs import to_float
+from .pairs import whole_frame
 
 
 @torch.no_grad()
@@ -42,11 +42,9 @@ def frame_stats(
     crops ``repeat`` times in a row (2: the pairs' previous frames, then their current)."""
     measured: list[NormStats] = []
     for (frame, scale), weight in zip(frames, weights, strict=True):
-        h, w = frame.shape[:2]
-        image = resize(to_float(frame), (max(1, round(w * scale)), max(1, round(h * scale))))
         stats = NormStats(record=True)
         with autocast():
-            net(to_tensor(image, weights.device), weight.reshape(1), stats)
+            net(to_tensor(whole_frame(frame, scale), weights.device), weight.reshape(1), stats)
         measured.append(stats)
     out = NormStats(renormalise=renormalise)
     for layer in measured[0].mean:

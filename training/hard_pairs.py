@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stylecore.io.imageops import resize, to_tensor
+from stylecore.io.imageops import to_tensor
 
-from .pairs import to_float
+from .pairs import whole_frame
 
 # Fine detail is each pixel's distance from its 5x5 mean, averaged over 16 px blocks: a
 # block is about a stroke's length at 720p.
@@ -78,10 +78,9 @@ class HardPairs:
 
     @torch.no_grad()
     def _paint(self, net: Painter, frame: np.ndarray) -> Tensor:
-        h, w = frame.shape[:2]
-        image = resize(to_float(frame), (max(1, round(w * self._scale)), max(1, round(h * self._scale))))
+        image = to_tensor(whole_frame(frame, self._scale), self._device)
         with self._autocast():
-            return net(to_tensor(image, self._device), torch.tensor([RANK_WEIGHT], device=self._device)).float()
+            return net(image, torch.tensor([RANK_WEIGHT], device=self._device)).float()
 
     def gaps(self, student: Painter) -> np.ndarray:
         """The copy's detail gap on every frame."""

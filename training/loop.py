@@ -388,10 +388,6 @@ def train(
     optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
     settings = config.to_dict()
     start = 0
-    hard: HardPairs | None = None
-    if config.hard_pairs and teacher is not None and sampler.clip_pairs:
-        # Ranked at the crops' typical enlargement (the geometric mean of 1 ... zoom).
-        hard = HardPairs([pair.cur for pair in sampler.clip_pairs], teacher, math.sqrt(config.zoom), device, autocast)
     resumed: dict[str, Any] = {}
     if config.resume and ckpt.exists():
         start, saved = load_checkpoint(ckpt, model, optimizer, rng, resumed)
@@ -400,8 +396,18 @@ def train(
             raise InputError(f"{ckpt} was made with other settings ({'; '.join(changes)}): run with the same "
                              f"settings to resume it, or pass `restart` to start over")
         log(f"resumed from {ckpt} at step {start}")
-        if hard is not None and "hard" in resumed:
-            sampler.hard = resumed["hard"].numpy()  # the ranking the run had reached
+    hard: HardPairs | None = None
+    if config.hard_pairs and teacher is not None:
+        if sampler.clip_pairs:
+            # Ranked at the crops' typical enlargement (the geometric mean of 1 ... zoom);
+            # after the resume check, so a refused resume does not paint the clip first.
+            hard = HardPairs([pair.cur for pair in sampler.clip_pairs], teacher, math.sqrt(config.zoom), device,
+                             autocast)
+            if "hard" in resumed:
+                sampler.hard = resumed["hard"].numpy()  # the ranking the run had reached
+        else:
+            log("--hard-pairs: no usable video pairs in --data (too short, too dark or without texture to "
+                "follow); every pair is drawn alike")
     log(
         f"training {out.name}: {config.steps} steps, {config.size}px crops, batch {config.batch_size} pairs, "
         f"loss net {config.loss_net}, device {device}{' (bf16 autocast)' if use_bf16 else ''}"

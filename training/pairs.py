@@ -94,6 +94,13 @@ class PairBatch:
                        mask=self.mask.to(device))
 
 
+def whole_frame(frame: np.ndarray, scale: float) -> np.ndarray:
+    """A stored whole frame (``TrainPair.frame``) as float32, enlarged ``scale`` times, as
+    its crops show it."""
+    h, w = frame.shape[:2]
+    return resize(to_float(frame), (max(1, round(w * scale)), max(1, round(h * scale))))
+
+
 def to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
