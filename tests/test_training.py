@@ -175,8 +175,10 @@ def test_command_line_options_reach_the_config() -> None:
     with pytest.raises(InputError):
         TrainConfig(style="s", data="d", out="o.safetensors", size=30)
     distil = config_from_args(build_parser().parse_args(
-        ["--style", "s.jpg", "--data", "d", "--out", "m.safetensors", "--teacher", "t", "--frame-stats", "--hard-pairs", "0.5"]))
-    assert (distil.teacher, distil.frame_stats, distil.hard_pairs) == ("t", True, 0.5)
+        ["--style", "s.jpg", "--data", "d", "--out", "m.safetensors", "--teacher", "t", "--frame-stats", "--hard-pairs", "0.5",
+         "--clip-grad", "3"]))
+    assert (distil.teacher, distil.frame_stats, distil.hard_pairs, distil.clip_grad) == ("t", True, 0.5, 3.0)
+    assert config.clip_grad == 0.0  # off unless asked for
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -75,6 +75,10 @@ class TrainConfig:
     # Distillation: share of the clip pairs drawn from the tenth the copy paints least like
     # its teacher, ranked every few hundred steps (training.hard_pairs); 0 = off.
     hard_pairs: float = 0.0
+    # Clip each step's gradient norm to this multiple of the median of the recent steps'
+    # (training.clipping), against single crops whose loss is hundreds of times the
+    # usual; 0 = off.
+    clip_grad: float = 0.0
 
     def __post_init__(self) -> None:
         # One canonical form: a tuple of paths.
@@ -106,6 +110,9 @@ class TrainConfig:
             raise InputError(f"`hard_pairs` {self.hard_pairs}: use a share between 0 and 1")
         if self.hard_pairs and not self.teacher:
             raise InputError("`hard_pairs` applies to distillation: give `teacher` too")
+        if self.clip_grad and self.clip_grad <= 1.0:
+            raise InputError(f"`clip_grad` {self.clip_grad}: use a multiple of the median gradient norm above 1 "
+                             "(3 is a good start), or 0 for no clipping")
         if self.max_style_weight <= 0:
             raise InputError("`max_style_weight` must be positive")
         if self.resume and self.restart:

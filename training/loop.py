@@ -26,6 +26,7 @@ from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 from stylecore.nets.loss_nets import load_loss_network, resolve_loss_net
 
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .clipping import RelativeClip
 from .config import TrainConfig
 from .data import build_sampler, scan_data
 from .flow_cache import FlowCache
@@ -386,6 +387,7 @@ def train(
     if cond_params:
         groups.append({"params": cond_params, "lr_scale": config.cond_lr_scale})
     optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
+    clip = RelativeClip(config.clip_grad) if config.clip_grad else None
     settings = config.to_dict()
     start = 0
     resumed: dict[str, Any] = {}
@@ -395,6 +397,8 @@ def train(
         if changes:
             raise InputError(f"{ckpt} was made with other settings ({'; '.join(changes)}): run with the same "
                              f"settings to resume it, or pass `restart` to start over")
+        if clip is not None and "grad_norms" in resumed:
+            clip.restore(resumed["grad_norms"])  # the limit the run had reached
         log(f"resumed from {ckpt} at step {start}")
     hard: HardPairs | None = None
     if config.hard_pairs and teacher is not None:
@@ -424,7 +428,11 @@ def train(
 
     def checkpoint(step: int) -> None:
         nonlocal saved_step
-        extra = {"hard": torch.from_numpy(sampler.hard)} if sampler.hard is not None else None
+        extra: dict[str, Any] = {}
+        if sampler.hard is not None:
+            extra["hard"] = torch.from_numpy(sampler.hard)
+        if clip is not None:
+            extra["grad_norms"] = clip.state()
         with writing(ckpt):
             save_checkpoint(ckpt, model, optimizer, step, rng, settings, extra)
         saved_step = step
@@ -442,6 +450,8 @@ def train(
             total, terms = step_loss(batch, weights)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if clip is not None:
+                clip(model.parameters())
             optimizer.step()
             completed = step + 1
 
@@ -455,7 +465,9 @@ def train(
                   "seconds_per_step": per_step, "eta_seconds": per_step * (config.steps - done)})
             if done % config.log_every == 0 or done == config.steps:
                 parts = "  ".join(f"{k} {v / counted:.4g}" for k, v in sums.items())
-                log(f"step {done}/{config.steps}  {parts}  ({per_step:.2f} s/step, eta {_fmt_seconds(per_step * (config.steps - done))})")
+                clipped = f", {clip.take_clipped()} clipped" if clip is not None else ""
+                log(f"step {done}/{config.steps}  {parts}  ({per_step:.2f} s/step{clipped}, "
+                    f"eta {_fmt_seconds(per_step * (config.steps - done))})")
                 sums, counted = {}, 0
             if done % config.checkpoint_every == 0 and done < config.steps:
                 checkpoint(done)

@@ -11,6 +11,8 @@ from stylecore.devices import DEVICE_CHOICES
 from stylecore.errors import StylecoreError, cli_wording
 from stylecore.nets.loss_nets import LOSS_NETS
 
+from .clipping import WARMUP as CLIP_WARMUP
+from .clipping import WINDOW as CLIP_WINDOW
 from .config import TrainConfig
 from .hard_pairs import HARD_REFRESH
 from .loop import train
@@ -129,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "%(default)s: every pair alike). Needs video in --data; use it with --frame-stats, "
                         "without which a crop of that shot is not painted as the user's frame is")
     a.add_argument("--lr", type=float, default=d.learning_rate)
+    a.add_argument("--clip-grad", type=float, default=d.clip_grad, metavar="K",
+                   help=f"clip each step's gradient to K times the median gradient norm of the last {CLIP_WINDOW} "
+                        f"steps (from step {CLIP_WARMUP} on), so that one odd crop cannot throw the network off; lets a fine-tuning "
+                        "stage run at a higher --lr without diverging (3 is a good start; default %(default)s: off)")
     a.add_argument("--cond-lr-scale", type=float, default=d.cond_lr_scale, help="learning-rate factor of the style-weight MLP")
     a.add_argument("--unconditioned", action="store_true", help="do not condition on the style weight (weight then mixes pixels)")
     a.add_argument("--max-style-weight", type=float, default=d.max_style_weight)
@@ -203,6 +209,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         distill_monotone_weight=args.distill_monotone_weight,
         frame_stats=args.frame_stats,
         hard_pairs=args.hard_pairs,
+        clip_grad=args.clip_grad,
     )
 
 

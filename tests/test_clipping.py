@@ -1,0 +1,125 @@
+"""Gradient clipping relative to the run's recent gradient norms (``training.clipping``),
+and that a clipped run resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_same_weights, smooth_texture, stripe_style, write_image
+
+from stylecore.errors import InputError
+from training import clipping
+from training.clipping import WARMUP, WINDOW, RelativeClip
+from training.config import TrainConfig
+from training.loop import train
+
+
+def _grad(value: float) -> torch.Tensor:
+    """A parameter whose gradient has norm ``value`` (3-4-0 triangle, scaled)."""
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.tensor([0.6, 0.8, 0.0]) * value
+    return p
+
+
+def test_no_clipping_during_the_warm_up() -> None:
+    clip = RelativeClip(3.0)
+    for _ in range(WARMUP - 1):
+        clip([_grad(1.0)])
+    big = _grad(1000.0)
+    assert clip([big]) == pytest.approx(1000.0)
+    assert big.grad.norm().item() == pytest.approx(1000.0) and clip.take_clipped() == 0
+
+
+def test_a_spike_is_clipped_to_the_factor_times_the_median() -> None:
+    clip = RelativeClip(3.0)
+    for value in [1.0, 2.0, 3.0] * 10:  # median 2
+        clip([_grad(value)])
+    spike = _grad(600.0)
+    assert clip([spike]) == pytest.approx(600.0)  # the norm before clipping
+    assert spike.grad.norm().item() == pytest.approx(6.0, rel=1e-4)
+    # The direction is kept: only the length changes.
+    assert torch.allclose(spike.grad / spike.grad.norm(), torch.tensor([0.6, 0.8, 0.0]), atol=1e-6)
+    ordinary = _grad(5.0)
+    clip([ordinary])
+    assert ordinary.grad.norm().item() == pytest.approx(5.0)  # under 3 x the median: untouched
+    assert clip.take_clipped() == 1 and clip.take_clipped() == 0
+
+
+def test_the_limit_follows_the_median_of_the_last_window_steps() -> None:
+    clip = RelativeClip(2.0)
+    for _ in range(WINDOW):
+        clip([_grad(100.0)])
+    # Spikes do not raise the limit: the median ignores them while they are a minority.
+    for _ in range(WINDOW // 3):
+        clip([_grad(1e5)])
+    assert clip.limit() == pytest.approx(200.0)
+    # Gradients that shrink for good bring it down once they fill most of the window.
+    for _ in range(WINDOW):
+        clip([_grad(10.0)])
+    assert clip.limit() == pytest.approx(20.0)
+    # A broken step (infinite norm) is not part of the history.
+    clip([_grad(float("inf"))])
+    assert len(clip.norms) == WINDOW and all(n == 10.0 for n in clip.norms)
+
+
+def test_the_history_round_trips() -> None:
+    clip = RelativeClip(3.0)
+    for value in range(1, 40):
+        clip([_grad(float(value))])
+    again = RelativeClip(3.0)
+    again.restore(clip.state())
+    assert again.norms == clip.norms and again.limit() == clip.limit() == 3.0 * 20.0
+
+
+def test_a_factor_of_one_or_less_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="above 1"):
+        RelativeClip(1.0)
+    with pytest.raises(InputError, match=r"`clip_grad` 0.5: .*above 1.*or 0 for no clipping"):
+        TrainConfig(style="s", data="d", out="o.safetensors", clip_grad=0.5)
+
+
+def _config(tmp_path: Path, out: Path, **kw: object) -> TrainConfig:
+    data = tmp_path / "data"
+    if not data.exists():
+        data.mkdir()
+        for i in range(3):
+            write_image(data / f"s{i}.png", smooth_texture(96, 96, seed=i, sigma=2.0))
+        write_image(tmp_path / "style.png", stripe_style(64))
+    base: dict[str, object] = dict(
+        style=str(tmp_path / "style.png"), data=str(data), out=str(out), steps=8, size=64, batch_size=2,
+        loss_net="random-vgg19", device="cpu", checkpoint_every=10**6, preview_every=10**6, log_every=1, bf16=False,
+        style_size=64, clip_grad=1.05,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A short window and warm-up, and a limit just above the median, so that this short
+    # run clips, and a resume that forgot the history would clip other steps.
+    monkeypatch.setattr(clipping, "WARMUP", 2)
+    monkeypatch.setattr(clipping, "WINDOW", 3)
+    whole = tmp_path / "whole.safetensors"
+    lines: list[str] = []
+    train(_config(tmp_path, whole), log=lines.append)
+    clipped = [int(line.split(" clipped")[0].rsplit(", ", 1)[1]) for line in lines if line.startswith("step ")]
+    assert len(clipped) == 8 and sum(clipped) >= 1 and clipped[:2] == [0, 0]  # none in the warm-up
+
+    # Without clipping the same run learns other weights: the clipping acted.
+    plain = tmp_path / "plain.safetensors"
+    train(_config(tmp_path, plain, clip_grad=0.0), log=lambda _: None)
+    with pytest.raises(AssertionError):
+        assert_same_weights(whole, plain)
+
+    out = tmp_path / "m.safetensors"
+
+    def stop_at_five(line: str) -> None:
+        if line.startswith("step 5/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, out), log=stop_at_five)
+    train(_config(tmp_path, out, resume=True), log=lambda _: None)
+    assert_same_weights(out, whole)
