@@ -11,9 +11,13 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:  # the bpy 5.0 environment has no torch, so no training package at import
+    from training.config import TrainConfig
 
 # Tests never reach the network: weights that are not on disk must fail fast and clearly.
 os.environ.setdefault("STYLECORE_OFFLINE", "1")
@@ -155,3 +159,23 @@ def assert_same_weights(model: Path, other: Path) -> None:
     second, _ = load_model(other, "cpu")
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def tiny_train_config(tmp_path: Path, out: str, **kw: object) -> TrainConfig:
+    """A training run small enough for a test: two 80 px stills, a stripe style, 64 px crops,
+    the random loss network, three steps of one pair; ``kw`` overrides any setting."""
+    from training.config import TrainConfig
+
+    data = tmp_path / "data"
+    if not data.is_dir():
+        data.mkdir()
+        for i in range(2):
+            write_image(data / f"s{i}.png", smooth_texture(80, 80, seed=i, sigma=2.0))
+        write_image(tmp_path / "style.png", stripe_style(64))
+    base: dict[str, object] = dict(
+        style=str(tmp_path / "style.png"), data=str(data), out=str(tmp_path / out), steps=3, size=64, batch_size=1,
+        loss_net="random-vgg19", device="cpu", checkpoint_every=10**6, preview_every=10**6, log_every=1, bf16=False,
+        style_size=64,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_weights, smooth_texture, stripe_style, write_image
+from conftest import assert_same_weights, tiny_train_config
 
 from stylecore.errors import InputError
 from training import clipping
@@ -80,20 +80,8 @@ def test_a_factor_of_one_or_less_is_refused_in_one_line() -> None:
         TrainConfig(style="s", data="d", out="o.safetensors", clip_grad=0.5)
 
 
-def _config(tmp_path: Path, out: Path, **kw: object) -> TrainConfig:
-    data = tmp_path / "data"
-    if not data.exists():
-        data.mkdir()
-        for i in range(3):
-            write_image(data / f"s{i}.png", smooth_texture(96, 96, seed=i, sigma=2.0))
-        write_image(tmp_path / "style.png", stripe_style(64))
-    base: dict[str, object] = dict(
-        style=str(tmp_path / "style.png"), data=str(data), out=str(out), steps=8, size=64, batch_size=2,
-        loss_net="random-vgg19", device="cpu", checkpoint_every=10**6, preview_every=10**6, log_every=1, bf16=False,
-        style_size=64, clip_grad=1.05,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+def _config(tmp_path: Path, out: str, **kw: object) -> TrainConfig:
+    return tiny_train_config(tmp_path, out, **{"steps": 8, "batch_size": 2, "clip_grad": 1.05, **kw})
 
 
 def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,13 +91,13 @@ def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(clipping, "WINDOW", 3)
     whole = tmp_path / "whole.safetensors"
     lines: list[str] = []
-    train(_config(tmp_path, whole), log=lines.append)
+    train(_config(tmp_path, whole.name), log=lines.append)
     clipped = [int(line.split(" clipped")[0].rsplit(", ", 1)[1]) for line in lines if line.startswith("step ")]
     assert len(clipped) == 8 and sum(clipped) >= 1 and clipped[:2] == [0, 0]  # none in the warm-up
 
     # Without clipping the same run learns other weights: the clipping acted.
     plain = tmp_path / "plain.safetensors"
-    train(_config(tmp_path, plain, clip_grad=0.0), log=lambda _: None)
+    train(_config(tmp_path, plain.name, clip_grad=0.0), log=lambda _: None)
     with pytest.raises(AssertionError):
         assert_same_weights(whole, plain)
 
@@ -120,6 +108,6 @@ def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: py
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_config(tmp_path, out), log=stop_at_five)
-    train(_config(tmp_path, out, resume=True), log=lambda _: None)
+        train(_config(tmp_path, out.name), log=stop_at_five)
+    train(_config(tmp_path, out.name, resume=True), log=lambda _: None)
     assert_same_weights(out, whole)

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_texture, stripe_style, write_image
+from conftest import tiny_train_config
 
 from stylecore.errors import InputError, cli_wording
 from stylecore.nets.model_file import load_model
-from training.config import TrainConfig
 from training.loop import _TWIN_MIN_GAP, distill_batch_loss, draw_twin_weight, train
 from training.objective import (CHANGE_MARGIN, CHANGE_SCALE, DISTILL_LAYERS, MONOTONE_MARGIN, DistillLoss, change_from,
                                 monotone_hinge, rising_hinge)
@@ -92,22 +91,22 @@ def test_the_distill_monotone_term_asks_a_stronger_weight_to_move_the_frame_furt
 
 
 def test_distillation_logs_its_monotone_term_only_when_asked(tmp_path: Path) -> None:
-    teacher = train(_tiny(tmp_path, "teacher.safetensors", steps=1), log=lambda _: None)
+    teacher = train(tiny_train_config(tmp_path, "teacher.safetensors", steps=1), log=lambda _: None)
     lines: list[str] = []
-    train(_tiny(tmp_path, "on-small.safetensors", teacher=str(teacher), width=0.5, distill_monotone_weight=1.0),
+    train(tiny_train_config(tmp_path, "on-small.safetensors", teacher=str(teacher), width=0.5, distill_monotone_weight=1.0),
           log=lines.append)
     assert all("monotone" in line for line in lines if line.startswith("step "))
     lines.clear()
-    train(_tiny(tmp_path, "off-small.safetensors", teacher=str(teacher), width=0.5), log=lines.append)
+    train(tiny_train_config(tmp_path, "off-small.safetensors", teacher=str(teacher), width=0.5), log=lines.append)
     assert not any("monotone" in line for line in lines)
     # A teacher without a Style Weight input: a twin's output would be the same frame, and
     # the hinge would only push the copy away from its teacher. No term.
-    flat = train(_tiny(tmp_path, "flat.safetensors", steps=1, conditioned=False), log=lambda _: None)
-    train(_tiny(tmp_path, "flat-small.safetensors", teacher=str(flat), width=0.5, distill_monotone_weight=1.0),
+    flat = train(tiny_train_config(tmp_path, "flat.safetensors", steps=1, conditioned=False), log=lambda _: None)
+    train(tiny_train_config(tmp_path, "flat-small.safetensors", teacher=str(flat), width=0.5, distill_monotone_weight=1.0),
           log=lines.append)
     assert not any("monotone" in line for line in lines)
     with pytest.raises(InputError, match="loss weights"):
-        _tiny(tmp_path, "bad.safetensors", distill_monotone_weight=-1.0)
+        tiny_train_config(tmp_path, "bad.safetensors", distill_monotone_weight=-1.0)
 
 
 def test_twin_weights_cover_the_range_away_from_their_frame() -> None:
@@ -121,35 +120,19 @@ def test_twin_weights_cover_the_range_away_from_their_frame() -> None:
             assert (twins < weight).any() and (twins > weight).any()
 
 
-def _tiny(tmp_path: Path, out: str, **kw: object) -> TrainConfig:
-    data = tmp_path / "data"
-    if not data.is_dir():
-        data.mkdir()
-        for i in range(2):
-            write_image(data / f"s{i}.png", smooth_texture(80, 80, seed=i, sigma=2.0))
-        write_image(tmp_path / "style.png", stripe_style(64))
-    base: dict[str, object] = dict(
-        style=str(tmp_path / "style.png"), data=str(data), out=str(tmp_path / out), steps=3, size=64, batch_size=1,
-        loss_net="random-vgg19", device="cpu", checkpoint_every=10**6, preview_every=10**6, log_every=1, bf16=False,
-        style_size=64,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
-
-
 def test_training_logs_the_monotone_term_and_off_means_absent(tmp_path: Path) -> None:
     lines: list[str] = []
-    train(_tiny(tmp_path, "on.safetensors"), log=lines.append)
+    train(tiny_train_config(tmp_path, "on.safetensors"), log=lines.append)
     assert all("monotone" in line for line in lines if line.startswith("step "))
     lines.clear()
-    train(_tiny(tmp_path, "off.safetensors", monotone_weight=0.0), log=lines.append)
+    train(tiny_train_config(tmp_path, "off.safetensors", monotone_weight=0.0), log=lines.append)
     assert not any("monotone" in line for line in lines)
 
 
 def test_init_starts_from_the_given_model_and_records_its_recipe(tmp_path: Path) -> None:
-    first = train(_tiny(tmp_path, "first.safetensors"), log=lambda _: None, command="first command")
+    first = train(tiny_train_config(tmp_path, "first.safetensors"), log=lambda _: None, command="first command")
     # Zero steps of learning rate: the fine-tuned model must be the starting model.
-    tuned = train(_tiny(tmp_path, "tuned.safetensors", init=str(first), learning_rate=0.0), log=lambda _: None)
+    tuned = train(tiny_train_config(tmp_path, "tuned.safetensors", init=str(first), learning_rate=0.0), log=lambda _: None)
     a, _ = load_model(first)
     b, info = load_model(tuned)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -161,9 +144,9 @@ def test_init_starts_from_the_given_model_and_records_its_recipe(tmp_path: Path)
 
 
 def test_init_with_another_network_is_refused_in_one_line(tmp_path: Path) -> None:
-    first = train(_tiny(tmp_path, "first.safetensors"), log=lambda _: None)
+    first = train(tiny_train_config(tmp_path, "first.safetensors"), log=lambda _: None)
     with pytest.raises(InputError) as refused:
-        train(_tiny(tmp_path, "other.safetensors", init=str(first), conditioned=False), log=lambda _: None)
+        train(tiny_train_config(tmp_path, "other.safetensors", init=str(first), conditioned=False), log=lambda _: None)
     message = cli_wording(str(refused.value))
     assert "--init" in message and "\n" not in message and not (tmp_path / "other.safetensors").exists()
 
