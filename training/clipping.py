@@ -8,10 +8,13 @@ median of 130-150 (docs/distillation-notes.md, stop 44). Adam's second moment re
 such a step for hundreds of steps, and at higher rates the stage diverged.
 
 A fixed norm limit would have to be set anew for every loss, network and rate, so the
-limit here is a multiple of the median norm of the last ``WINDOW`` steps (as adaptive
-clipping schemes do; the median, not the mean, so that the spikes themselves do not
-raise it). The raw norms go into the history, clipped or not: recording the clipped ones
-would only let the limit drift down.
+limit follows the run's own norms, as in AutoClip (Seetharaman et al. 2020), which clips
+at a percentile of every norm seen so far. Here it departs from the paper in two ways:
+the limit is a multiple of the *median* of the last ``WINDOW`` steps' norms, so that it
+follows a fine-tuning stage whose gradients shrink, and the multiple lets the ordinary
+steps through untouched (the paper's percentile clips a fixed share of them). The raw
+norms go into the history, clipped or not: recording the clipped ones would only let the
+limit drift down, and the median keeps the spikes from raising it.
 """
 
 from __future__ import annotations

@@ -75,8 +75,8 @@ class TrainConfig:
     # Distillation: share of the clip pairs drawn from the tenth the copy paints least like
     # its teacher, ranked every few hundred steps (training.hard_pairs); 0 = off.
     hard_pairs: float = 0.0
-    # Clip each step's gradient norm to this multiple of the median of the recent steps'
-    # (training.clipping), against single crops whose loss is hundreds of times the
+    # Clip each step's gradient norm to this multiple of the median norm of the recent
+    # steps (training.clipping), against single crops whose loss is hundreds of times the
     # usual; 0 = off.
     clip_grad: float = 0.0
 
