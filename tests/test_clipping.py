@@ -70,12 +70,10 @@ def test_the_history_round_trips() -> None:
         clip([_grad(float(value))])
     again = RelativeClip(3.0)
     again.restore(clip.state())
-    assert again.norms == clip.norms and again.limit() == clip.limit() == 3.0 * 20.0
+    assert list(again.norms) == list(clip.norms) and again.limit() == clip.limit() == 3.0 * 20.0
 
 
 def test_a_factor_of_one_or_less_is_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match="above 1"):
-        RelativeClip(1.0)
     with pytest.raises(InputError, match=r"`clip_grad` 0.5: .*above 1.*or 0 for no clipping"):
         TrainConfig(style="s", data="d", out="o.safetensors", clip_grad=0.5)
 

@@ -20,6 +20,7 @@ limit drift down, and the median keeps the spikes from raising it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 
 import torch
@@ -31,20 +32,19 @@ WARMUP = 20  # steps before the first clip: a median of fewer is too noisy to tr
 class RelativeClip:
     """Clips the gradients' total norm to ``factor`` x the median norm of the last
     ``WINDOW`` steps, once ``WARMUP`` steps are seen. Call after ``backward``, before the
-    optimiser's step; the history is state a resumed run needs (``state``/``restore``)."""
+    optimiser's step; the history is state a resumed run needs (``state``/``restore``).
+    ``factor`` above 1 is checked where the user gives it (``TrainConfig``)."""
 
     def __init__(self, factor: float) -> None:
-        if factor <= 1.0:
-            raise ValueError(f"clip factor {factor}: use a multiple above 1 of the median gradient norm")
         self.factor = factor
-        self.norms: list[float] = []
+        self.norms: deque[float] = deque(maxlen=WINDOW)
         self.clipped = 0  # steps clipped since the last ``take_clipped``
 
     def limit(self) -> float:
         """The norm a step may have now (infinite during the warm-up)."""
         if len(self.norms) < WARMUP:
             return float("inf")
-        return self.factor * float(torch.tensor(self.norms[-WINDOW:]).median())
+        return self.factor * float(torch.tensor(list(self.norms)).median())
 
     def __call__(self, parameters: Iterable[torch.Tensor]) -> float:
         """Clip the gradients in place; returns their norm before clipping."""
@@ -53,7 +53,7 @@ class RelativeClip:
         if norm > limit:
             self.clipped += 1
         if math.isfinite(norm):  # a broken step says nothing about the typical norm
-            self.norms = [*self.norms[-(WINDOW - 1):], norm]
+            self.norms.append(norm)
         return norm
 
     def take_clipped(self) -> int:
@@ -62,7 +62,8 @@ class RelativeClip:
         return count
 
     def state(self) -> torch.Tensor:
-        return torch.tensor(self.norms, dtype=torch.float64)
+        return torch.tensor(list(self.norms), dtype=torch.float64)
 
     def restore(self, norms: torch.Tensor) -> None:
-        self.norms = [float(n) for n in norms.tolist()][-WINDOW:]
+        self.norms.clear()
+        self.norms.extend(norms.tolist())
