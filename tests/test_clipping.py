@@ -109,3 +109,36 @@ def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: py
         train(_config(tmp_path, out.name), log=stop_at_five)
     train(_config(tmp_path, out.name, resume=True), log=lambda _: None)
     assert_same_weights(out, whole)
+
+
+def test_a_run_cut_in_the_middle_of_a_step_resumes_as_if_never_cut(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Ctrl-C mostly lands inside a step, after its crops and style weights were drawn and
+    # its gradient norm recorded: the checkpoint must hold the state from before them. Cut
+    # in step 7: in this run step 8 is clipped, at a limit that step 7's norm, recorded
+    # twice, would change (and step 7's crops drawn twice would change both steps).
+    monkeypatch.setattr(clipping, "WARMUP", 2)
+    monkeypatch.setattr(clipping, "WINDOW", 3)
+    whole = tmp_path / "whole.safetensors"
+    train(_config(tmp_path, whole.name), log=lambda _: None)
+
+    out = tmp_path / "m.safetensors"
+    record = clipping.RelativeClip.__call__
+    calls = 0
+
+    def cut_in_step_seven(self: clipping.RelativeClip, parameters: object) -> float:
+        nonlocal calls
+        calls += 1
+        norm = record(self, parameters)
+        if calls == 7:
+            raise KeyboardInterrupt
+        return norm
+
+    monkeypatch.setattr(clipping.RelativeClip, "__call__", cut_in_step_seven)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, out.name), log=lambda _: None)
+    monkeypatch.setattr(clipping.RelativeClip, "__call__", record)
+    lines: list[str] = []
+    train(_config(tmp_path, out.name, resume=True), log=lines.append)
+    assert any("resumed" in line and "step 6" in line for line in lines)
+    assert_same_weights(out, whole)

@@ -4,6 +4,7 @@ actually learns (loss goes down; the temporal loss lowers the warping error)."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import zipfile
 from pathlib import Path
@@ -27,11 +28,11 @@ from stylecore.flow import warp
 from stylecore.nets.model_file import load_model
 from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 from training import flow_cache as flow_cache_module
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import RandomState, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import PairSampler, scan_data
 from training.flow_cache import FlowCache
-from training.loop import SAME_TEACHER, _stage_record, build_distill_loss, build_loss, settings_changes, train
+from training.loop import SAME_TEACHER, _stage_record, _uninterrupted, build_distill_loss, build_loss, settings_changes, train
 from training.pairs import TrainPair, collate, random_window, to_float
 from training.synthetic import MotionRange, synthetic_pair
 from training.train import build_parser, config_from_args
@@ -189,7 +190,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     opt.step()
     rng = np.random.default_rng(9)
     rng.random(3)
-    save_checkpoint(tmp_path / "c.ckpt", model, opt, 17, rng, {"size": 64})
+    save_checkpoint(tmp_path / "c.ckpt", model, opt, 17, RandomState.now(rng), {"size": 64})
     expected_next = rng.random()
 
     torch.manual_seed(1)
@@ -308,6 +309,16 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     whole = tmp_path / "whole.safetensors"
     train(_config(style, data, whole, steps=4, log_every=1), log=lambda _: None)
     assert_same_weights(out, whole)
+
+
+def test_a_ctrl_c_during_the_weight_update_waits_for_its_end() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with _uninterrupted():
+            signal.raise_signal(signal.SIGINT)
+            finished.append(True)  # the update runs to its end
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
 
 
 def test_training_emits_events_and_cancel_keeps_a_checkpoint(tmp_path: Path) -> None:

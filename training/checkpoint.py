@@ -8,6 +8,7 @@ refuses anything but tensors and plain containers: a checkpoint cannot run code.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,37 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".ckpt")
 
 
+@dataclass(frozen=True)
+class RandomState:
+    """The random state a run's next step starts from: numpy's generator (crops, style
+    weights) and torch's. Taken between steps, so that a run interrupted in the middle of
+    one resumes with the draws that step had made undone."""
+
+    numpy: dict[str, Any]
+    torch: torch.Tensor
+
+    @classmethod
+    def now(cls, rng: np.random.Generator) -> RandomState:
+        return cls(rng.bit_generator.state, torch.get_rng_state())
+
+
 def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     step: int,
-    rng: np.random.Generator,
+    random: RandomState,
     settings: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """``extra``: other state a run needs to resume exactly (tensors and plain values)."""
+    """``random``: the state at the start of step ``step``; ``extra``: other state a run
+    needs to resume exactly (tensors and plain values)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": int(step),
-        "numpy_rng": rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": random.numpy,
+        "torch_rng": random.torch,
         "settings": settings,
         "extra": extra or {},
     }

@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import errno
 import math
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -25,7 +27,7 @@ from stylecore.nets.model_file import ModelInfo, load_model, now_iso, save_model
 from stylecore.nets.transformer import StyleTransformer, TransformerConfig
 from stylecore.nets.loss_nets import load_loss_network, resolve_loss_net
 
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import RandomState, checkpoint_path, load_checkpoint, save_checkpoint
 from .clipping import RelativeClip
 from .config import TrainConfig
 from .data import build_sampler, scan_data
@@ -73,6 +75,27 @@ def _style_grams(config: TrainConfig, encoder: torch.nn.Module, device: torch.de
             for name in STYLE_LAYERS:
                 grams[name] = grams.get(name, 0) + gram_matrix(feats[name]).float() / len(views)
     return grams, style
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block ends. Adam updates the weights and its moments in
+    several passes: cut between them, the checkpoint saved on interruption would hold half
+    a step, and the resumed run would not be the uninterrupted one. Off the main thread
+    (where Python delivers no signal) or under a handler Python did not install, it only
+    runs the block."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)  # delivered now, to whatever handled it before
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -426,15 +449,24 @@ def train(
     def writing(target: Path) -> AbstractContextManager[None]:
         return _writing(target, ckpt, saved_step, config.resume)
 
+    def between_steps() -> tuple[RandomState, torch.Tensor | None]:
+        """The state the next step starts from, beside the weights and the optimiser's."""
+        return RandomState.now(rng), clip.state() if clip is not None else None
+
+    # Taken after every step, so that a run interrupted in the middle of one saves the state
+    # before its draws and its gradient norm: resumed, it takes that step as if never cut.
+    between = between_steps()
+
     def checkpoint(step: int) -> None:
         nonlocal saved_step
+        random, norms = between
         extra: dict[str, Any] = {}
         if sampler.hard is not None:
             extra["hard"] = torch.from_numpy(sampler.hard)
-        if clip is not None:
-            extra["grad_norms"] = clip.state()
+        if norms is not None:
+            extra["grad_norms"] = norms
         with writing(ckpt):
-            save_checkpoint(ckpt, model, optimizer, step, rng, settings, extra)
+            save_checkpoint(ckpt, model, optimizer, step, random, settings, extra)
         saved_step = step
     try:
         for step in range(start, config.steps):
@@ -450,10 +482,12 @@ def train(
             total, terms = step_loss(batch, weights)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            if clip is not None:
-                clip(model.parameters())
-            optimizer.step()
-            completed = step + 1
+            with _uninterrupted():
+                if clip is not None:
+                    clip(model.parameters())
+                optimizer.step()
+                completed = step + 1
+                between = between_steps()
 
             losses = {"total": float(total.detach()), **terms}
             for name, value in losses.items():
