@@ -29,8 +29,8 @@ class RandomState:
     weights) and torch's. Taken between steps, so that a run interrupted in the middle of
     one resumes with the draws that step had made undone."""
 
-    numpy: dict[str, Any]
-    torch: torch.Tensor
+    numpy_rng: dict[str, Any]
+    torch_rng: torch.Tensor
 
     @classmethod
     def now(cls, rng: np.random.Generator) -> RandomState:
@@ -52,8 +52,8 @@ def save_checkpoint(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": int(step),
-        "numpy_rng": random.numpy,
-        "torch_rng": random.torch,
+        "numpy_rng": random.numpy_rng,
+        "torch_rng": random.torch_rng,
         "settings": settings,
         "extra": extra or {},
     }
