@@ -82,6 +82,11 @@ def _config(tmp_path: Path, out: str, **kw: object) -> TrainConfig:
     return tiny_train_config(tmp_path, out, **{"steps": 8, "batch_size": 2, "clip_grad": 1.05, **kw})
 
 
+def _clipped_per_step(lines: list[str]) -> list[int]:
+    """The "N clipped" of each log line (one per step in these runs)."""
+    return [int(line.split(" clipped")[0].rsplit(", ", 1)[1]) for line in lines if line.startswith("step ")]
+
+
 def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A short window and warm-up, and a limit just above the median, so that this short
     # run clips, and a resume that forgot the history would clip other steps.
@@ -90,7 +95,7 @@ def test_a_clipped_run_clips_and_resumes_exactly(tmp_path: Path, monkeypatch: py
     whole = tmp_path / "whole.safetensors"
     lines: list[str] = []
     train(_config(tmp_path, whole.name), log=lines.append)
-    clipped = [int(line.split(" clipped")[0].rsplit(", ", 1)[1]) for line in lines if line.startswith("step ")]
+    clipped = _clipped_per_step(lines)
     assert len(clipped) == 8 and sum(clipped) >= 1 and clipped[:2] == [0, 0]  # none in the warm-up
 
     # Without clipping the same run learns other weights: the clipping acted.
@@ -120,7 +125,10 @@ def test_a_run_cut_in_the_middle_of_a_step_resumes_as_if_never_cut(tmp_path: Pat
     monkeypatch.setattr(clipping, "WARMUP", 2)
     monkeypatch.setattr(clipping, "WINDOW", 3)
     whole = tmp_path / "whole.safetensors"
-    train(_config(tmp_path, whole.name), log=lambda _: None)
+    lines: list[str] = []
+    train(_config(tmp_path, whole.name), log=lines.append)
+    # The premise: a step after the cut is clipped, so a wrong history would show.
+    assert _clipped_per_step(lines)[7] == 1
 
     out = tmp_path / "m.safetensors"
     record = clipping.RelativeClip.__call__
@@ -138,7 +146,7 @@ def test_a_run_cut_in_the_middle_of_a_step_resumes_as_if_never_cut(tmp_path: Pat
     with pytest.raises(KeyboardInterrupt):
         train(_config(tmp_path, out.name), log=lambda _: None)
     monkeypatch.setattr(clipping.RelativeClip, "__call__", record)
-    lines: list[str] = []
+    lines.clear()
     train(_config(tmp_path, out.name, resume=True), log=lines.append)
     assert any("resumed" in line and "step 6" in line for line in lines)
     assert_same_weights(out, whole)
