@@ -148,8 +148,9 @@ small_stages() {  # NAME
   # 40-42 tried eight more leads for those dashes, none kept (the last, crops normalised
   # with their whole frame's statistics: --frame-stats); their figures, and why a 192 px
   # crop of the sky alone is painted otherwise, are in docs/distillation-notes.md. Nor
-  # Woman with a Hat's copy with the terms below (colour 4, monotone 1; stop 48, 1200 steps at
-  # 2.5e-4: 23.55 dB against 22.96, by eye the same picture, the sky's streaks fainter).
+  # Woman with a Hat's copy with the terms below (colour 4, monotone 1; stop 48, 1200
+  # steps at 2.5e-4: 23.55 dB against 22.96, by eye the same picture, its sky's streaks
+  # fainter).
   case $1 in
     scream) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 6" ;;
     starry_night) echo "$opts -samples --texture-weight 3 --colour-weight 4 --distill-monotone-weight 1 --steps 2400 --seed 5" ;;
